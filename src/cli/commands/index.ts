@@ -1,0 +1,8 @@
+import type { CommandModule } from 'yargs';
+
+/**
+ * Every `scaleforge` sub-command, one module each. A new command is one file plus one line here.
+ * Handlers set `process.exitCode` (or throw: UsageError → 2, anything else → 1).
+ */
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+export const commands: CommandModule<any, any>[] = [];
