@@ -1,0 +1,37 @@
+import { tf } from '../backend/tf.js';
+
+/** Activation functions by the names configs and HF configs use ("silu", "gelu", "quick_gelu", …). */
+export type Activation = (x: tf.Tensor) => tf.Tensor;
+
+export const silu: Activation = (x) => tf.tidy(() => x.mul(tf.sigmoid(x)));
+
+/** GELU, tanh approximation (PyTorch approximate='tanh', "gelu_pytorch_tanh"). */
+export const geluTanh: Activation = (x) =>
+  tf.tidy(() => {
+    const inner = x.add(x.pow(3).mul(0.044715)).mul(Math.sqrt(2 / Math.PI));
+    return x.mul(0.5).mul(tf.tanh(inner).add(1));
+  });
+
+/** Exact GELU x·Φ(x) = 0.5·x·(1 + erf(x/√2)). */
+export const geluErf: Activation = (x) => tf.tidy(() => x.mul(0.5).mul(tf.erf(x.mul(Math.SQRT1_2)).add(1)));
+
+/** CLIP's QuickGELU: x·σ(1.702x). */
+export const quickGelu: Activation = (x) => tf.tidy(() => x.mul(tf.sigmoid(x.mul(1.702))));
+
+export const relu: Activation = (x) => tf.relu(x);
+
+export const activations: Record<string, Activation> = {
+  silu,
+  swish: silu,
+  gelu: geluErf,
+  gelu_tanh: geluTanh,
+  gelu_pytorch_tanh: geluTanh,
+  quick_gelu: quickGelu,
+  relu,
+};
+
+export function activation(name: string): Activation {
+  const f = activations[name];
+  if (!f) throw new Error(`unknown activation '${name}'; known: ${Object.keys(activations).join(', ')}`);
+  return f;
+}

@@ -1,0 +1,63 @@
+import { tf } from '../backend/tf.js';
+import { Rng } from '../util/rng.js';
+import { Module } from './module.js';
+import { defaultBias, kaimingUniform } from './init.js';
+
+export interface Conv2dOptions {
+  stride?: number;
+  /** PyTorch-style symmetric zero padding in pixels, or 'same'/'valid'. */
+  padding?: number | 'same' | 'valid';
+  bias?: boolean;
+  rng?: Rng;
+}
+
+/**
+ * 2-D convolution computed in NHWC (tfjs's layout) with the weight stored as PyTorch's
+ * [out, in, kh, kw], so checkpoints load by name; it is transposed to [kh, kw, in, out] per call.
+ */
+export class Conv2d extends Module {
+  readonly weight: tf.Variable;
+  readonly bias: tf.Variable | null;
+  readonly stride: number;
+  readonly padding: number | 'same' | 'valid';
+
+  constructor(
+    readonly inChannels: number,
+    readonly outChannels: number,
+    readonly kernelSize: number,
+    opts: Conv2dOptions = {},
+  ) {
+    super();
+    const rng = opts.rng ?? new Rng(0);
+    this.stride = opts.stride ?? 1;
+    this.padding = opts.padding ?? 0;
+    const shape = [outChannels, inChannels, kernelSize, kernelSize];
+    this.weight = this.param('weight', kaimingUniform(shape, rng));
+    this.bias = opts.bias === false ? null : this.param('bias', defaultBias(outChannels, shape, rng));
+  }
+
+  /** x: [N, H, W, C_in] → [N, H', W', C_out]. */
+  forward(x: tf.Tensor4D): tf.Tensor4D {
+    return tf.tidy(() => {
+      const k = this.weight.transpose([2, 3, 1, 0]) as tf.Tensor4D;
+      let input = x;
+      let pad: 'same' | 'valid';
+      if (typeof this.padding === 'number') {
+        const p = this.padding;
+        if (p > 0) input = tf.pad(x, [[0, 0], [p, p], [p, p], [0, 0]]);
+        pad = 'valid';
+      } else pad = this.padding;
+      let y: tf.Tensor4D =
+        this.kernelSize === 1 && this.stride === 1
+          ? (tf.matMul(input.reshape([-1, this.inChannels]) as tf.Tensor2D, this.weight.reshape([this.outChannels, this.inChannels]) as tf.Tensor2D, false, true).reshape([
+              input.shape[0],
+              input.shape[1],
+              input.shape[2],
+              this.outChannels,
+            ]) as tf.Tensor4D)
+          : tf.conv2d(input, k, this.stride, pad);
+      if (this.bias) y = y.add(this.bias);
+      return y;
+    });
+  }
+}

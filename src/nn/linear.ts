@@ -1,0 +1,33 @@
+import { tf } from '../backend/tf.js';
+import { Rng } from '../util/rng.js';
+import { Module } from './module.js';
+import { defaultBias, kaimingUniform } from './init.js';
+
+export interface LinearOptions {
+  bias?: boolean;
+  rng?: Rng;
+}
+
+/** y = x Wᵀ + b over the last axis; weight stored [out, in] as in torch.nn.Linear. */
+export class Linear extends Module {
+  readonly weight: tf.Variable;
+  readonly bias: tf.Variable | null;
+
+  constructor(readonly inFeatures: number, readonly outFeatures: number, opts: LinearOptions = {}) {
+    super();
+    const rng = opts.rng ?? new Rng(0);
+    const shape = [outFeatures, inFeatures];
+    this.weight = this.param('weight', kaimingUniform(shape, rng));
+    this.bias = opts.bias === false ? null : this.param('bias', defaultBias(outFeatures, shape, rng));
+  }
+
+  forward(x: tf.Tensor): tf.Tensor {
+    return tf.tidy(() => {
+      const lead = x.shape.slice(0, -1);
+      const x2 = x.reshape([-1, this.inFeatures]) as tf.Tensor2D;
+      let y: tf.Tensor = tf.matMul(x2, this.weight as tf.Tensor2D, false, true);
+      if (this.bias) y = y.add(this.bias);
+      return y.reshape([...lead, this.outFeatures]);
+    });
+  }
+}
