@@ -1,0 +1,167 @@
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { LineCounter, parseDocument, isAlias, isMap, isScalar, isSeq, isPair, type Document, type Node as YamlNode } from 'yaml';
+import { UsageError } from '../util/errors.js';
+
+/**
+ * A config value together with where each piece came from, so that an error found after merging base configs,
+ * the recipe and `--set` overrides can still point at the line a person has to edit.
+ */
+export type Origin = { file: string; line: number; col: number } | { set: string };
+
+export type ScalarValue = string | number | boolean | null;
+
+export interface MapEntry {
+  keyOrigin: Origin;
+  value: ConfigNode;
+}
+export interface MapNode {
+  type: 'map';
+  entries: Map<string, MapEntry>;
+  origin: Origin;
+}
+export interface SeqNode {
+  type: 'seq';
+  items: ConfigNode[];
+  origin: Origin;
+}
+export interface ScalarNode {
+  type: 'scalar';
+  value: ScalarValue;
+  origin: Origin;
+}
+export type ConfigNode = MapNode | SeqNode | ScalarNode;
+
+/** Paths are shown relative to the working directory when they lie inside it, as a person would type them. */
+export function displayPath(file: string): string {
+  const rel = path.relative(process.cwd(), file);
+  return rel !== '' && !rel.startsWith('..') && !path.isAbsolute(rel) ? rel : file;
+}
+
+export function formatOrigin(o: Origin): string {
+  return 'set' in o ? `--set ${o.set}` : `${displayPath(o.file)}:${o.line}:${o.col}`;
+}
+
+export function fileStart(file: string): Origin {
+  return { file, line: 1, col: 1 };
+}
+
+/** Reads a YAML file into a positioned tree. The top level must be a mapping (an empty file is an empty one). */
+export function readConfigFile(file: string): MapNode {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (e) {
+    throw new UsageError(`${displayPath(file)}: cannot read (${(e as NodeJS.ErrnoException).code ?? String(e)})`);
+  }
+  const tree = parseYamlText(text, (lc, offset) => {
+    const { line, col } = lc.linePos(offset);
+    return { file, line, col };
+  });
+  if (tree === undefined) return { type: 'map', entries: new Map(), origin: fileStart(file) };
+  if (tree.type !== 'map') {
+    throw new UsageError(`${formatOrigin(tree.origin)}: expected a mapping of keys at the top of the file, found a ${describeNode(tree)}`);
+  }
+  return tree;
+}
+
+/** Parses the value half of `--set key=value` as YAML (scalars and flow collections such as `[16,32]`). */
+export function parseSetValue(text: string, setPath: string): ConfigNode {
+  const tree = parseYamlText(text, () => ({ set: setPath }), `--set ${setPath}`);
+  return tree ?? { type: 'scalar', value: null, origin: { set: setPath } };
+}
+
+type OriginAt = (lc: LineCounter, offset: number) => Origin;
+
+function parseYamlText(text: string, originAt: OriginAt, label?: string): ConfigNode | undefined {
+  const lineCounter = new LineCounter();
+  const doc = parseDocument(text, { lineCounter, prettyErrors: false, uniqueKeys: true });
+  if (doc.errors.length > 0) {
+    const lines = doc.errors.map((err) => {
+      const where = label ?? formatOrigin(originAt(lineCounter, err.pos[0]));
+      return `${where}: invalid YAML: ${err.message.split('\n')[0]}`;
+    });
+    throw new UsageError(lines.join('\n'));
+  }
+  if (doc.contents === null) return undefined;
+  return convert(doc, doc.contents as YamlNode, lineCounter, originAt, label);
+}
+
+function convert(doc: Document, node: YamlNode, lc: LineCounter, originAt: OriginAt, label: string | undefined): ConfigNode {
+  const origin = originAt(lc, node.range?.[0] ?? 0);
+  if (isAlias(node)) {
+    const target = node.resolve(doc);
+    if (target === undefined) throw new UsageError(`${formatOrigin(origin)}: unresolved alias *${node.source}`);
+    const resolved = convert(doc, target as YamlNode, lc, originAt, label);
+    return { ...resolved, origin };
+  }
+  if (isMap(node)) {
+    const entries = new Map<string, MapEntry>();
+    for (const pair of node.items) {
+      if (!isPair(pair)) continue;
+      const keyNode = pair.key as YamlNode | null;
+      const keyOrigin = keyNode ? originAt(lc, keyNode.range?.[0] ?? 0) : origin;
+      if (!keyNode || !isScalar(keyNode) || (keyNode.value !== null && typeof keyNode.value === 'object')) {
+        throw new UsageError(`${formatOrigin(keyOrigin)}: keys must be plain names, not collections`);
+      }
+      const key = String(keyNode.value);
+      const value: ConfigNode =
+        pair.value === null
+          ? { type: 'scalar', value: null, origin: keyOrigin }
+          : convert(doc, pair.value as YamlNode, lc, originAt, label);
+      entries.set(key, { keyOrigin, value });
+    }
+    return { type: 'map', entries, origin };
+  }
+  if (isSeq(node)) {
+    return { type: 'seq', items: node.items.map((item) => convert(doc, item as YamlNode, lc, originAt, label)), origin };
+  }
+  if (isScalar(node)) {
+    const v = node.value;
+    if (v === null || typeof v === 'string' || typeof v === 'number' || typeof v === 'boolean') {
+      return { type: 'scalar', value: v, origin };
+    }
+    throw new UsageError(`${formatOrigin(origin)}: unsupported YAML value (tag ${node.tag ?? typeof v}); use a number, string, boolean, list or mapping`);
+  }
+  throw new UsageError(`${formatOrigin(origin)}: unsupported YAML node`);
+}
+
+export function describeNode(n: ConfigNode): string {
+  if (n.type === 'map') return 'mapping';
+  if (n.type === 'seq') return 'list';
+  return n.value === null ? 'null' : `${typeof n.value} ${JSON.stringify(n.value)}`;
+}
+
+/** The plain JS value a schema validates. */
+export function toPlain(n: ConfigNode): unknown {
+  if (n.type === 'scalar') return n.value;
+  if (n.type === 'seq') return n.items.map(toPlain);
+  const out: Record<string, unknown> = {};
+  for (const [k, e] of n.entries) out[k] = toPlain(e.value);
+  return out;
+}
+
+/**
+ * The best origin for a path into the tree: the key's own line when the path exists, else the deepest existing
+ * ancestor (so "missing key" errors point at the section that lacks it). `found` tells which case applied.
+ */
+export function originOfPath(root: MapNode, pathKeys: readonly PropertyKey[]): { origin: Origin; found: boolean } {
+  let node: ConfigNode = root;
+  let origin: Origin = root.origin;
+  for (const seg of pathKeys) {
+    if (node.type === 'map') {
+      const e = node.entries.get(String(seg));
+      if (!e) return { origin, found: false };
+      origin = e.keyOrigin;
+      node = e.value;
+    } else if (node.type === 'seq') {
+      const item: ConfigNode | undefined = typeof seg === 'number' ? node.items[seg] : undefined;
+      if (!item) return { origin, found: false };
+      origin = item.origin;
+      node = item;
+    } else {
+      return { origin, found: false };
+    }
+  }
+  return { origin, found: true };
+}
