@@ -2,6 +2,10 @@
 // entry that brings ops, gradients and chained ops together; its ESM subpaths do not resolve in Node.
 import * as tf from '@tensorflow/tfjs';
 
+// PROD silences tfjs's console warnings (the "install our node backend" banner on every run);
+// `scaleforge env` reports the backends instead.
+tf.env().set('PROD', true);
+
 export { tf };
 export type Tensor = tf.Tensor;
 export type Variable = tf.Variable;

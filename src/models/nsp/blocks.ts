@@ -1,0 +1,57 @@
+import { tf } from '../../backend/tf.js';
+import { Attention } from '../../nn/attention.js';
+import { FiLM } from '../../nn/film.js';
+import { Module } from '../../nn/module.js';
+import { GroupNorm, LayerNorm } from '../../nn/norm.js';
+import { Rng } from '../../util/rng.js';
+import { ResidualDenseBlock } from './rdb.js';
+
+/**
+ * Convolutional block: GroupNorm (no affine) → FiLM(cond) → residual dense block branch.
+ * FiLM is where the text and the scale index enter, so every block of every stage is conditioned.
+ */
+export class DenseBlock extends Module {
+  readonly norm: GroupNorm;
+  readonly film: FiLM;
+  readonly rdb: ResidualDenseBlock;
+
+  constructor(channels: number, condDim: number, groups: number, growth: number, layers: number, beta: number, rng: Rng) {
+    super();
+    this.norm = this.module('norm', new GroupNorm(groups, channels, 1e-5, false));
+    this.film = this.module('film', new FiLM(condDim, channels, { rng }));
+    this.rdb = this.module('rdb', new ResidualDenseBlock(channels, growth, layers, beta, rng));
+  }
+
+  forward(x: tf.Tensor4D, cond: tf.Tensor2D): tf.Tensor4D {
+    return tf.tidy(() => {
+      const h = this.film.forward(this.norm.forward(x), cond) as tf.Tensor4D;
+      return x.add(this.rdb.branch(h));
+    });
+  }
+}
+
+/**
+ * Self-attention over the H·W positions with grouped/multi-query key-value heads, pre-norm with
+ * adaptive LayerNorm so the conditioning also steers what the tokens attend to.
+ */
+export class AttentionBlock extends Module {
+  readonly norm: LayerNorm;
+  readonly film: FiLM;
+  readonly attn: Attention;
+
+  constructor(channels: number, condDim: number, heads: number, kvHeads: number, rng: Rng) {
+    super();
+    this.norm = this.module('norm', new LayerNorm(channels, 1e-6, false));
+    this.film = this.module('film', new FiLM(condDim, channels, { rng }));
+    this.attn = this.module('attn', new Attention(channels, { numHeads: heads, numKvHeads: kvHeads, rope: '2d', rng }));
+  }
+
+  forward(x: tf.Tensor4D, cond: tf.Tensor2D): tf.Tensor4D {
+    return tf.tidy(() => {
+      const [b, h, w, c] = x.shape;
+      const tokens = x.reshape([b, h * w, c]);
+      const mod = this.film.forward(this.norm.forward(tokens), cond);
+      return x.add(this.attn.forward(mod as tf.Tensor3D, { grid: [h, w] }).reshape([b, h, w, c]));
+    });
+  }
+}

@@ -1,0 +1,64 @@
+import { tf } from '../../backend/tf.js';
+import { silu } from '../../nn/activations.js';
+import { Conv2d } from '../../nn/conv.js';
+import { Linear } from '../../nn/linear.js';
+import { Module, ModuleList } from '../../nn/module.js';
+import { GroupNorm } from '../../nn/norm.js';
+import { Rng } from '../../util/rng.js';
+import { AttentionBlock, DenseBlock } from './blocks.js';
+import { NspModelConfig, perStage } from './config.js';
+
+/**
+ * One stage of the cascade: reads the (upsampled) previous scale and the conditioning, and predicts
+ * the residual that turns it into this scale. The output conv starts at zero, so an untrained stage
+ * is exactly bilinear upsampling and training only ever learns the missing detail.
+ */
+export class ScalePredictor extends Module {
+  readonly condMlp: ModuleList<Linear>;
+  readonly convIn: Conv2d;
+  readonly blocks: ModuleList<DenseBlock | AttentionBlock>;
+  readonly normOut: GroupNorm;
+  readonly convOut: Conv2d;
+
+  constructor(cfg: NspModelConfig, stage: number, rng: Rng) {
+    super();
+    const size = cfg.sizes[stage]!;
+    const channels = perStage(cfg.channels, stage, 'channels');
+    const nBlocks = perStage(cfg.blocksPerStage, stage, 'blocks_per_stage');
+    const withAttention = cfg.attentionMaxSize > 0 && size <= cfg.attentionMaxSize;
+    this.condMlp = this.module(
+      'cond_mlp',
+      new ModuleList([new Linear(cfg.textDim + cfg.condDim, cfg.condDim, { rng }), new Linear(cfg.condDim, cfg.condDim, { rng })]),
+    );
+    this.convIn = this.module('conv_in', new Conv2d(cfg.imageChannels, channels, 3, { padding: 1, rng }));
+    const blocks: (DenseBlock | AttentionBlock)[] = [];
+    for (let i = 0; i < nBlocks; i++) {
+      blocks.push(new DenseBlock(channels, cfg.condDim, cfg.groupNormGroups, cfg.growthChannels, cfg.denseLayers, cfg.residualScale, rng));
+      // Attention after every dense block but the first: local features first, then global mixing.
+      if (withAttention && i >= Math.min(1, nBlocks - 1)) {
+        blocks.push(new AttentionBlock(channels, cfg.condDim, cfg.attentionHeads, cfg.attentionKvHeads, rng));
+      }
+    }
+    this.blocks = this.module('blocks', new ModuleList(blocks));
+    this.normOut = this.module('norm_out', new GroupNorm(cfg.groupNormGroups, channels, 1e-5));
+    this.convOut = this.module('conv_out', new Conv2d(channels, cfg.imageChannels, 3, { padding: 1, rng }));
+    this.convOut.weight.assign(tf.zerosLike(this.convOut.weight));
+    this.convOut.bias!.assign(tf.zerosLike(this.convOut.bias!));
+  }
+
+  get hasAttention(): boolean {
+    return [...this.blocks].some((b) => b instanceof AttentionBlock);
+  }
+
+  /** x: [B, S, S, C_img] at this stage's size; text: [B, textDim]; scaleEmb: [condDim]. */
+  forward(x: tf.Tensor4D, text: tf.Tensor2D, scaleEmb: tf.Tensor1D): tf.Tensor4D {
+    return tf.tidy(() => {
+      const b = x.shape[0];
+      const condIn = tf.concat([text, tf.tile(scaleEmb.reshape([1, -1]), [b, 1])], 1);
+      const cond = this.condMlp.at(1).forward(silu(this.condMlp.at(0).forward(condIn))) as tf.Tensor2D;
+      let h = this.convIn.forward(x);
+      for (const block of this.blocks) h = block.forward(h, cond);
+      return this.convOut.forward(silu(this.normOut.forward(h)) as tf.Tensor4D);
+    });
+  }
+}
