@@ -1,8 +1,9 @@
-import { mkdir, rename, rm } from 'node:fs/promises';
+import { mkdir } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import sharp from 'sharp';
 import { tf } from '../backend/tf.js';
 import type { RgbImage } from '../data/dataset.js';
+import { writeFileAtomic } from './atomic.js';
 
 export type { RgbImage } from '../data/dataset.js';
 
@@ -50,20 +51,18 @@ function checkRgb(rgb: Uint8Array, width: number, height: number): void {
   }
 }
 
-/** Encodes to PNG next to the destination and renames it in, so readers never see half a file. */
-export async function savePng(path: string, rgb: Uint8Array, width: number, height: number): Promise<void> {
+export async function encodePng(rgb: Uint8Array, width: number, height: number): Promise<Buffer> {
   checkRgb(rgb, width, height);
+  return sharp(Buffer.from(rgb.buffer, rgb.byteOffset, rgb.byteLength), { raw: { width, height, channels: 3 } })
+    .png()
+    .toBuffer();
+}
+
+/** Atomic (temp + rename), so a reader never sees half a PNG; creates the parent folder. */
+export async function savePng(path: string, rgb: Uint8Array, width: number, height: number): Promise<void> {
+  const png = await encodePng(rgb, width, height);
   await mkdir(dirname(path), { recursive: true });
-  const tmp = `${path}.tmp-${process.pid}-${Math.random().toString(36).slice(2)}`;
-  try {
-    await sharp(Buffer.from(rgb.buffer, rgb.byteOffset, rgb.byteLength), { raw: { width, height, channels: 3 } })
-      .png()
-      .toFile(tmp);
-    await rename(tmp, path);
-  } catch (e) {
-    await rm(tmp, { force: true });
-    throw e;
-  }
+  await writeFileAtomic(path, png);
 }
 
 /** Decodes any image sharp reads to 8-bit sRGB RGB; alpha is flattened onto white. */
