@@ -1,0 +1,42 @@
+import { tf } from '../tf.js';
+
+/** The part of tfjs-backend-wasm's BackendWasm this kernel uses: heap allocation and heap views. */
+interface WasmHeap {
+  makeOutput(shape: number[], dtype: tf.DataType): tf.TensorInfo;
+  typedArrayFromHeap(info: tf.TensorInfo): Float32Array | Int32Array | Uint8Array;
+}
+
+/**
+ * out[s, ...] = Σ_{i : ids[i] = s} x[i, ...], ids outside [0, numSegments) dropped (TF semantics).
+ * A single pass over x directly on the wasm heap: O(size(x)) rather than the cpu kernel's
+ * O(numSegments·size(x)).
+ */
+export const unsortedSegmentSumConfig: tf.KernelConfig = {
+  kernelName: 'UnsortedSegmentSum',
+  backendName: 'wasm',
+  kernelFunc: ({ inputs, attrs, backend }) => {
+    const { x, segmentIds } = inputs as { x: tf.TensorInfo; segmentIds: tf.TensorInfo };
+    const numSegments = (attrs as { numSegments: number }).numSegments;
+    const heap = backend as unknown as WasmHeap;
+    if (x.dtype !== 'float32' && x.dtype !== 'int32') {
+      throw new Error(`UnsortedSegmentSum on wasm supports float32 and int32 data, got ${x.dtype}`);
+    }
+    const idRank = segmentIds.shape.length;
+    const innerShape = x.shape.slice(idRank);
+    const rowSize = innerShape.reduce((a, b) => a * b, 1);
+    const out = heap.makeOutput([numSegments, ...innerShape], x.dtype);
+    // Views only after the last allocation: a heap growth would detach earlier ones.
+    const outView = heap.typedArrayFromHeap(out);
+    const xView = heap.typedArrayFromHeap(x);
+    const idView = heap.typedArrayFromHeap(segmentIds);
+    outView.fill(0);
+    for (let i = 0; i < idView.length; i++) {
+      const s = idView[i];
+      if (s < 0 || s >= numSegments) continue;
+      const src = i * rowSize;
+      const dst = s * rowSize;
+      for (let k = 0; k < rowSize; k++) outView[dst + k] += xView[src + k];
+    }
+    return out;
+  },
+};
