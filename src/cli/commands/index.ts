@@ -1,8 +1,9 @@
 import type { CommandModule } from 'yargs';
+import { envCommand } from './env.js';
 
 /**
  * Every `scaleforge` sub-command, one module each. A new command is one file plus one line here.
  * Handlers set `process.exitCode` (or throw: UsageError → 2, anything else → 1).
  */
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
-export const commands: CommandModule<any, any>[] = [];
+export const commands: CommandModule<any, any>[] = [envCommand];
