@@ -211,7 +211,7 @@ export function f32ToF8(d: SafetensorsDtype, x: number): number {
   const nanCode = f.style === 'fnuz' ? 0x80 : f.style === 'fn' ? 0x7f : 0x7e;
   if (Number.isNaN(x)) return nanCode;
   const negative = x < 0 || Object.is(x, -0);
-  const signBit = negative && f.style !== 'fnuz' ? 0x80 : 0;
+  const signBit = negative ? 0x80 : 0;
   const a = Math.abs(x);
   const lut = miniLut(d);
   // Largest finite magnitude code: 0x7e for fn (0x7f is NaN), 0x7b for ieee (0x7c is inf), 0x7f for fnuz.
@@ -238,6 +238,7 @@ export function f32ToF8(d: SafetensorsDtype, x: number): number {
   const dLo = a - lut[lo]!;
   const dHi = lut[hi]! - a;
   const code = dLo < dHi || (dLo === dHi && (lo & 1) === 0) ? lo : hi;
+  // fnuz has no −0 (0x80 is its NaN), so anything that rounds to zero is +0.
   if (code === 0 && f.style === 'fnuz') return 0;
   return signBit | code;
 }
