@@ -1,6 +1,7 @@
 import { tf } from '../backend/tf.js';
 import { Rng } from '../util/rng.js';
 import { Module } from './module.js';
+import { computeCast } from './compute_cast.js';
 import { defaultBias, kaimingUniform } from './init.js';
 
 export interface Conv2dOptions {
@@ -39,23 +40,28 @@ export class Conv2d extends Module {
   /** x: [N, H, W, C_in] → [N, H', W', C_out]. */
   forward(x: tf.Tensor4D): tf.Tensor4D {
     return tf.tidy(() => {
-      const k = this.weight.transpose([2, 3, 1, 0]) as tf.Tensor4D;
-      let input = x;
+      const weight = computeCast(this.weight as tf.Tensor4D);
+      let input = computeCast(x);
       let pad: 'same' | 'valid';
       if (typeof this.padding === 'number') {
         const p = this.padding;
-        if (p > 0) input = tf.pad(x, [[0, 0], [p, p], [p, p], [0, 0]]);
-        pad = 'valid';
+        // Stride 1 with p = (k−1)/2 is exactly tfjs's 'same' and skips a padded copy; stride 2 is not
+        // (tfjs pads 'same' asymmetrically), so it keeps PyTorch's symmetric explicit padding.
+        if (this.stride === 1 && 2 * p === this.kernelSize - 1) pad = 'same';
+        else {
+          if (p > 0) input = tf.pad(input, [[0, 0], [p, p], [p, p], [0, 0]]);
+          pad = 'valid';
+        }
       } else pad = this.padding;
       let y: tf.Tensor4D =
         this.kernelSize === 1 && this.stride === 1
-          ? (tf.matMul(input.reshape([-1, this.inChannels]) as tf.Tensor2D, this.weight.reshape([this.outChannels, this.inChannels]) as tf.Tensor2D, false, true).reshape([
+          ? (tf.matMul(input.reshape([-1, this.inChannels]) as tf.Tensor2D, weight.reshape([this.outChannels, this.inChannels]) as tf.Tensor2D, false, true).reshape([
               input.shape[0],
               input.shape[1],
               input.shape[2],
               this.outChannels,
             ]) as tf.Tensor4D)
-          : tf.conv2d(input, k, this.stride, pad);
+          : tf.conv2d(input, weight.transpose([2, 3, 1, 0]) as tf.Tensor4D, this.stride, pad);
       if (this.bias) y = y.add(this.bias);
       return y;
     });

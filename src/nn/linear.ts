@@ -1,6 +1,7 @@
 import { tf } from '../backend/tf.js';
 import { Rng } from '../util/rng.js';
 import { Module } from './module.js';
+import { computeCast } from './compute_cast.js';
 import { defaultBias, kaimingUniform } from './init.js';
 
 export interface LinearOptions {
@@ -25,7 +26,7 @@ export class Linear extends Module {
     return tf.tidy(() => {
       const lead = x.shape.slice(0, -1);
       const x2 = x.reshape([-1, this.inFeatures]) as tf.Tensor2D;
-      let y: tf.Tensor = tf.matMul(x2, this.weight as tf.Tensor2D, false, true);
+      let y: tf.Tensor = tf.matMul(computeCast(x2), computeCast(this.weight as tf.Tensor2D), false, true);
       if (this.bias) y = y.add(this.bias);
       return y.reshape([...lead, this.outFeatures]);
     });
