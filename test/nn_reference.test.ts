@@ -1,5 +1,7 @@
-import { describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { tf } from '../src/backend/tf.js';
+import { initBackend } from '../src/backend/select.js';
+import { installKernelPatches } from '../src/backend/kernel_patches.js';
 import {
   AdaLayerNorm,
   Attention,
@@ -19,6 +21,7 @@ import { expectClose, loadCase, toHost, toTensor, type LayerCase } from './nn_fi
 
 // Every layer against PyTorch (scripts/fixtures/nn_layers.py): the torch state dict must load by
 // name, strictly; forward and the gradients of sum(out·R) w.r.t. inputs and parameters must agree.
+// Run on the reference cpu backend and on wasm (the backend training uses without tfjs-node).
 
 type Inputs = Record<string, tf.Tensor>;
 interface Built {
@@ -117,32 +120,40 @@ function selfAttn(m: Attention): Built {
   return { module: m, run: (i) => m.forward(i.x as tf.Tensor3D, { mask: i.mask, keyMask: i.key_mask }) };
 }
 
-describe('nn layers match PyTorch', () => {
-  for (const [name, build] of Object.entries(builders)) {
-    it(name, () => {
-      const c = loadCase(name);
-      const { module, run } = build(c);
-      module.loadStateDict(Object.fromEntries(Object.entries(c.state).map(([k, v]) => [k, toHost(v)])), { strict: true });
-      const inputs: Inputs = Object.fromEntries(Object.entries(c.inputs).map(([k, v]) => [k, toTensor(v)]));
-      const r = toTensor(c.r);
-
-      const out = run(inputs);
-      expectClose(out, c.output, `${name} output`);
-
-      const gradInputNames = Object.keys(c.inputGrads);
-      const params = [...module.namedParameters()];
-      expect(params.map(([k]) => k).sort()).toEqual(Object.keys(c.paramGrads).sort());
-      const loss = (...ts: tf.Tensor[]) => {
-        const replaced = { ...inputs };
-        gradInputNames.forEach((k, j) => (replaced[k] = ts[j]!));
-        return run(replaced).mul(r).sum();
-      };
-      const grads = tf.grads(loss)([...gradInputNames.map((k) => inputs[k]!), ...params.map(([, p]) => p)]);
-      gradInputNames.forEach((k, j) => expectClose(grads[j]!, c.inputGrads[k]!, `${name} d/d${k}`));
-      params.forEach(([k], j) => expectClose(grads[gradInputNames.length + j]!, c.paramGrads[k]!, `${name} d/d${k}`));
-
-      tf.dispose([out, r, ...grads, ...Object.values(inputs)]);
-      module.dispose();
+for (const backend of ['cpu', 'wasm'] as const) {
+  describe(`nn layers match PyTorch on ${backend}`, () => {
+    beforeAll(async () => {
+      if (backend === 'wasm') await initBackend('wasm');
+      else await tf.setBackend('cpu');
+      installKernelPatches(backend);
+      expect(tf.getBackend()).toBe(backend);
     });
-  }
-});
+    for (const [name, build] of Object.entries(builders)) it(name, () => checkCase(name, build));
+  });
+}
+
+function checkCase(name: string, build: (c: LayerCase) => Built): void {
+  const c = loadCase(name);
+  const { module, run } = build(c);
+  module.loadStateDict(Object.fromEntries(Object.entries(c.state).map(([k, v]) => [k, toHost(v)])), { strict: true });
+  const inputs: Inputs = Object.fromEntries(Object.entries(c.inputs).map(([k, v]) => [k, toTensor(v)]));
+  const r = toTensor(c.r);
+
+  const out = run(inputs);
+  expectClose(out, c.output, `${name} output`);
+
+  const gradInputNames = Object.keys(c.inputGrads);
+  const params = [...module.namedParameters()];
+  expect(params.map(([k]) => k).sort()).toEqual(Object.keys(c.paramGrads).sort());
+  const loss = (...ts: tf.Tensor[]) => {
+    const replaced = { ...inputs };
+    gradInputNames.forEach((k, j) => (replaced[k] = ts[j]!));
+    return run(replaced).mul(r).sum();
+  };
+  const grads = tf.grads(loss)([...gradInputNames.map((k) => inputs[k]!), ...params.map(([, p]) => p)]);
+  gradInputNames.forEach((k, j) => expectClose(grads[j]!, c.inputGrads[k]!, `${name} d/d${k}`));
+  params.forEach(([k], j) => expectClose(grads[gradInputNames.length + j]!, c.paramGrads[k]!, `${name} d/d${k}`));
+
+  tf.dispose([out, r, ...grads, ...Object.values(inputs)]);
+  module.dispose();
+}
