@@ -1,0 +1,125 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import { spawnSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { tf } from '../src/backend/tf.js';
+import { initBackend, listBackends } from '../src/backend/select.js';
+import { UsageError } from '../src/util/errors.js';
+import { main } from '../src/cli/main.js';
+
+const repoRoot = fileURLToPath(new URL('..', import.meta.url));
+
+async function captureStdout(run: () => Promise<number>): Promise<{ code: number; out: string; err: string }> {
+  const out: string[] = [];
+  const err: string[] = [];
+  const w = process.stdout.write.bind(process.stdout);
+  const e = process.stderr.write.bind(process.stderr);
+  process.stdout.write = ((s: string) => (out.push(String(s)), true)) as typeof process.stdout.write;
+  process.stderr.write = ((s: string) => (err.push(String(s)), true)) as typeof process.stderr.write;
+  try {
+    const code = await run();
+    return { code, out: out.join(''), err: err.join('') };
+  } finally {
+    process.stdout.write = w;
+    process.stderr.write = e;
+  }
+}
+
+describe('backend selection', () => {
+  const savedEnv = process.env.SCALEFORGE_BACKEND;
+  afterEach(() => {
+    if (savedEnv === undefined) delete process.env.SCALEFORGE_BACKEND;
+    else process.env.SCALEFORGE_BACKEND = savedEnv;
+  });
+
+  it('lists every backend in auto order with a reason for each unavailable one', async () => {
+    const statuses = await listBackends();
+    expect(statuses.map((s) => s.name)).toEqual(['tensorflow', 'native', 'wasm', 'cpu']);
+    const byName = Object.fromEntries(statuses.map((s) => [s.name, s]));
+    // Neither tfjs-node build can be installed in this environment (their install downloads libtensorflow).
+    expect(byName.tensorflow!.available).toBe(false);
+    expect(byName.tensorflow!.reason).toContain('@tensorflow/tfjs-node-gpu not installed');
+    expect(byName.tensorflow!.reason).toContain('@tensorflow/tfjs-node not installed');
+    expect(byName.native!.available).toBe(false);
+    expect(byName.native!.reason).toMatch(/^not built/);
+    expect(byName.wasm!.available).toBe(true);
+    expect(byName.cpu!.available).toBe(true);
+  });
+
+  it('auto picks wasm here, installs the missing training kernels and leaves no process error handlers', async () => {
+    delete process.env.SCALEFORGE_BACKEND;
+    // First wasm initialisation in this test process: emscripten would add one handler of each kind.
+    const handlers = () => [process.listenerCount('uncaughtException'), process.listenerCount('unhandledRejection')];
+    const before = handlers();
+    const { name } = await initBackend();
+    expect(handlers()).toEqual(before);
+    expect(name).toBe('wasm');
+    expect(tf.getBackend()).toBe('wasm');
+    expect(tf.getKernel('Conv2DBackpropFilter', 'wasm')).toBeDefined();
+    expect(tf.getKernel('UnsortedSegmentSum', 'wasm')).toBeDefined();
+  });
+
+  it('an unknown --backend is a usage error naming the flag and the choices', async () => {
+    await expect(initBackend('tpu')).rejects.toThrow(UsageError);
+    await expect(initBackend('tpu')).rejects.toThrow(/--backend: unknown backend 'tpu'; expected one of auto, tensorflow, native, wasm, cpu/);
+  });
+
+  it('a forced unavailable backend says why, naming where it was requested', async () => {
+    process.env.SCALEFORGE_BACKEND = 'tensorflow';
+    const e = await initBackend().catch((x: unknown) => x);
+    expect(e).toBeInstanceOf(UsageError);
+    expect((e as Error).message).toBe(
+      "SCALEFORGE_BACKEND: backend 'tensorflow' is not available: @tensorflow/tfjs-node-gpu not installed; @tensorflow/tfjs-node not installed",
+    );
+    await expect(initBackend('native')).rejects.toThrow(/--backend: backend 'native' is not available: not built/);
+  });
+
+  it('--backend overrides SCALEFORGE_BACKEND', async () => {
+    process.env.SCALEFORGE_BACKEND = 'native';
+    expect((await initBackend('cpu')).name).toBe('cpu');
+    expect(tf.getBackend()).toBe('cpu');
+  });
+});
+
+describe('scaleforge env', () => {
+  it('--json reports versions, backends, the auto choice and the machine', async () => {
+    const { code, out } = await captureStdout(() => main(['env', '--json']));
+    expect(code).toBe(0);
+    const r = JSON.parse(out);
+    expect(r.node).toBe(process.versions.node);
+    expect(r.tfjs['tfjs-core']).toBe(tf.version_core);
+    expect(r.tfjs['tfjs-backend-wasm']).toBe(r.wasm.version);
+    expect(r.backends.map((b: { name: string }) => b.name)).toEqual(['tensorflow', 'native', 'wasm', 'cpu']);
+    expect(r.backends.find((b: { name: string }) => b.name === 'native').reason).toMatch(/not built/);
+    expect(r.auto).toBe('wasm');
+    expect(r.cpu.cores).toBeGreaterThan(0);
+    expect(r.memory.totalBytes).toBeGreaterThanOrEqual(r.memory.freeBytes);
+    expect(typeof r.wasm.simd).toBe('boolean');
+    expect(r.wasm.multithreadSupported).toBe(false);
+  });
+
+  it('prints a readable table without --json', async () => {
+    const { code, out } = await captureStdout(() => main(['env']));
+    expect(code).toBe(0);
+    expect(out).toMatch(/^ {2}native +no +not built/m);
+    expect(out).toMatch(/^auto +wasm$/m);
+  });
+});
+
+describe('errors after wasm has loaded', () => {
+  it('a stray rejection is reported at its own source line, not by dumping the wasm glue code', () => {
+    const script = [
+      "const { initBackend } = await import('./src/backend/select.ts');",
+      "await initBackend('wasm');",
+      "Promise.reject(new Error('stray failure'));",
+    ].join('\n');
+    const r = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], {
+      cwd: repoRoot,
+      encoding: 'utf8',
+      timeout: 60_000,
+    });
+    expect(r.stderr).toContain('Error: stray failure');
+    expect(r.stderr).not.toContain('tfjs-backend-wasm.js');
+    expect(r.stderr.length).toBeLessThan(4000);
+    expect(r.status).toBe(1);
+  });
+});
