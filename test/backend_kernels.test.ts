@@ -1,0 +1,138 @@
+import { beforeAll, describe, expect, it } from 'vitest';
+import { tf } from '../src/backend/tf.js';
+import { initBackend } from '../src/backend/select.js';
+import { installKernelPatches } from '../src/backend/kernel_patches.js';
+import { Rng } from '../src/util/rng.js';
+
+// Direct checks of the kernels we register: semantics at the edges, and that none leaks memory
+// (IS_TEST makes the engine throw on a kernel that leaves a data id behind).
+
+function randomTensor(shape: number[], rng: Rng): tf.Tensor {
+  return tf.tensor(rng.fillNormal(new Float32Array(shape.reduce((a, b) => a * b, 1))), shape);
+}
+
+beforeAll(async () => {
+  await initBackend('wasm');
+  installKernelPatches('cpu');
+  tf.env().set('IS_TEST', true);
+});
+
+type Pad = 'same' | 'valid' | number | [[number, number], [number, number], [number, number], [number, number]];
+const dwConfigs: { x: number[]; f: number[]; strides: number | [number, number]; pad: Pad; round?: 'ceil' | 'floor' }[] = [
+  { x: [2, 6, 6, 3], f: [3, 3, 3, 4], strides: 1, pad: 'same' },
+  { x: [2, 7, 5, 3], f: [3, 3, 3, 2], strides: 2, pad: 'same' },
+  { x: [1, 8, 9, 2], f: [3, 3, 2, 3], strides: 2, pad: 'valid' },
+  { x: [1, 9, 8, 2], f: [4, 3, 2, 3], strides: [2, 3], pad: 'same' },
+  { x: [1, 5, 5, 4], f: [1, 1, 4, 2], strides: 1, pad: 'valid' },
+  { x: [1, 7, 6, 2], f: [3, 2, 2, 2], strides: 1, pad: [[0, 0], [1, 2], [0, 1], [0, 0]] },
+  { x: [1, 6, 7, 2], f: [3, 3, 2, 2], strides: 2, pad: 1 },
+  { x: [1, 6, 7, 2], f: [3, 3, 2, 2], strides: 2, pad: 1, round: 'ceil' },
+];
+
+describe('Conv2DBackpropFilter on wasm', () => {
+  for (const c of dwConfigs) {
+    it(`x ${c.x} filter ${c.f} strides ${c.strides} pad ${JSON.stringify(c.pad)}${c.round ? ` ${c.round}` : ''}`, async () => {
+      const rng = new Rng(7);
+      const xData = randomTensor(c.x, rng);
+      const dims = await (async () => {
+        await tf.setBackend('cpu');
+        return tf.conv2d(xData as tf.Tensor4D, tf.zeros(c.f) as tf.Tensor4D, c.strides, c.pad, 'NHWC', 1, c.round).shape;
+      })();
+      const dyData = randomTensor(dims, rng);
+      const attrs = { strides: c.strides, pad: c.pad, dataFormat: 'NHWC', dimRoundingMode: c.round, filterShape: c.f };
+      const run = async (backend: string) => {
+        await tf.setBackend(backend);
+        const x = tf.tensor(xData.dataSync(), c.x);
+        const dy = tf.tensor(dyData.dataSync(), dims);
+        const before = tf.memory().numTensors;
+        const dw = tf.engine().runKernel('Conv2DBackpropFilter', { x, dy }, attrs as unknown as tf.NamedAttrMap) as tf.Tensor;
+        expect(tf.memory().numTensors).toBe(before + 1);
+        const v = dw.dataSync().slice();
+        expect(dw.shape).toEqual(c.f);
+        tf.dispose([x, dy, dw]);
+        return v;
+      };
+      const ref = await run('cpu');
+      const got = await run('wasm');
+      let err = 0;
+      let scale = 1;
+      for (let i = 0; i < ref.length; i++) {
+        err = Math.max(err, Math.abs(got[i]! - ref[i]!));
+        scale = Math.max(scale, Math.abs(ref[i]!));
+      }
+      expect(err / scale).toBeLessThan(1e-5);
+    });
+  }
+
+  it('NCHW inputs give the NHWC result', async () => {
+    await tf.setBackend('wasm');
+    const rng = new Rng(3);
+    const x = randomTensor([2, 5, 6, 3], rng);
+    const dy = randomTensor([2, 3, 3, 4], rng);
+    const attrs = (dataFormat: string) => ({ strides: 2, pad: 'same', dataFormat, filterShape: [3, 3, 3, 4] }) as unknown as tf.NamedAttrMap;
+    const nhwc = tf.engine().runKernel('Conv2DBackpropFilter', { x, dy }, attrs('NHWC')) as tf.Tensor;
+    const xT = x.transpose([0, 3, 1, 2]);
+    const dyT = dy.transpose([0, 3, 1, 2]);
+    const nchw = tf.engine().runKernel('Conv2DBackpropFilter', { x: xT, dy: dyT }, attrs('NCHW')) as tf.Tensor;
+    expect(tf.max(tf.abs(nhwc.sub(nchw))).dataSync()[0]).toBeLessThan(1e-5);
+    tf.dispose([x, dy, nhwc, xT, dyT, nchw]);
+  });
+});
+
+describe('UnsortedSegmentSum on wasm', () => {
+  it('sums rows by id and drops negative and out-of-range ids', async () => {
+    await tf.setBackend('wasm');
+    const ids = [2, 0, 2, -1, 5, 1, 3];
+    const rows = ids.map((_, i) => [i + 1, 10 * (i + 1)]);
+    const expected = [0, 1, 2, 3].map((s) => {
+      const acc = [0, 0];
+      ids.forEach((id, i) => {
+        if (id === s) (acc[0]! += rows[i]![0]!), (acc[1]! += rows[i]![1]!);
+      });
+      return acc;
+    });
+    for (const dtype of ['float32', 'int32'] as const) {
+      const x = tf.tensor2d(rows, undefined, dtype);
+      const segIds = tf.tensor1d(ids, 'int32');
+      const out = tf.unsortedSegmentSum(x, segIds, 4);
+      expect(out.dtype).toBe(dtype);
+      expect(out.arraySync()).toEqual(expected);
+      tf.dispose([x, segIds, out]);
+    }
+  });
+
+  it('handles multi-dimensional ids (gather gradient of a 2-D index tensor)', async () => {
+    await tf.setBackend('wasm');
+    const table = tf.variable(tf.tensor2d([[1, 2], [3, 4], [5, 6]]));
+    const ids = tf.tensor2d([[0, 2], [2, 2]], undefined, 'int32');
+    const { grads } = tf.variableGrads(() => tf.gather(table, ids).sum() as tf.Scalar, [table]);
+    // Row r's gradient is the number of times r was gathered, in each column.
+    expect(grads[table.name]!.arraySync()).toEqual([[1, 1], [0, 0], [3, 3]]);
+    tf.dispose([table, ids, grads[table.name]!]);
+  });
+});
+
+describe('ResizeBilinearGrad', () => {
+  it('matches the transpose of the forward resize on cpu and wasm (half-pixel, non-square)', async () => {
+    // <dy, resize(x)> = <resizeGrad(dy), x> for every x: check on the unit vectors e_k.
+    const inShape = [1, 2, 3, 1];
+    const outSize: [number, number] = [5, 4];
+    for (const backend of ['cpu', 'wasm']) {
+      await tf.setBackend(backend);
+      const dy = tf.tensor(new Rng(11).fillNormal(new Float32Array(20)), [1, 5, 4, 1]);
+      const x0 = tf.zeros(inShape);
+      const grad = tf.grad((x: tf.Tensor) => tf.image.resizeBilinear(x as tf.Tensor4D, outSize, false, true).mul(dy).sum())(x0);
+      expect(grad.shape).toEqual(inShape);
+      const g = grad.dataSync();
+      for (let k = 0; k < 6; k++) {
+        const e = new Float32Array(6);
+        e[k] = 1;
+        const y = tf.image.resizeBilinear(tf.tensor(e, inShape) as tf.Tensor4D, outSize, false, true);
+        const inner = tf.sum(y.mul(dy)).dataSync()[0]!;
+        expect(g[k]).toBeCloseTo(inner, 5);
+        tf.dispose(y);
+      }
+      tf.dispose([dy, x0, grad]);
+    }
+  });
+});
