@@ -3,7 +3,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { z } from 'zod';
-import { findRecipeFile, loadRecipe, parseRecipe } from '../src/config/recipe.js';
+import { findRecipeFile, loadRecipe, parseRecipe, registerRecipeKind } from '../src/config/recipe.js';
 import { UsageError } from '../src/util/errors.js';
 import { FIXTURE_ROOT, OtherSchema, ToySchema, fixture, locate } from './config_toy_schema.js';
 
@@ -134,6 +134,20 @@ describe('validation messages', () => {
     expect(usageMessage(() => loadRecipe('duplicate_key', opts))).toContain(
       `${locate('recipes/duplicate_key.yaml', 'channels: 8')}: invalid YAML: Map keys must be unique`,
     );
+  });
+
+  it('describes every option of a union and suggests among their constants', () => {
+    const Opt = z.discriminatedUnion('type', [
+      z.strictObject({ type: z.literal('adam'), beta2: z.number().default(0.999) }),
+      z.strictObject({ type: z.literal('sgd'), momentum: z.number().min(0).max(1) }),
+    ]);
+    registerRecipeKind('test-union', z.strictObject({ opt: Opt }), { describe: 'union test' });
+    writeFileSync(path.join(tmp, 'union.yaml'), 'kind: test-union\nopt:\n  type: adamw\n');
+    expect(usageMessage(() => loadRecipe(path.join(tmp, 'union.yaml'), opts))).toMatch(
+      /union\.yaml:3:3: opt\.type: expected 'adam' or 'sgd', got "adamw" \(did you mean 'adam'\?\)$/,
+    );
+    const sgd = loadRecipe(path.join(tmp, 'union.yaml'), { ...opts, sets: ['opt={type: sgd, momentum: 0.9}'] });
+    expect(sgd.config).toEqual({ opt: { type: 'sgd', momentum: 0.9 } });
   });
 
   it('requires a kind', () => {

@@ -16,9 +16,8 @@ export function formatIssues(schema: z.ZodType, issues: readonly z.core.$ZodIssu
 
 function formatIssue(schema: z.ZodType, issue: z.core.$ZodIssue, tree: MapNode, input: unknown): string[] {
   const where = (p: readonly PropertyKey[]) => formatOrigin(originOfPath(tree, p).origin);
-  const sub = schemaAt(schema, issue.path);
   if (issue.code === 'unrecognized_keys') {
-    const allowed = sub ? objectKeys(sub) : [];
+    const allowed = [...new Set(schemasAt(schema, issue.path).flatMap(objectKeys))];
     return issue.keys.map((key) => {
       const p = [...issue.path, key];
       const hint = didYouMean(key, allowed) || (allowed.length > 0 ? ` (allowed here: ${allowed.join(', ')})` : '');
@@ -26,7 +25,8 @@ function formatIssue(schema: z.ZodType, issue: z.core.$ZodIssue, tree: MapNode, 
     });
   }
   const value = valueAt(input, issue.path);
-  const expected = sub ? describeSchema(sub) : undefined;
+  const subs = schemasAt(schema, issue.path);
+  const expected = subs.length > 0 ? [...new Set(subs.map(describeSchema))].join(' or ') : undefined;
   const head = `${where(issue.path)}: ${dotted(issue.path)}`;
   if (value.missing) return [`${head}: missing${expected ? ` (expected ${expected})` : ''}`];
   switch (issue.code) {
@@ -36,9 +36,8 @@ function formatIssue(schema: z.ZodType, issue: z.core.$ZodIssue, tree: MapNode, 
     case 'not_multiple_of':
     case 'invalid_format':
     case 'invalid_union':
-      return [`${head}: expected ${expected ?? issue.message}, got ${render(value.value)}`];
     case 'invalid_value': {
-      const hint = typeof value.value === 'string' ? didYouMean(value.value, issue.values.map(String)) : '';
+      const hint = typeof value.value === 'string' ? didYouMean(value.value, constantsOf(subs)) : '';
       return [`${head}: expected ${expected ?? issue.message}, got ${render(value.value)}${hint}`];
     }
     default:
@@ -110,20 +109,45 @@ function unwrap(s: z.ZodType): z.ZodType {
   return s;
 }
 
-/** The sub-schema that validates the value at a path, when the path can be followed. */
-export function schemaAt(schema: z.ZodType, p: readonly PropertyKey[]): z.ZodType | undefined {
-  let s: z.ZodType | undefined = schema;
+/**
+ * The sub-schemas that may validate the value at a path: one normally, several below a union (each option that
+ * has the path), none when the path leaves the schema.
+ */
+export function schemasAt(schema: z.ZodType, p: readonly PropertyKey[]): z.ZodType[] {
+  let current: z.ZodType[] = [schema];
   for (const seg of p) {
-    if (!s) return undefined;
-    const d = def(unwrap(s));
-    if (d.type === 'object') s = d.shape?.[String(seg)];
-    else if (d.type === 'array') s = d.element;
-    else if (d.type === 'tuple') s = (typeof seg === 'number' ? d.items?.[seg] : undefined) ?? d.rest ?? undefined;
-    else if (d.type === 'record') s = d.valueType;
-    else if (d.type === 'union') s = d.options?.map((o) => schemaAt(o, [seg])).find((x) => x !== undefined);
-    else return undefined;
+    const next: z.ZodType[] = [];
+    const visit = (s: z.ZodType): void => {
+      const d = def(unwrap(s));
+      let child: z.ZodType | null | undefined;
+      if (d.type === 'object') child = d.shape?.[String(seg)];
+      else if (d.type === 'array') child = d.element;
+      else if (d.type === 'tuple') child = (typeof seg === 'number' ? d.items?.[seg] : undefined) ?? d.rest;
+      else if (d.type === 'record') child = d.valueType;
+      else if (d.type === 'union') for (const o of d.options ?? []) visit(o);
+      if (child) next.push(child);
+    };
+    current.forEach(visit);
+    current = next;
   }
-  return s;
+  return current;
+}
+
+export function schemaAt(schema: z.ZodType, p: readonly PropertyKey[]): z.ZodType | undefined {
+  return schemasAt(schema, p)[0];
+}
+
+/** The constant values (enum members, literals) a set of schemas accepts, for did-you-mean on strings. */
+function constantsOf(schemas: readonly z.ZodType[]): string[] {
+  const out: string[] = [];
+  const visit = (s: z.ZodType): void => {
+    const d = def(unwrap(s));
+    if (d.type === 'enum') out.push(...Object.values(d.entries ?? {}).map(String));
+    else if (d.type === 'literal') out.push(...(d.values ?? []).map(String));
+    else if (d.type === 'union') (d.options ?? []).forEach(visit);
+  };
+  schemas.forEach(visit);
+  return [...new Set(out)];
 }
 
 function objectKeys(s: z.ZodType): string[] {

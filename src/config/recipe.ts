@@ -12,6 +12,16 @@ import { applySets, parseSet } from './overrides.js';
 import { getRecipeKind, kindsOfSchema, listRecipeKinds } from './registry.js';
 import { didYouMean } from './suggest.js';
 
+/*
+ * Recipe format (YAML 1.2, so `yes`/`no` are strings: write true/false):
+ *   kind: nsp-progressive          # selects the schema; the rest of the file is validated by it
+ *   extends: [base, ./more.yaml]   # optional; bare names are configs/<name>.yaml, paths are relative to this file
+ *   train: { lr: 0.0001 }          # anything the kind's schema allows; omitted keys take the schema defaults
+ * Layering: bases merge left to right, then the file, then each `--set key.path=value`. Mappings merge key by key;
+ * lists and scalars replace. `~` (null) unsets a key in every layer, so the schema default applies; this is how a
+ * child drops a key a base set (e.g. switching an optimizer `type` whose options differ).
+ */
+
 export { registerRecipeKind, getRecipeKind, listRecipeKinds, type RecipeKind } from './registry.js';
 
 /** The checkout (or installed package) root: this module lives in `<root>/src/config/`. */
