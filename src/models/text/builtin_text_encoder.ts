@@ -1,0 +1,102 @@
+import { UsageError } from '../../util/errors.js';
+import { Rng } from '../../util/rng.js';
+import { activations } from '../../nn/activations.js';
+import type { ClipTextConfig } from './clip_text_config.js';
+import { ClipTextModel } from './clip_text_model.js';
+import { type BuiltinTextEncoderSpec, TextEncoderModule, type TextEncoding, tokenBatchTensors } from './text_encoder.js';
+import { WordTokenizer } from './word_tokenizer.js';
+
+/**
+ * The default recipe's text encoder: a word vocabulary from the training captions and a small
+ * CLIP-architecture transformer trained from scratch with the generator. Pooling reads the state at
+ * the end-of-caption token (as CLIP does): under the causal mask it is the only position that has
+ * seen the whole caption, whereas a mean would mix in prefixes that have not.
+ */
+
+export const BUILTIN_TEXT_DEFAULTS = {
+  hiddenSize: 64,
+  numHiddenLayers: 2,
+  numAttentionHeads: 4,
+  intermediateSize: 256,
+  contextLength: 16,
+  hiddenAct: 'quick_gelu',
+} as const;
+
+export class BuiltinTextEncoder extends TextEncoderModule {
+  readonly kind = 'builtin';
+  readonly dim: number;
+  readonly pooledDim: number;
+  readonly contextLength: number;
+  private readonly model: ClipTextModel;
+
+  constructor(
+    readonly tokenizer: WordTokenizer,
+    private readonly options: BuiltinTextEncoderSpec = { kind: 'builtin' },
+    rng: Rng = new Rng(0),
+  ) {
+    super();
+    const o = { ...BUILTIN_TEXT_DEFAULTS, ...definedOnly(options) };
+    for (const k of ['hiddenSize', 'numHiddenLayers', 'numAttentionHeads', 'intermediateSize', 'contextLength'] as const) {
+      if (!Number.isInteger(o[k]) || o[k] <= 0) throw new UsageError(`text encoder (builtin): ${k} must be a positive integer, got ${JSON.stringify(o[k])}`);
+    }
+    if (o.contextLength < 2) throw new UsageError(`text encoder (builtin): contextLength must be at least 2 (bos + eos), got ${o.contextLength}`);
+    if (o.hiddenSize % o.numAttentionHeads !== 0) {
+      throw new UsageError(`text encoder (builtin): hiddenSize ${o.hiddenSize} is not divisible by numAttentionHeads ${o.numAttentionHeads}`);
+    }
+    if (!(o.hiddenAct in activations)) throw new UsageError(`text encoder (builtin): hiddenAct '${o.hiddenAct}' is not one of ${Object.keys(activations).join(', ')}`);
+    const config: ClipTextConfig = {
+      vocabSize: tokenizer.vocabSize,
+      hiddenSize: o.hiddenSize,
+      intermediateSize: o.intermediateSize,
+      numHiddenLayers: o.numHiddenLayers,
+      numAttentionHeads: o.numAttentionHeads,
+      maxPositionEmbeddings: o.contextLength,
+      hiddenAct: o.hiddenAct,
+      layerNormEps: 1e-5,
+      projectionDim: null,
+      bosTokenId: tokenizer.bosId,
+      eosTokenId: tokenizer.eosId,
+      pooling: 'eos',
+    };
+    this.model = new ClipTextModel(config, { rng: rng.fork('builtin-text') });
+    this.module('text_model', this.model.textModel);
+    this.dim = o.hiddenSize;
+    this.pooledDim = o.hiddenSize;
+    this.contextLength = o.contextLength;
+    if (options.trainable === false) this.freeze();
+  }
+
+  static fromSpec(spec: BuiltinTextEncoderSpec, ctx: { captions?: Iterable<string>; rng?: Rng } = {}): BuiltinTextEncoder {
+    let tokenizer: WordTokenizer;
+    if (spec.vocab !== undefined) tokenizer = WordTokenizer.fromJSON(spec.vocab, 'text encoder (builtin): vocab');
+    else if (ctx.captions) tokenizer = WordTokenizer.build(ctx.captions, { minCount: spec.minCount, maxWords: spec.maxWords });
+    else throw new UsageError('text encoder (builtin): needs either a saved vocab or the dataset captions to build one');
+    return new BuiltinTextEncoder(tokenizer, spec, ctx.rng);
+  }
+
+  encode(texts: string[]): TextEncoding {
+    const { ids, mask } = tokenBatchTensors(this.tokenizer.call(texts, this.contextLength));
+    const out = this.model.forward(ids);
+    ids.dispose();
+    return { tokens: out.lastHiddenState, mask, pooled: out.pooled };
+  }
+
+  /** Architecture plus the vocabulary, so a checkpoint rebuilds the same encoder without the captions. */
+  spec(): BuiltinTextEncoderSpec {
+    return {
+      ...this.options,
+      kind: 'builtin',
+      hiddenSize: this.dim,
+      numHiddenLayers: this.model.config.numHiddenLayers,
+      numAttentionHeads: this.model.config.numAttentionHeads,
+      intermediateSize: this.model.config.intermediateSize,
+      contextLength: this.contextLength,
+      hiddenAct: this.model.config.hiddenAct,
+      vocab: this.tokenizer.toJSON(),
+    };
+  }
+}
+
+function definedOnly<T extends object>(o: T): Partial<T> {
+  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
+}
