@@ -99,7 +99,7 @@ export class EMA {
   /** Shadow weights by parameter name (host copies); the update count travels separately (numUpdates). */
   stateDict(): Map<string, HostTensor> {
     const out = new Map<string, HostTensor>();
-    for (const [name, s] of this.shadows) out.set(name, { shape: [...s.shape], data: s.dataSync() as Float32Array });
+    for (const [name, s] of this.shadows) out.set(name, { shape: [...s.shape], data: (s.dataSync() as Float32Array).slice() });
     return out;
   }
 

@@ -122,7 +122,7 @@ export abstract class Optimizer {
       out.set(`step.${name}`, { shape: [], data: Int32Array.of(step) });
       for (const s of this.slotNames) {
         const t = this.slots.get(s)?.get(name);
-        if (t) out.set(`${s}.${name}`, { shape: [...t.shape], data: t.dataSync() as Float32Array });
+        if (t) out.set(`${s}.${name}`, { shape: [...t.shape], data: (t.dataSync() as Float32Array).slice() });
       }
     }
     return out;

@@ -14,7 +14,8 @@ import { tf } from '../backend/tf.js';
  * which the cpu backend reproduces: it computes in float64 and rounds each result to float32 once).
  * The scheme needs no exponent extraction; the regions where it cannot work are handled apart:
  * subnormal targets (fixed quantum), values so large that c would overflow, and ±Inf/NaN.
- * Exhaustively checked against torch for every float32 of several binades when this was written.
+ * When written, checked against torch for all 2^23 float32 values of each of 13 binades (float32
+ * arithmetic emulated in numpy), and the committed fixture matched bit for bit on both cpu and wasm.
  */
 
 export type Precision = 'fp32' | 'bf16' | 'fp16';
