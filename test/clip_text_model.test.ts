@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
 import { tf } from '../src/backend/tf.js';
+import { loadSafetensors, serializeSafetensors } from '../src/io/safetensors.js';
 import { disposeClipTextOutput } from '../src/models/text/clip_text_model.js';
 import { loadClipTextFromHfFolder } from '../src/models/text/hf_folder.js';
 import { UsageError } from '../src/util/errors.js';
@@ -95,6 +96,48 @@ describe('CLIPTextModel vs the HF reference forward', () => {
     const long = tf.zeros([1, 17], 'int32');
     expect(() => model.forward(long)).toThrow(/max_position_embeddings 16/);
     long.dispose();
+  });
+});
+
+describe('other HF layouts', () => {
+  const ids = tf.tensor2d(ref.input_ids, undefined, 'int32');
+
+  it('reads a sharded checkpoint through model.safetensors.index.json', () => {
+    const root = pipelineFolder(baseConfig, false);
+    const tensors = loadSafetensors(join(FIXTURE, 'model.safetensors'));
+    const names = [...tensors.keys()].filter((k) => !k.endsWith('position_ids'));
+    const shards = [names.filter((_, i) => i % 2 === 0), names.filter((_, i) => i % 2 === 1)];
+    const weightMap: Record<string, string> = {};
+    shards.forEach((part, i) => {
+      const file = `model-0000${i + 1}-of-00002.safetensors`;
+      writeFileSync(join(root, 'text_encoder', file), serializeSafetensors(new Map(part.map((n) => [n, tensors.get(n)!]))));
+      part.forEach((n) => (weightMap[n] = file));
+    });
+    writeFileSync(join(root, 'text_encoder', 'model.safetensors.index.json'), JSON.stringify({ metadata: {}, weight_map: weightMap }));
+    const { model } = loadClipTextFromHfFolder(root);
+    const out = model.forward(ids);
+    expectClose(out.lastHiddenState, ref.last_hidden_state!);
+    disposeClipTextOutput(out);
+    model.dispose();
+  });
+
+  it('reads a full CLIPModel folder: text_config nested, vision weights ignored', () => {
+    const root = mkdtempSync(join(tmpdir(), 'clip-full-'));
+    tmpRoots.push(root);
+    const { projection_dim, ...textConfig } = baseConfig;
+    writeFileSync(join(root, 'config.json'), JSON.stringify({ model_type: 'clip', projection_dim, text_config: textConfig, vision_config: { hidden_size: 8 } }));
+    const tensors = loadSafetensors(join(FIXTURE, 'model.safetensors'));
+    tensors.set('vision_model.embeddings.class_embedding', { shape: [8], data: new Float32Array(8) });
+    tensors.set('visual_projection.weight', { shape: [24, 8], data: new Float32Array(192) });
+    writeFileSync(join(root, 'model.safetensors'), serializeSafetensors(tensors));
+    symlinkSync(join(ASSETS, 'vocab.json'), join(root, 'vocab.json'));
+    symlinkSync(join(ASSETS, 'merges.txt'), join(root, 'merges.txt'));
+    const { model, config } = loadClipTextFromHfFolder(root);
+    expect(config.projectionDim).toBe(24);
+    const out = model.forward(ids);
+    expectClose(out.textEmbeds!, ref.text_embeds!);
+    disposeClipTextOutput(out);
+    model.dispose();
   });
 });
 
