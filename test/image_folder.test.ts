@@ -117,14 +117,17 @@ describe('ImageFolderDataset', () => {
 
   it('decodes 16-bit PNGs to 8 bits', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'sf-imagefolder16-'));
-    // sharp widens 8-bit input to 16 bits by ×257, so 156 is stored as 40092.
-    const raw = raster(16, 16, 3, () => [156, 40, 220]);
-    await sharp(raw, { raw: { width: 16, height: 16, channels: 3 } }).toColourspace('rgb16').png().toFile(join(dir, 'deep.png'));
-    expect((await sharp(join(dir, 'deep.png')).metadata()).depth).toBe('ushort');
-    await writeFile(join(dir, 'deep.txt'), 'deep');
-    const ds = await ImageFolderDataset.load({ root: dir, size: 16 });
-    near(px(ds, 0, 3, 3), [156, 40, 220], 1);
-    await rm(dir, { recursive: true });
+    try {
+      // sharp widens 8-bit input to 16 bits by ×257, so 156 is stored as 40092.
+      const raw = raster(16, 16, 3, () => [156, 40, 220]);
+      await sharp(raw, { raw: { width: 16, height: 16, channels: 3 } }).toColourspace('rgb16').png().toFile(join(dir, 'deep.png'));
+      expect((await sharp(join(dir, 'deep.png')).metadata()).depth).toBe('ushort');
+      await writeFile(join(dir, 'deep.txt'), 'deep');
+      const ds = await ImageFolderDataset.load({ root: dir, size: 16 });
+      near(px(ds, 0, 3, 3), [156, 40, 220], 1);
+    } finally {
+      await rm(dir, { recursive: true });
+    }
   });
 
   it('reads the procedural cache as an imagefolder (captions.jsonl) with identical pixels', async () => {
