@@ -18,7 +18,7 @@ beforeAll(async () => {
 });
 
 type Pad = 'same' | 'valid' | number | [[number, number], [number, number], [number, number], [number, number]];
-const dwConfigs: { x: number[]; f: number[]; strides: number | [number, number]; pad: Pad; round?: 'ceil' | 'floor' }[] = [
+const dwConfigs: { x: [number, number, number, number]; f: [number, number, number, number]; strides: number | [number, number]; pad: Pad; round?: 'ceil' | 'floor' }[] = [
   { x: [2, 6, 6, 3], f: [3, 3, 3, 4], strides: 1, pad: 'same' },
   { x: [2, 7, 5, 3], f: [3, 3, 3, 2], strides: 2, pad: 'same' },
   { x: [1, 8, 9, 2], f: [3, 3, 2, 3], strides: 2, pad: 'valid' },
@@ -64,10 +64,11 @@ describe('Conv2DBackpropFilter on wasm', () => {
     });
   }
 
-  it('NCHW inputs give the NHWC result', async () => {
+  it('NCHW inputs give the NHWC result (dW and the dx replacement)', async () => {
     await tf.setBackend('wasm');
     const rng = new Rng(3);
     const x = randomTensor([2, 5, 6, 3], rng);
+    const wgt = randomTensor([3, 3, 3, 4], rng);
     const dy = randomTensor([2, 3, 3, 4], rng);
     const attrs = (dataFormat: string) => ({ strides: 2, pad: 'same', dataFormat, filterShape: [3, 3, 3, 4] }) as unknown as tf.NamedAttrMap;
     const nhwc = tf.engine().runKernel('Conv2DBackpropFilter', { x, dy }, attrs('NHWC')) as tf.Tensor;
@@ -75,8 +76,47 @@ describe('Conv2DBackpropFilter on wasm', () => {
     const dyT = dy.transpose([0, 3, 1, 2]);
     const nchw = tf.engine().runKernel('Conv2DBackpropFilter', { x: xT, dy: dyT }, attrs('NCHW')) as tf.Tensor;
     expect(tf.max(tf.abs(nhwc.sub(nchw))).dataSync()[0]).toBeLessThan(1e-5);
-    tf.dispose([x, dy, nhwc, xT, dyT, nchw]);
+    const dxAttrs = (dataFormat: string, inputShape: number[]) =>
+      ({ strides: 2, pad: 'same', dataFormat, inputShape }) as unknown as tf.NamedAttrMap;
+    const dxNhwc = tf.engine().runKernel('Conv2DBackpropInput', { dy, filter: wgt }, dxAttrs('NHWC', [2, 5, 6, 3])) as tf.Tensor;
+    const dxNchw = tf.engine().runKernel('Conv2DBackpropInput', { dy: dyT, filter: wgt }, dxAttrs('NCHW', [2, 3, 5, 6])) as tf.Tensor;
+    expect(tf.max(tf.abs(dxNhwc.sub(dxNchw.transpose([0, 2, 3, 1])))).dataSync()[0]).toBeLessThan(1e-5);
+    tf.dispose([x, wgt, dy, nhwc, xT, dyT, nchw, dxNhwc, dxNchw]);
   });
+});
+
+describe('Conv2DBackpropInput on wasm (replacement)', () => {
+  for (const c of dwConfigs) {
+    it(`x ${c.x} filter ${c.f} strides ${c.strides} pad ${JSON.stringify(c.pad)}${c.round ? ` ${c.round}` : ''}`, async () => {
+      const rng = new Rng(9);
+      const wData = randomTensor(c.f, rng);
+      await tf.setBackend('cpu');
+      const dims = tf.conv2d(tf.zeros(c.x) as tf.Tensor4D, wData as tf.Tensor4D, c.strides, c.pad, 'NHWC', 1, c.round).shape as number[];
+      const dyData = randomTensor(dims, rng);
+      const attrs = { strides: c.strides, pad: c.pad, dataFormat: 'NHWC', dimRoundingMode: c.round, inputShape: c.x };
+      const run = async (backend: string) => {
+        await tf.setBackend(backend);
+        const filter = tf.tensor(wData.dataSync(), c.f);
+        const dy = tf.tensor(dyData.dataSync(), dims);
+        const before = tf.memory().numTensors;
+        const dx = tf.engine().runKernel('Conv2DBackpropInput', { dy, filter }, attrs as unknown as tf.NamedAttrMap) as tf.Tensor;
+        expect(tf.memory().numTensors).toBe(before + 1);
+        expect(dx.shape).toEqual(c.x);
+        const v = dx.dataSync().slice();
+        tf.dispose([filter, dy, dx]);
+        return v;
+      };
+      const ref = await run('cpu');
+      const got = await run('wasm');
+      let err = 0;
+      let scale = 1;
+      for (let i = 0; i < ref.length; i++) {
+        err = Math.max(err, Math.abs(got[i]! - ref[i]!));
+        scale = Math.max(scale, Math.abs(ref[i]!));
+      }
+      expect(err / scale).toBeLessThan(1e-5);
+    });
+  }
 });
 
 describe('UnsortedSegmentSum on wasm', () => {
@@ -115,7 +155,7 @@ describe('UnsortedSegmentSum on wasm', () => {
 describe('ResizeBilinearGrad', () => {
   it('matches the transpose of the forward resize on cpu and wasm (half-pixel, non-square)', async () => {
     // <dy, resize(x)> = <resizeGrad(dy), x> for every x: check on the unit vectors e_k.
-    const inShape = [1, 2, 3, 1];
+    const inShape: [number, number, number, number] = [1, 2, 3, 1];
     const outSize: [number, number] = [5, 4];
     for (const backend of ['cpu', 'wasm']) {
       await tf.setBackend(backend);

@@ -1,12 +1,29 @@
-import { installResizeBilinearGradFix } from './resize_bilinear_grad.js';
+import { tf } from './tf.js';
+import { resizeBilinearGradCpuConfig, resizeBilinearGradWasmConfig } from './resize_bilinear_grad.js';
 import { installWasmTrainingKernels } from './wasm/training_kernels.js';
+import { conv2dBackpropInputConfig } from './wasm/conv2d_backprop_input.js';
+
+/** Stock kernels we override: wrong (ResizeBilinearGrad) or far slower than the forward pass (wasm dx). */
+const replacements: Record<'cpu' | 'wasm', tf.KernelConfig[]> = {
+  cpu: [resizeBilinearGradCpuConfig],
+  wasm: [resizeBilinearGradWasmConfig, conv2dBackpropInputConfig],
+};
+
+function replaceKernel(config: tf.KernelConfig): void {
+  const current = tf.getKernel(config.kernelName, config.backendName);
+  if (current === config) return;
+  // Registering over an existing kernel logs "already registered"; unregistering first keeps logs clean.
+  if (current) tf.unregisterKernel(config.kernelName, config.backendName);
+  tf.registerKernel(config);
+}
 
 /**
  * Brings a JS backend's kernel set up to what training this toolkit needs: missing gradient
- * kernels on wasm, corrected ResizeBilinearGrad on both. Call after the backend's package has
- * been imported (a later import would re-register its stock kernels over these). Idempotent.
+ * kernels on wasm, a corrected ResizeBilinearGrad on both, a faster wasm Conv2DBackpropInput.
+ * Call after the backend's package has been imported (a later import would re-register its stock
+ * kernels over these). Idempotent.
  */
 export function installKernelPatches(backendName: 'cpu' | 'wasm'): void {
   if (backendName === 'wasm') installWasmTrainingKernels();
-  installResizeBilinearGradFix(backendName);
+  for (const config of replacements[backendName]) replaceKernel(config);
 }

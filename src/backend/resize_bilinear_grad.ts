@@ -109,13 +109,3 @@ export const resizeBilinearGradWasmConfig: tf.KernelConfig = {
     return outInfo;
   },
 };
-
-/** Replaces the stock ResizeBilinearGrad of `backendName` (the stock ones are wrong, see above). */
-export function installResizeBilinearGradFix(backendName: 'cpu' | 'wasm'): void {
-  const config = backendName === 'cpu' ? resizeBilinearGradCpuConfig : resizeBilinearGradWasmConfig;
-  const current = tf.getKernel(config.kernelName, backendName);
-  if (current === config) return;
-  // Replacing in place logs "already registered"; unregistering first keeps the log clean.
-  if (current) tf.unregisterKernel(config.kernelName, backendName);
-  tf.registerKernel(config);
-}
