@@ -1,9 +1,11 @@
 import type { CommandModule } from 'yargs';
 import { envCommand } from './env.js';
+import { trainCommand } from './train.js';
+import { inspectCommand } from './inspect.js';
 
 /**
  * Every `scaleforge` sub-command, one module each. A new command is one file plus one line here.
  * Handlers set `process.exitCode` (or throw: UsageError → 2, anything else → 1).
  */
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
-export const commands: CommandModule<any, any>[] = [envCommand];
+export const commands: CommandModule<any, any>[] = [trainCommand, envCommand, inspectCommand];
