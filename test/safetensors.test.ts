@@ -471,3 +471,73 @@ describe('module save / load', () => {
     b.dispose();
   });
 });
+
+describe('scaleforge inspect', () => {
+  async function run(args: string[]): Promise<{ code: number; out: string; err: string }> {
+    const { main } = await import('../src/cli/main.js');
+    const out: string[] = [];
+    const err: string[] = [];
+    const w = process.stdout.write.bind(process.stdout);
+    const e = process.stderr.write.bind(process.stderr);
+    process.stdout.write = ((s: string) => (out.push(String(s)), true)) as typeof process.stdout.write;
+    process.stderr.write = ((s: string) => (err.push(String(s)), true)) as typeof process.stderr.write;
+    try {
+      return { code: await main(args), out: out.join(''), err: err.join('') };
+    } finally {
+      process.stdout.write = w;
+      process.stderr.write = e;
+    }
+  }
+
+  it('--json lists every tensor with numel and bytes, totals and per-dtype sums, from the header only', async () => {
+    const { code, out } = await run(['inspect', path.join(FIX, 'reference.safetensors'), '--json']);
+    expect(code).toBe(0);
+    const r = JSON.parse(out);
+    expect(r.metadata).toEqual(reference.metadata);
+    expect(r.tensors.map((t: { name: string }) => t.name)).toEqual(reference.order);
+    const size = { BOOL: 1, U8: 1, I8: 1, F8_E4M3: 1, F8_E5M2: 1, I16: 2, U16: 2, F16: 2, BF16: 2, I32: 4, U32: 4, F32: 4, C64: 8, F64: 8, I64: 8, U64: 8 } as Record<string, number>;
+    let params = 0;
+    let bytes = 0;
+    for (const t of r.tensors) {
+      const ref = reference.tensors[t.name]!;
+      const numel = ref.shape.reduce((a, b) => a * b, 1);
+      expect(t).toEqual({ name: t.name, dtype: ref.dtype, shape: ref.shape, numel, bytes: numel * size[ref.dtype]! });
+      params += numel;
+      bytes += numel * size[ref.dtype]!;
+    }
+    expect(r.totals).toEqual({ tensors: 19, params, bytes });
+    expect(r.byDtype.F32).toEqual({ tensors: 3, params: 7, bytes: 28 });
+    expect(r.fileBytes).toBe(fs.statSync(path.join(FIX, 'reference.safetensors')).size);
+  });
+
+  it('prints metadata, a table and totals as text; handles a sharded index', async () => {
+    const p = path.join(dir, 'inspect.safetensors');
+    await saveSafetensors(p, { 'blocks.0.w': { shape: [3, 4], data: new Float32Array(12), dtype: 'BF16' }, n: { shape: [2], data: new Int32Array(2) } }, { format: 'pt' });
+    const { code, out } = await run(['inspect', p]);
+    expect(code).toBe(0);
+    expect(out).toContain('  format: pt');
+    expect(out).toMatch(/blocks\.0\.w\s+BF16\s+\[3, 4\]\s+12\s+24/);
+    expect(out).toMatch(/total: 2 tensors, 14 params, 32 B/);
+
+    const idx = path.join(dir, 'inspect-shards', 'model.safetensors.index.json');
+    fs.mkdirSync(path.dirname(idx));
+    await saveShardedSafetensors(idx, { a: { shape: [4], data: new Float32Array(4) }, b: { shape: [4], data: new Float32Array(4) } }, { maxShardBytes: 16 });
+    const s = await run(['inspect', idx, '--json']);
+    const r = JSON.parse(s.out);
+    expect(r.kind).toBe('sharded');
+    expect(r.metadata).toEqual({ total_size: '32' });
+    expect(r.tensors.map((t: { shard: string }) => t.shard)).toEqual(['model-00001-of-00002.safetensors', 'model-00002-of-00002.safetensors']);
+    expect(r.totals).toEqual({ tensors: 2, params: 8, bytes: 32 });
+  });
+
+  it('missing file → usage error (exit 2); corrupt file → error naming it (exit 1)', async () => {
+    const missing = await run(['inspect', path.join(dir, 'nope.safetensors')]);
+    expect(missing.code).toBe(2);
+    expect(missing.err).toMatch(/nope\.safetensors: no such file/);
+    const bad = path.join(dir, 'corrupt.safetensors');
+    fs.writeFileSync(bad, '{"not": "safetensors"}');
+    const corrupt = await run(['inspect', bad]);
+    expect(corrupt.code).toBe(1);
+    expect(corrupt.err).toMatch(/corrupt\.safetensors: header length \d+ exceeds .*is this a safetensors file/);
+  });
+});

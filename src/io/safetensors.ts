@@ -68,7 +68,7 @@ function readHeaderFromFd(fd: number, file: string): SafetensorsHeader {
   if (fileSize < 8) throw fail(`file is ${fileSize} bytes, too short for the 8-byte header length`);
   const lenBytes = readAt(fd, 0, 8);
   const n = new DataView(lenBytes.buffer).getBigUint64(0, true);
-  if (n > BigInt(MAX_HEADER_SIZE)) throw fail(`header length ${n} exceeds the ${MAX_HEADER_SIZE}-byte limit`);
+  if (n > BigInt(MAX_HEADER_SIZE)) throw fail(`header length ${n} exceeds the ${MAX_HEADER_SIZE}-byte limit (is this a safetensors file?)`);
   const headerSize = Number(n);
   if (8 + headerSize > fileSize) throw fail(`header length ${headerSize} runs past the end of the ${fileSize}-byte file`);
   const raw = readAt(fd, 8, headerSize);
