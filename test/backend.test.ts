@@ -4,9 +4,15 @@ import { fileURLToPath } from 'node:url';
 import { tf } from '../src/backend/tf.js';
 import { initBackend, listBackends } from '../src/backend/select.js';
 import { UsageError } from '../src/util/errors.js';
-import { main } from '../src/cli/main.js';
+import { envCommand } from '../src/cli/commands/env.js';
 
 const repoRoot = fileURLToPath(new URL('..', import.meta.url));
+
+// The command module alone, so this test does not depend on every other command importing cleanly.
+const runEnv = async (json: boolean): Promise<number> => {
+  await envCommand.handler({ json, _: ['env'], $0: 'scaleforge' });
+  return typeof process.exitCode === 'number' ? process.exitCode : 0;
+};
 
 async function captureStdout(run: () => Promise<number>): Promise<{ code: number; out: string; err: string }> {
   const out: string[] = [];
@@ -82,7 +88,7 @@ describe('backend selection', () => {
 
 describe('scaleforge env', () => {
   it('--json reports versions, backends, the auto choice and the machine', async () => {
-    const { code, out } = await captureStdout(() => main(['env', '--json']));
+    const { code, out } = await captureStdout(() => runEnv(true));
     expect(code).toBe(0);
     const r = JSON.parse(out);
     expect(r.node).toBe(process.versions.node);
@@ -98,7 +104,7 @@ describe('scaleforge env', () => {
   });
 
   it('prints a readable table without --json', async () => {
-    const { code, out } = await captureStdout(() => main(['env']));
+    const { code, out } = await captureStdout(() => runEnv(false));
     expect(code).toBe(0);
     expect(out).toMatch(/^ {2}native +no +not built/m);
     expect(out).toMatch(/^auto +wasm$/m);
