@@ -5,7 +5,9 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
 import { tf } from '../src/backend/tf.js';
 import { loadSafetensors, serializeSafetensors } from '../src/io/safetensors.js';
-import { disposeClipTextOutput } from '../src/models/text/clip_text_model.js';
+import { CLIP_TEXT_DEFAULTS } from '../src/models/text/clip_text_config.js';
+import { ClipTextModel, disposeClipTextOutput } from '../src/models/text/clip_text_model.js';
+import { Rng } from '../src/util/rng.js';
 import { loadClipTextFromHfFolder } from '../src/models/text/hf_folder.js';
 import { UsageError } from '../src/util/errors.js';
 
@@ -138,6 +140,30 @@ describe('other HF layouts', () => {
     expectClose(out.textEmbeds!, ref.text_embeds!);
     disposeClipTextOutput(out);
     model.dispose();
+  });
+});
+
+describe('fresh initialisation', () => {
+  it("follows HF CLIPPreTrainedModel._init_weights' standard deviations", () => {
+    const d = 64;
+    const layers = 2;
+    const m = new ClipTextModel({ ...CLIP_TEXT_DEFAULTS, vocabSize: 300, hiddenSize: d, intermediateSize: 4 * d, numHiddenLayers: layers, numAttentionHeads: 4, projectionDim: 32 }, { rng: new Rng(5) });
+    const sd = m.stateDict();
+    const std = (k: string) => {
+      const x = Array.from(sd.get(k)!.dataSync() as Float32Array);
+      const mean = x.reduce((a, b) => a + b, 0) / x.length;
+      return Math.sqrt(x.reduce((a, b) => a + (b - mean) ** 2, 0) / x.length);
+    };
+    const within = (k: string, want: number) => expect(Math.abs(std(k) / want - 1)).toBeLessThan(0.05);
+    within('text_model.embeddings.token_embedding.weight', 0.02);
+    within('text_model.embeddings.position_embedding.weight', 0.02);
+    within('text_model.encoder.layers.1.self_attn.q_proj.weight', d ** -0.5 * (2 * layers) ** -0.5);
+    within('text_model.encoder.layers.1.self_attn.out_proj.weight', d ** -0.5);
+    within('text_model.encoder.layers.0.mlp.fc1.weight', (2 * d) ** -0.5);
+    within('text_model.encoder.layers.0.mlp.fc2.weight', d ** -0.5 * (2 * layers) ** -0.5);
+    within('text_projection.weight', d ** -0.5);
+    expect(std('text_model.encoder.layers.0.mlp.fc1.bias')).toBe(0);
+    m.dispose();
   });
 });
 

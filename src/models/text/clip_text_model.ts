@@ -36,7 +36,10 @@ export interface ClipTextOutput {
 // Additive mask value: large enough that exp underflows to 0 after the softmax's max subtraction.
 const MASKED = -1e9;
 
-function initLinear(lin: Linear, std: number, rng: Rng): void {
+// HF's CLIP initialisation; skipped (rng = null) when weights are about to be loaded, since drawing
+// ~10⁸ normals for CLIP-L costs seconds.
+function initLinear(lin: Linear, std: number, rng: Rng | null): void {
+  if (!rng) return;
   const w = normal(lin.weight.shape, std, rng);
   lin.weight.assign(w);
   w.dispose();
@@ -71,7 +74,7 @@ class ClipAttention extends Module {
   readonly outProj: Linear;
   private readonly heads: number;
   private readonly headDim: number;
-  constructor(cfg: ClipTextConfig, rng: Rng) {
+  constructor(cfg: ClipTextConfig, rng: Rng, init: boolean) {
     super();
     const d = cfg.hiddenSize;
     this.heads = cfg.numAttentionHeads;
@@ -81,10 +84,10 @@ class ClipAttention extends Module {
     this.vProj = this.module('v_proj', new Linear(d, d, { rng: rng.fork('v') }));
     this.outProj = this.module('out_proj', new Linear(d, d, { rng: rng.fork('o') }));
     const inStd = d ** -0.5 * (2 * cfg.numHiddenLayers) ** -0.5;
-    initLinear(this.qProj, inStd, rng.fork('q-init'));
-    initLinear(this.kProj, inStd, rng.fork('k-init'));
-    initLinear(this.vProj, inStd, rng.fork('v-init'));
-    initLinear(this.outProj, d ** -0.5, rng.fork('o-init'));
+    initLinear(this.qProj, inStd, init ? rng.fork('q-init') : null);
+    initLinear(this.kProj, inStd, init ? rng.fork('k-init') : null);
+    initLinear(this.vProj, inStd, init ? rng.fork('v-init') : null);
+    initLinear(this.outProj, d ** -0.5, init ? rng.fork('o-init') : null);
   }
   /** x [B, L, D]; mask broadcastable to [B, H, L, L], additive. */
   forward(x: tf.Tensor3D, mask: tf.Tensor): tf.Tensor3D {
@@ -104,12 +107,12 @@ class ClipAttention extends Module {
 class ClipMlp extends Module {
   readonly fc1: Linear;
   readonly fc2: Linear;
-  constructor(cfg: ClipTextConfig, rng: Rng, private readonly act: Activation) {
+  constructor(cfg: ClipTextConfig, rng: Rng, init: boolean, private readonly act: Activation) {
     super();
     this.fc1 = this.module('fc1', new Linear(cfg.hiddenSize, cfg.intermediateSize, { rng: rng.fork('fc1') }));
     this.fc2 = this.module('fc2', new Linear(cfg.intermediateSize, cfg.hiddenSize, { rng: rng.fork('fc2') }));
-    initLinear(this.fc1, (2 * cfg.hiddenSize) ** -0.5, rng.fork('fc1-init'));
-    initLinear(this.fc2, cfg.hiddenSize ** -0.5 * (2 * cfg.numHiddenLayers) ** -0.5, rng.fork('fc2-init'));
+    initLinear(this.fc1, (2 * cfg.hiddenSize) ** -0.5, init ? rng.fork('fc1-init') : null);
+    initLinear(this.fc2, cfg.hiddenSize ** -0.5 * (2 * cfg.numHiddenLayers) ** -0.5, init ? rng.fork('fc2-init') : null);
   }
   forward(x: tf.Tensor): tf.Tensor {
     return tf.tidy(() => this.fc2.forward(this.act(this.fc1.forward(x))));
@@ -121,11 +124,11 @@ class ClipEncoderLayer extends Module {
   readonly layerNorm1: LayerNorm;
   readonly mlp: ClipMlp;
   readonly layerNorm2: LayerNorm;
-  constructor(cfg: ClipTextConfig, rng: Rng) {
+  constructor(cfg: ClipTextConfig, rng: Rng, init: boolean) {
     super();
-    this.selfAttn = this.module('self_attn', new ClipAttention(cfg, rng.fork('attn')));
+    this.selfAttn = this.module('self_attn', new ClipAttention(cfg, rng.fork('attn'), init));
     this.layerNorm1 = this.module('layer_norm1', new LayerNorm(cfg.hiddenSize, cfg.layerNormEps));
-    this.mlp = this.module('mlp', new ClipMlp(cfg, rng.fork('mlp'), activation(cfg.hiddenAct)));
+    this.mlp = this.module('mlp', new ClipMlp(cfg, rng.fork('mlp'), init, activation(cfg.hiddenAct)));
     this.layerNorm2 = this.module('layer_norm2', new LayerNorm(cfg.hiddenSize, cfg.layerNormEps));
   }
   forward(x: tf.Tensor3D, mask: tf.Tensor): tf.Tensor3D {
@@ -138,11 +141,11 @@ class ClipEncoderLayer extends Module {
 
 class ClipEncoder extends Module {
   readonly layers: ModuleList<ClipEncoderLayer>;
-  constructor(cfg: ClipTextConfig, rng: Rng) {
+  constructor(cfg: ClipTextConfig, rng: Rng, init: boolean) {
     super();
     this.layers = this.module(
       'layers',
-      new ModuleList(Array.from({ length: cfg.numHiddenLayers }, (_, i) => new ClipEncoderLayer(cfg, rng.fork(`layer${i}`)))),
+      new ModuleList(Array.from({ length: cfg.numHiddenLayers }, (_, i) => new ClipEncoderLayer(cfg, rng.fork(`layer${i}`), init))),
     );
   }
 }
@@ -152,10 +155,10 @@ export class ClipTextTransformer extends Module {
   readonly embeddings: ClipTextEmbeddings;
   readonly encoder: ClipEncoder;
   readonly finalLayerNorm: LayerNorm;
-  constructor(readonly config: ClipTextConfig, rng: Rng) {
+  constructor(readonly config: ClipTextConfig, rng: Rng, init = true) {
     super();
     this.embeddings = this.module('embeddings', new ClipTextEmbeddings(config, rng.fork('embeddings')));
-    this.encoder = this.module('encoder', new ClipEncoder(config, rng.fork('encoder')));
+    this.encoder = this.module('encoder', new ClipEncoder(config, rng.fork('encoder'), init));
     this.finalLayerNorm = this.module('final_layer_norm', new LayerNorm(config.hiddenSize, config.layerNormEps));
   }
 
@@ -202,15 +205,17 @@ function causalMask(length: number): tf.Tensor {
 export class ClipTextModel extends Module {
   readonly textModel: ClipTextTransformer;
   readonly textProjection: Linear | null;
-  constructor(readonly config: ClipTextConfig, opts: { rng?: Rng } = {}) {
+  /** initWeights false: skip HF's initialisation of the linear layers (weights will be loaded). */
+  constructor(readonly config: ClipTextConfig, opts: { rng?: Rng; initWeights?: boolean } = {}) {
     super();
     validateClipTextConfig(config, 'CLIP text config');
     const rng = opts.rng ?? new Rng(0);
-    this.textModel = this.module('text_model', new ClipTextTransformer(config, rng.fork('text_model')));
+    const init = opts.initWeights ?? true;
+    this.textModel = this.module('text_model', new ClipTextTransformer(config, rng.fork('text_model'), init));
     this.textProjection = null;
     if (config.projectionDim !== null) {
       const proj = new Linear(config.hiddenSize, config.projectionDim, { bias: false, rng: rng.fork('proj') });
-      initLinear(proj, config.hiddenSize ** -0.5, rng.fork('proj-init'));
+      initLinear(proj, config.hiddenSize ** -0.5, init ? rng.fork('proj-init') : null);
       this.textProjection = this.module('text_projection', proj);
     }
   }

@@ -73,7 +73,7 @@ export function loadClipTextFromHfFolder(dir: string, opts: { textEncoderSubfold
   try {
     const names = source.names().filter(isTextWeight);
     const config = parseClipTextConfig(rawConfig, files.configPath, names.includes('text_projection.weight'));
-    const model = new ClipTextModel(config, { rng: new Rng(0) });
+    const model = new ClipTextModel(config, { rng: new Rng(0), initWeights: false });
     try {
       model.loadStateDict(readChecked(source, names, model), { strict: true });
     } catch (e) {
