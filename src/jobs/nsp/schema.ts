@@ -96,9 +96,8 @@ export const nspTrainSchema = z.strictObject({
   init_from_previous: z.boolean().default(true),
 });
 
+/** The recipe body (`kind:` and `extends:` are consumed by the config loader before validation). */
 export const nspRecipeSchema = z.strictObject({
-  kind: z.literal('nsp-progressive'),
-  extends: z.union([z.string(), z.array(z.string())]).optional(),
   seed: z.number().int().min(0).default(0),
   backend: z.string().default('auto'),
   space: z.enum(['pixel', 'latent']).default('pixel'),

@@ -37,13 +37,17 @@ export class NextScaleGenerator extends Module {
     return tf.image.resizeBilinear(previous, [s, s], false, true);
   }
 
-  /** One stage's output: x_k = up(x_{k−1}) + f_k(up(x_{k−1}), c) for k>0, x_0 = f_0(z, c). */
-  predict(stage: number, previous: tf.Tensor4D, text: tf.Tensor2D): tf.Tensor4D {
+  /**
+   * One stage's output: x_k = up(x_{k−1}) + α·f_k(up(x_{k−1}), c) for k>0, x_0 = f_0(z, c).
+   * α < 1 fades a newly trained stage in (ProGAN-style); inference uses α = 1.
+   */
+  predict(stage: number, previous: tf.Tensor4D, text: tf.Tensor2D, alpha = 1): tf.Tensor4D {
     return tf.tidy(() => {
       const input = this.stageInput(stage, previous);
       const emb = this.scaleEmbedding.forward(tf.tensor1d([stage], 'int32')).reshape([-1]) as tf.Tensor1D;
       const residual = this.stages.at(stage).forward(input, text, emb);
-      return stage === 0 ? residual : input.add(residual);
+      if (stage === 0) return residual;
+      return input.add(alpha === 1 ? residual : residual.mul(alpha));
     });
   }
 

@@ -1,0 +1,63 @@
+import { tf } from '../../backend/tf.js';
+import { BatchSampler } from '../../data/batch.js';
+import { Dataset } from '../../data/dataset.js';
+import { Decoder } from './sampling.js';
+
+/**
+ * What the NSP trainer draws batches from, in the space it generates: RGB pixels in [-1, 1], or
+ * VAE latents (already multiplied by the VAE's scaling factor). `decode` maps generated tensors back
+ * to RGB for samples and the fidelity check.
+ */
+export interface TrainingSource {
+  readonly channels: number;
+  readonly size: number;
+  readonly length: number;
+  captions(): string[];
+  nextBatch(sampler: BatchSampler, n: number): { x: tf.Tensor4D; captions: string[] };
+  readonly decode: Decoder | null;
+  /** The dataset the sampler indexes. */
+  readonly dataset: Dataset;
+}
+
+export function pixelSource(dataset: Dataset): TrainingSource {
+  if (dataset.width !== dataset.height) throw new Error(`NSP needs square images, dataset is ${dataset.width}×${dataset.height}`);
+  let captionCache: string[] | null = null;
+  return {
+    channels: 3,
+    size: dataset.width,
+    length: dataset.length,
+    dataset,
+    decode: null,
+    captions() {
+      captionCache ??= Array.from({ length: dataset.length }, (_, i) => dataset.get(i).caption);
+      return captionCache;
+    },
+    nextBatch(sampler, n) {
+      const b = sampler.nextBatch(n);
+      return { x: b.images, captions: b.captions };
+    },
+  };
+}
+
+/** Latents cached once per dataset item ([S, S, C] each), with the dataset's captions. */
+export function latentSource(dataset: Dataset, latents: Float32Array[], size: number, channels: number, decode: Decoder): TrainingSource {
+  const per = size * size * channels;
+  latents.forEach((l, i) => {
+    if (l.length !== per) throw new Error(`latent ${i} has ${l.length} values, expected ${size}×${size}×${channels}`);
+  });
+  const caps = Array.from({ length: dataset.length }, (_, i) => dataset.get(i).caption);
+  return {
+    channels,
+    size,
+    length: dataset.length,
+    dataset,
+    decode,
+    captions: () => caps,
+    nextBatch(sampler, n) {
+      const items = sampler.nextItems(n);
+      const data = new Float32Array(items.length * per);
+      items.forEach(({ index }, b) => data.set(latents[index]!, b * per));
+      return { x: tf.tensor4d(data, [items.length, size, size, channels]), captions: items.map(({ index }) => caps[index]!) };
+    },
+  };
+}
