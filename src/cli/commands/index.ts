@@ -1,6 +1,7 @@
 import type { CommandModule } from 'yargs';
 import { envCommand } from './env.js';
 import { trainCommand } from './train.js';
+import { sampleCommand } from './sample.js';
 import { inspectCommand } from './inspect.js';
 
 /**
@@ -8,4 +9,4 @@ import { inspectCommand } from './inspect.js';
  * Handlers set `process.exitCode` (or throw: UsageError → 2, anything else → 1).
  */
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
-export const commands: CommandModule<any, any>[] = [trainCommand, envCommand, inspectCommand];
+export const commands: CommandModule<any, any>[] = [trainCommand, sampleCommand, envCommand, inspectCommand];
