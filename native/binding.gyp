@@ -1,0 +1,14 @@
+{
+  "targets": [
+    {
+      "target_name": "scaleforge_native",
+      "sources": ["src/addon.cc", "src/conv.cc", "src/matmul.cc", "src/dnnl_util.cc"],
+      "defines": ["NAPI_VERSION=8"],
+      "cflags_cc": ["-std=c++17", "-fexceptions", "-fopenmp"],
+      "cflags_cc!": ["-fno-exceptions", "-std=gnu++17"],
+      "cflags": ["<!@(pkg-config --cflags openblas 2>/dev/null || true)"],
+      "ldflags": ["-fopenmp"],
+      "libraries": ["-ldnnl", "<!@(pkg-config --libs openblas 2>/dev/null || echo -lopenblas)"]
+    }
+  ]
+}

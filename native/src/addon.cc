@@ -1,0 +1,187 @@
+// N-API entry points. Every function works synchronously on the callers' typed arrays (tfjs cpu
+// tensor storage), checks that each buffer is large enough before any native code touches it,
+// and reports failures as JS Errors (the JS side then falls back to the reference kernel).
+#include <cblas.h>
+#include <omp.h>
+
+#include <vector>
+
+#include "conv.h"
+#include "matmul.h"
+#include "napi_util.h"
+
+namespace sfn {
+namespace {
+
+using Binding = napi_value (*)(napi_env, napi_callback_info);
+
+template <Binding F>
+napi_value guarded(napi_env env, napi_callback_info info) {
+  try {
+    return F(env, info);
+  } catch (const JsError& e) {
+    napi_throw_error(env, nullptr, e.message.c_str());
+    return nullptr;
+  }
+}
+
+void requireLength(size_t have, int64_t need, const char* name) {
+  if (static_cast<int64_t>(have) < need) {
+    throw JsError{std::string(name) + ": buffer holds " + std::to_string(have) + " floats, the shape needs " + std::to_string(need)};
+  }
+}
+
+napi_value info(napi_env env, napi_callback_info) {
+  napi_value out;
+  check(env, napi_create_object(env, &out), "create_object");
+  const dnnl_version_t* v = dnnl_version();
+  const std::string dnnlVersion = std::to_string(v->major) + '.' + std::to_string(v->minor) + '.' + std::to_string(v->patch);
+  auto set = [&](const char* key, napi_value value) { check(env, napi_set_named_property(env, out, key, value), "set_property"); };
+  set("dnnlVersion", makeString(env, dnnlVersion));
+  set("dnnlCpuIsa", makeNumber(env, static_cast<double>(dnnl_get_effective_cpu_isa())));
+  set("openblasCore", makeString(env, openblas_get_corename()));
+  set("openblasConfig", makeString(env, openblas_get_config()));
+  set("ompThreads", makeNumber(env, omp_get_max_threads()));
+  set("openblasThreads", makeNumber(env, openblas_get_num_threads()));
+  return out;
+}
+
+napi_value setThreads(napi_env env, napi_callback_info cb) {
+  napi_value argv[1];
+  getArgs(env, cb, argv, "setThreads");
+  const int64_t n = intArg(env, argv[0], "threads");
+  if (n < 1) throw JsError{"setThreads: expected a positive thread count"};
+  omp_set_num_threads(static_cast<int>(n));
+  openblas_set_num_threads(static_cast<int>(n));
+  return nullptr;
+}
+
+// sgemm(library, transA, transB, m, n, k, a, aOffset, b, bOffset, c, cOffset)
+napi_value gemm(napi_env env, napi_callback_info cb) {
+  napi_value argv[12];
+  getArgs(env, cb, argv, "sgemm");
+  const auto lib = static_cast<GemmLibrary>(intArg(env, argv[0], "library"));
+  const bool ta = boolArg(env, argv[1], "transA"), tb = boolArg(env, argv[2], "transB");
+  const int64_t m = intArg(env, argv[3], "m"), n = intArg(env, argv[4], "n"), k = intArg(env, argv[5], "k");
+  auto a = typedArg<float>(env, argv[6], "a");
+  const int64_t aOff = intArg(env, argv[7], "aOffset");
+  auto b = typedArg<float>(env, argv[8], "b");
+  const int64_t bOff = intArg(env, argv[9], "bOffset");
+  auto c = typedArg<float>(env, argv[10], "c");
+  const int64_t cOff = intArg(env, argv[11], "cOffset");
+  if (m < 1 || n < 1 || k < 1 || aOff < 0 || bOff < 0 || cOff < 0) throw JsError{"sgemm: sizes must be positive and offsets non-negative"};
+  requireLength(a.length, aOff + m * k, "a");
+  requireLength(b.length, bOff + k * n, "b");
+  requireLength(c.length, cOff + m * n, "c");
+  sgemm(lib, ta, tb, m, n, k, a.data + aOff, b.data + bOff, c.data + cOff);
+  return nullptr;
+}
+
+std::vector<int64_t> dimsArg(napi_env env, napi_value v, const char* name) {
+  auto view = typedArg<int32_t>(env, v, name);
+  if (view.length < 2 || view.length > 12) throw JsError{std::string(name) + ": expected rank 2..12"};
+  std::vector<int64_t> dims(view.data, view.data + view.length);
+  for (int64_t d : dims) if (d < 1) throw JsError{std::string(name) + ": dims must be positive"};
+  return dims;
+}
+
+int64_t product(const std::vector<int64_t>& dims) {
+  int64_t p = 1;
+  for (int64_t d : dims) p *= d;
+  return p;
+}
+
+// matmul(aDims, bDims, transA, transB, a, b, bias|null, c, activation, alpha) -> implementation
+napi_value matmul(napi_env env, napi_callback_info cb) {
+  napi_value argv[10];
+  getArgs(env, cb, argv, "matmul");
+  MatmulShape s;
+  s.aDims = dimsArg(env, argv[0], "aDims");
+  s.bDims = dimsArg(env, argv[1], "bDims");
+  s.transA = boolArg(env, argv[2], "transA");
+  s.transB = boolArg(env, argv[3], "transB");
+  s.activation = static_cast<Activation>(intArg(env, argv[8], "activation"));
+  s.alpha = static_cast<float>(doubleArg(env, argv[9], "alpha"));
+  const size_t r = s.aDims.size();
+  if (s.bDims.size() != r) throw JsError{"matmul: a and b must have the same rank (pad batch dims with 1)"};
+  const int64_t m = s.transA ? s.aDims[r - 1] : s.aDims[r - 2], k = s.transA ? s.aDims[r - 2] : s.aDims[r - 1];
+  const int64_t kb = s.transB ? s.bDims[r - 1] : s.bDims[r - 2], n = s.transB ? s.bDims[r - 2] : s.bDims[r - 1];
+  if (k != kb) throw JsError{"matmul: inner dimensions differ"};
+  int64_t batch = 1;
+  for (size_t i = 0; i + 2 < r; ++i) {
+    const int64_t da = s.aDims[i], db = s.bDims[i];
+    if (da != db && da != 1 && db != 1) throw JsError{"matmul: batch dims do not broadcast"};
+    batch *= std::max(da, db);
+  }
+  auto a = typedArg<float>(env, argv[4], "a");
+  auto b = typedArg<float>(env, argv[5], "b");
+  auto c = typedArg<float>(env, argv[7], "c");
+  requireLength(a.length, product(s.aDims), "a");
+  requireLength(b.length, product(s.bDims), "b");
+  requireLength(c.length, batch * m * n, "c");
+  const float* bias = nullptr;
+  s.withBias = !isNullish(env, argv[6]);
+  if (s.withBias) {
+    auto bv = typedArg<float>(env, argv[6], "bias");
+    requireLength(bv.length, n, "bias");
+    bias = bv.data;
+  }
+  return makeString(env, runMatmul(s, a.data, b.data, bias, c.data));
+}
+
+// conv(kind, params[19], alpha, in1, in2, bias|null, out) -> implementation
+// params: n c h w o kh kw oh ow sh sw dh dw pt pl pb pr channelsFirst activation
+napi_value conv(napi_env env, napi_callback_info cb) {
+  napi_value argv[7];
+  getArgs(env, cb, argv, "conv");
+  const auto kind = static_cast<ConvKind>(intArg(env, argv[0], "kind"));
+  auto p = typedArg<int32_t>(env, argv[1], "params");
+  if (p.length != 19) throw JsError{"conv: params must hold 19 ints"};
+  ConvShape s{p.data[0], p.data[1], p.data[2], p.data[3], p.data[4], p.data[5], p.data[6], p.data[7], p.data[8], p.data[9],
+              p.data[10], p.data[11], p.data[12], p.data[13], p.data[14], p.data[15], p.data[16], p.data[17] != 0, false,
+              static_cast<Activation>(p.data[18]), static_cast<float>(doubleArg(env, argv[2], "alpha"))};
+  for (int i = 0; i < 13; ++i) if (p.data[i] < 1) throw JsError{"conv: sizes, strides and dilations must be positive"};
+  const int64_t xSize = s.n * s.c * s.h * s.w, wSize = s.kh * s.kw * s.c * s.o, ySize = s.n * s.o * s.oh * s.ow;
+  auto in1 = typedArg<float>(env, argv[3], "in1");
+  auto in2 = typedArg<float>(env, argv[4], "in2");
+  auto out = typedArg<float>(env, argv[6], "out");
+  const float* bias = nullptr;
+  switch (kind) {
+    case ConvKind::Forward:
+      requireLength(in1.length, xSize, "x"), requireLength(in2.length, wSize, "filter"), requireLength(out.length, ySize, "y");
+      s.withBias = !isNullish(env, argv[5]);
+      if (s.withBias) {
+        auto bv = typedArg<float>(env, argv[5], "bias");
+        requireLength(bv.length, s.o, "bias");
+        bias = bv.data;
+      }
+      break;
+    case ConvKind::BackwardData:
+      requireLength(in1.length, ySize, "dy"), requireLength(in2.length, wSize, "filter"), requireLength(out.length, xSize, "dx");
+      break;
+    case ConvKind::BackwardWeights:
+      requireLength(in1.length, xSize, "x"), requireLength(in2.length, ySize, "dy"), requireLength(out.length, wSize, "dw");
+      break;
+    default:
+      throw JsError{"conv: unknown kind"};
+  }
+  if (kind != ConvKind::Forward) s.activation = Activation::Linear;
+  return makeString(env, runConv(kind, s, in1.data, in2.data, bias, out.data));
+}
+
+napi_value init(napi_env env, napi_value exports) {
+  const napi_property_descriptor props[] = {
+      {"info", nullptr, guarded<info>, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"setThreads", nullptr, guarded<setThreads>, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"sgemm", nullptr, guarded<gemm>, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"matmul", nullptr, guarded<matmul>, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"conv", nullptr, guarded<conv>, nullptr, nullptr, nullptr, napi_default, nullptr},
+  };
+  napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props);
+  return exports;
+}
+
+}  // namespace
+}  // namespace sfn
+
+NAPI_MODULE(NODE_GYP_MODULE_NAME, sfn::init)

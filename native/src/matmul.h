@@ -1,0 +1,30 @@
+// Matrix products: one GEMM call (oneDNN or OpenBLAS sgemm), and batched / broadcast products on
+// the oneDNN matmul primitive, cached by shape.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "dnnl_util.h"
+
+namespace sfn {
+
+enum class GemmLibrary : int { Dnnl = 0, OpenBlas = 1 };
+
+// Row-major C[M,N] = op(A)·op(B); op transposes when the flag is set. Pointers include offsets.
+void sgemm(GemmLibrary lib, bool transA, bool transB, int64_t m, int64_t n, int64_t k, const float* a, const float* b, float* c);
+
+// Batched product over broadcastable batch dims, dims per operand as tfjs gives them (the last two
+// are the stored matrix, i.e. [K,M] when transA). Bias: nullptr or `n` values added per column.
+struct MatmulShape {
+  std::vector<int64_t> aDims, bDims;  // same rank, batch dims 1 where broadcast
+  bool transA, transB;
+  bool withBias;
+  Activation activation;
+  float alpha;
+  std::string key() const;
+};
+
+const std::string& runMatmul(const MatmulShape& s, const float* a, const float* b, const float* bias, float* c);
+
+}  // namespace sfn

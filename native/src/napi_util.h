@@ -1,0 +1,98 @@
+// Small helpers over the plain N-API C interface (no node-addon-api dependency, so the addon
+// builds with nothing but node-gyp and the system libraries).
+#pragma once
+#include <node_api.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <type_traits>
+
+namespace sfn {
+
+// Thrown inside bindings and turned into a JS Error at the boundary.
+struct JsError {
+  std::string message;
+};
+
+inline void check(napi_env env, napi_status status, const char* what) {
+  if (status != napi_ok) throw JsError{std::string("N-API call failed: ") + what};
+}
+
+template <typename T>
+struct TypedView {
+  T* data = nullptr;
+  size_t length = 0;
+};
+
+// A view of a Float32Array/Int32Array argument's own memory (offset included): no copy.
+template <typename T>
+TypedView<T> typedArg(napi_env env, napi_value v, const char* name) {
+  static_assert(std::is_same_v<T, float> || std::is_same_v<T, int32_t>, "float or int32 views only");
+  constexpr napi_typedarray_type expected = std::is_same_v<T, float> ? napi_float32_array : napi_int32_array;
+  bool isTyped = false;
+  check(env, napi_is_typedarray(env, v, &isTyped), "is_typedarray");
+  if (!isTyped) throw JsError{std::string(name) + ": expected a typed array"};
+  napi_typedarray_type type;
+  size_t length;
+  void* data;
+  napi_value buffer;
+  size_t offset;
+  check(env, napi_get_typedarray_info(env, v, &type, &length, &data, &buffer, &offset), "typedarray_info");
+  if (type != expected) {
+    throw JsError{std::string(name) + (expected == napi_float32_array ? ": expected a Float32Array" : ": expected an Int32Array")};
+  }
+  return {static_cast<T*>(data), length};
+}
+
+inline bool isNullish(napi_env env, napi_value v) {
+  napi_valuetype t;
+  check(env, napi_typeof(env, v, &t), "typeof");
+  return t == napi_null || t == napi_undefined;
+}
+
+inline int64_t intArg(napi_env env, napi_value v, const char* name) {
+  int64_t out;
+  if (napi_get_value_int64(env, v, &out) != napi_ok) throw JsError{std::string(name) + ": expected a number"};
+  return out;
+}
+
+inline double doubleArg(napi_env env, napi_value v, const char* name) {
+  double out;
+  if (napi_get_value_double(env, v, &out) != napi_ok) throw JsError{std::string(name) + ": expected a number"};
+  return out;
+}
+
+inline bool boolArg(napi_env env, napi_value v, const char* name) {
+  bool out;
+  if (napi_get_value_bool(env, v, &out) != napi_ok) throw JsError{std::string(name) + ": expected a boolean"};
+  return out;
+}
+
+inline napi_value makeBool(napi_env env, bool b) {
+  napi_value v;
+  check(env, napi_get_boolean(env, b, &v), "get_boolean");
+  return v;
+}
+
+inline napi_value makeString(napi_env env, const std::string& s) {
+  napi_value v;
+  check(env, napi_create_string_utf8(env, s.c_str(), s.size(), &v), "create_string");
+  return v;
+}
+
+inline napi_value makeNumber(napi_env env, double d) {
+  napi_value v;
+  check(env, napi_create_double(env, d, &v), "create_double");
+  return v;
+}
+
+// Fetches exactly `n` arguments or throws.
+template <size_t N>
+void getArgs(napi_env env, napi_callback_info info, napi_value (&argv)[N], const char* fn) {
+  size_t argc = N;
+  check(env, napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr), "get_cb_info");
+  if (argc < N) throw JsError{std::string(fn) + ": expected " + std::to_string(N) + " arguments, got " + std::to_string(argc)};
+}
+
+}  // namespace sfn
