@@ -5,8 +5,12 @@ import { tf } from '../src/backend/tf.js';
 import { initBackend, listBackends } from '../src/backend/select.js';
 import { UsageError } from '../src/util/errors.js';
 import { envCommand } from '../src/cli/commands/env.js';
+import { loadNativeAddon } from '../src/backend/native/addon.js';
 
 const repoRoot = fileURLToPath(new URL('..', import.meta.url));
+// The optional native addon is built where libdnnl-dev/libopenblas-dev are installed (CI); auto prefers it.
+const nativeBuilt = loadNativeAddon().addon !== undefined;
+const autoHere = nativeBuilt ? 'native' : 'wasm';
 
 // The command module alone, so this test does not depend on every other command importing cleanly.
 const runEnv = async (json: boolean): Promise<number> => {
@@ -45,18 +49,19 @@ describe('backend selection', () => {
     expect(byName.tensorflow!.available).toBe(false);
     expect(byName.tensorflow!.reason).toContain('@tensorflow/tfjs-node-gpu not installed');
     expect(byName.tensorflow!.reason).toContain('@tensorflow/tfjs-node not installed');
-    expect(byName.native!.available).toBe(false);
-    expect(byName.native!.reason).toMatch(/^not built/);
+    expect(byName.native!.available).toBe(nativeBuilt);
+    if (!nativeBuilt) expect(byName.native!.reason).toMatch(/^not built: .*apt-get install -y libdnnl-dev libopenblas-dev/);
     expect(byName.wasm!.available).toBe(true);
     expect(byName.cpu!.available).toBe(true);
   });
 
-  it('auto picks wasm here, installs the missing training kernels and leaves no process error handlers', async () => {
+  it('auto picks native or else wasm here; wasm gets the missing training kernels and leaves no process error handlers', async () => {
     delete process.env.SCALEFORGE_BACKEND;
     // First wasm initialisation in this test process: emscripten would add one handler of each kind.
     const handlers = () => [process.listenerCount('uncaughtException'), process.listenerCount('unhandledRejection')];
     const before = handlers();
-    const { name } = await initBackend();
+    expect((await initBackend()).name).toBe(autoHere);
+    const { name } = await initBackend('wasm');
     expect(handlers()).toEqual(before);
     expect(name).toBe('wasm');
     expect(tf.getBackend()).toBe('wasm');
@@ -76,7 +81,7 @@ describe('backend selection', () => {
     expect((e as Error).message).toBe(
       "SCALEFORGE_BACKEND: backend 'tensorflow' is not available: @tensorflow/tfjs-node-gpu not installed; @tensorflow/tfjs-node not installed",
     );
-    await expect(initBackend('native')).rejects.toThrow(/--backend: backend 'native' is not available: not built/);
+    if (!nativeBuilt) await expect(initBackend('native')).rejects.toThrow(/--backend: backend 'native' is not available: not built/);
   });
 
   it('--backend overrides SCALEFORGE_BACKEND', async () => {
@@ -95,8 +100,8 @@ describe('scaleforge env', () => {
     expect(r.tfjs['tfjs-core']).toBe(tf.version_core);
     expect(r.tfjs['tfjs-backend-wasm']).toBe(r.wasm.version);
     expect(r.backends.map((b: { name: string }) => b.name)).toEqual(['tensorflow', 'native', 'wasm', 'cpu']);
-    expect(r.backends.find((b: { name: string }) => b.name === 'native').reason).toMatch(/not built/);
-    expect(r.auto).toBe('wasm');
+    if (!nativeBuilt) expect(r.backends.find((b: { name: string }) => b.name === 'native').reason).toMatch(/not built/);
+    expect(r.auto).toBe(autoHere);
     expect(r.cpu.cores).toBeGreaterThan(0);
     expect(r.memory.totalBytes).toBeGreaterThanOrEqual(r.memory.freeBytes);
     expect(typeof r.wasm.simd).toBe('boolean');
@@ -106,8 +111,8 @@ describe('scaleforge env', () => {
   it('prints a readable table without --json', async () => {
     const { code, out } = await captureStdout(() => runEnv(false));
     expect(code).toBe(0);
-    expect(out).toMatch(/^ {2}native +no +not built/m);
-    expect(out).toMatch(/^auto +wasm$/m);
+    expect(out).toMatch(nativeBuilt ? /^ {2}native +yes +oneDNN \d/m : /^ {2}native +no +not built/m);
+    expect(out).toMatch(new RegExp(`^auto +${autoHere}$`, 'm'));
   });
 });
 

@@ -1,6 +1,8 @@
 import { tf } from './tf.js';
 import { UsageError } from '../util/errors.js';
 import { installKernelPatches } from './kernel_patches.js';
+import { describeNative, loadNativeAddon } from './native/addon.js';
+import { NATIVE_BACKEND, registerNativeBackend } from './native/backend.js';
 
 /** What a probe found out about one backend without switching to it. */
 export interface BackendStatus {
@@ -86,15 +88,17 @@ const tensorflowCandidate: BackendCandidate = {
   },
 };
 
-/** Placeholder slot for the planned N-API oneDNN/OpenBLAS backend, so its place in the order is fixed. */
-const NATIVE_NOT_BUILT = 'not built: the N-API oneDNN/OpenBLAS backend is not part of this installation';
+/** The N-API oneDNN/OpenBLAS backend (native/, src/backend/native/); optional at install time. */
 const nativeCandidate: BackendCandidate = {
   name: 'native',
   async probe() {
-    return { available: false, reason: NATIVE_NOT_BUILT };
+    const load = loadNativeAddon();
+    if (!load.addon) return { available: false, reason: load.reason };
+    return { available: true, detail: describeNative(load.info) };
   },
   async init() {
-    throw new Error(NATIVE_NOT_BUILT);
+    if (!registerNativeBackend()) throw new Error(loadNativeAddon().reason ?? 'native addon unavailable');
+    await setBackendOrThrow(NATIVE_BACKEND);
   },
 };
 

@@ -1,0 +1,104 @@
+import { createRequire } from 'node:module';
+import { existsSync, readFileSync } from 'node:fs';
+import os from 'node:os';
+import { fileURLToPath } from 'node:url';
+
+/** The N-API addon's functions (native/src/addon.cc). All work synchronously on the given arrays. */
+export interface NativeAddon {
+  info(): NativeInfo;
+  setThreads(n: number): void;
+  /** Row-major C[m,n] = op(A)·op(B) written at c[cOffset..]; library 0 = oneDNN, 1 = OpenBLAS. */
+  sgemm(
+    library: 0 | 1,
+    transA: boolean,
+    transB: boolean,
+    m: number,
+    n: number,
+    k: number,
+    a: Float32Array,
+    aOffset: number,
+    b: Float32Array,
+    bOffset: number,
+    c: Float32Array,
+    cOffset: number,
+  ): void;
+  /** oneDNN matmul over broadcastable batch dims (same rank); returns the implementation name. */
+  matmul(
+    aDims: Int32Array,
+    bDims: Int32Array,
+    transA: boolean,
+    transB: boolean,
+    a: Float32Array,
+    b: Float32Array,
+    bias: Float32Array | null,
+    c: Float32Array,
+    activation: number,
+    alpha: number,
+  ): string;
+  /** oneDNN convolution pass (0 forward, 1 backward data, 2 backward weights); returns the implementation name. */
+  conv(kind: 0 | 1 | 2, params: Int32Array, alpha: number, in1: Float32Array, in2: Float32Array, bias: Float32Array | null, out: Float32Array): string;
+}
+
+export interface NativeInfo {
+  dnnlVersion: string;
+  dnnlCpuIsa: number;
+  openblasCore: string;
+  openblasConfig: string;
+  ompThreads: number;
+  openblasThreads: number;
+}
+
+export type NativeLoad = { addon: NativeAddon; info: NativeInfo; reason?: undefined } | { addon?: undefined; info?: undefined; reason: string };
+
+const APT_PACKAGES = 'libdnnl-dev libopenblas-dev g++ make python3';
+export const NATIVE_INSTALL_HINT = `apt-get install -y ${APT_PACKAGES}, then \`npm run build:native\``;
+
+const nativeDir = fileURLToPath(new URL('../../../native/', import.meta.url));
+const addonPath = `${nativeDir}build/Release/scaleforge_native.node`;
+
+/** What the install-time build recorded, when it failed (native/install.mjs). */
+function buildFailure(): string | undefined {
+  const statusFile = `${nativeDir}build/install-status.json`;
+  if (!existsSync(statusFile)) return undefined;
+  try {
+    const status = JSON.parse(readFileSync(statusFile, 'utf8')) as { ok?: boolean; reason?: string };
+    return status.ok ? undefined : status.reason;
+  } catch {
+    return undefined;
+  }
+}
+
+let loaded: NativeLoad | undefined;
+
+/**
+ * Loads the addon once. Threads: every core for both oneDNN (OpenMP) and OpenBLAS unless the
+ * user set OMP_NUM_THREADS / OPENBLAS_NUM_THREADS, which the libraries read at load time.
+ * SCALEFORGE_NO_NATIVE=1 turns the backend off.
+ */
+export function loadNativeAddon(): NativeLoad {
+  if (loaded) return loaded;
+  if (process.env.SCALEFORGE_NO_NATIVE && process.env.SCALEFORGE_NO_NATIVE !== '0') {
+    return (loaded = { reason: 'disabled by SCALEFORGE_NO_NATIVE' });
+  }
+  if (!existsSync(addonPath)) {
+    const why = buildFailure();
+    return (loaded = {
+      reason: `not built: ${why ? `the install-time build failed (${why})` : 'native/build/Release/scaleforge_native.node is missing'}; to get it: ${NATIVE_INSTALL_HINT}`,
+    });
+  }
+  try {
+    const addon = createRequire(import.meta.url)(addonPath) as NativeAddon;
+    const userChoseThreads = process.env.OMP_NUM_THREADS || process.env.OPENBLAS_NUM_THREADS;
+    if (!userChoseThreads) addon.setThreads(Math.max(1, os.availableParallelism()));
+    return (loaded = { addon, info: addon.info() });
+  } catch (e) {
+    const message = e instanceof Error ? e.message.split('\n')[0]! : String(e);
+    // A build from another machine whose shared libraries are gone fails here (ERR_DLOPEN_FAILED).
+    return (loaded = { reason: `addon failed to load: ${message}; to fix: ${NATIVE_INSTALL_HINT}` });
+  }
+}
+
+/** One line for `scaleforge env`: library versions, ISA, BLAS core and threads. */
+export function describeNative(info: NativeInfo): string {
+  return `oneDNN ${info.dnnlVersion} (isa 0x${info.dnnlCpuIsa.toString(16)}), OpenBLAS core ${info.openblasCore}, threads ${info.ompThreads} omp / ${info.openblasThreads} blas`;
+}

@@ -1,0 +1,130 @@
+import { tf } from '../tf.js';
+import type { NativeAddon } from './addon.js';
+import { activationCode, cpuKernel, float32Values, sizeOf, type CpuBackendStorage } from './storage.js';
+
+interface MatMulAttrs {
+  transposeA: boolean;
+  transposeB: boolean;
+  activation?: string;
+  leakyreluAlpha?: number;
+}
+
+/**
+ * Which library runs a single (unbatched) GEMM of this size. oneDNN's sgemm wins from mid-size
+ * up; OpenBLAS has less fixed overhead on small products (see bench/kernels.ts).
+ */
+export function gemmLibrary(m: number, n: number, k: number): 0 | 1 {
+  return m * n * k < 48 ** 3 ? 1 : 0;
+}
+
+/**
+ * Output shape and the batch dims of both operands padded to one rank, with correct mutual
+ * broadcasting ([2,1,M,K]×[1,4,K,N] → [2,4,M,N]; tfjs's own kernels get this case wrong).
+ */
+export function matmulShapes(aShape: readonly number[], bShape: readonly number[], transA: boolean, transB: boolean) {
+  const rank = Math.max(aShape.length, bShape.length);
+  const pad = (s: readonly number[]) => [...new Array<number>(rank - s.length).fill(1), ...s];
+  const aDims = pad(aShape);
+  const bDims = pad(bShape);
+  const m = transA ? aDims[rank - 1]! : aDims[rank - 2]!;
+  const k = transA ? aDims[rank - 2]! : aDims[rank - 1]!;
+  const kb = transB ? bDims[rank - 1]! : bDims[rank - 2]!;
+  const n = transB ? bDims[rank - 2]! : bDims[rank - 1]!;
+  if (k !== kb) throw new Error(`BatchMatMul: inner dimensions ${k} and ${kb} differ (shapes ${aShape} × ${bShape})`);
+  const batch: number[] = [];
+  for (let i = 0; i < rank - 2; i++) {
+    const da = aDims[i]!;
+    const db = bDims[i]!;
+    if (da !== db && da !== 1 && db !== 1) throw new Error(`BatchMatMul: batch dims of ${aShape} and ${bShape} do not broadcast`);
+    batch.push(Math.max(da, db));
+  }
+  const outShape = [...tf.broadcast_util.assertAndGetBroadcastShape(aShape.slice(0, -2), bShape.slice(0, -2)), m, n];
+  return { aDims, bDims, m, n, k, batchA: sizeOf(aDims.slice(0, -2)), batchB: sizeOf(bDims.slice(0, -2)), outShape };
+}
+
+/** op(A)·op(B) into a new Float32Array, choosing sgemm or the oneDNN matmul primitive by shape. */
+export function nativeMatMul(
+  addon: NativeAddon,
+  a: Float32Array,
+  aShape: readonly number[],
+  b: Float32Array,
+  bShape: readonly number[],
+  transA: boolean,
+  transB: boolean,
+  epilogue?: { bias: Float32Array | null; activation: number; alpha: number },
+): { values: Float32Array; shape: number[] } {
+  const s = matmulShapes(aShape, bShape, transA, transB);
+  const out = new Float32Array(sizeOf(s.outShape));
+  const plain = !epilogue || (epilogue.bias === null && epilogue.activation === 0);
+  if (plain && s.batchB === 1 && (s.batchA === 1 || !transA)) {
+    // One GEMM: a batch of untransposed A against a shared B stacks into [batch·M, K].
+    const rows = s.batchA * s.m;
+    addon.sgemm(gemmLibrary(rows, s.n, s.k), transA, transB, rows, s.n, s.k, a, 0, b, 0, out, 0);
+  } else {
+    addon.matmul(
+      Int32Array.from(s.aDims),
+      Int32Array.from(s.bDims),
+      transA,
+      transB,
+      a,
+      b,
+      epilogue?.bias ?? null,
+      out,
+      epilogue?.activation ?? 0,
+      epilogue?.alpha ?? 0,
+    );
+  }
+  return { values: out, shape: s.outShape };
+}
+
+export function batchMatMulConfig(addon: NativeAddon, backendName: string): tf.KernelConfig {
+  const fallback = cpuKernel('BatchMatMul');
+  return {
+    kernelName: 'BatchMatMul',
+    backendName,
+    kernelFunc: (args) => {
+      const { a, b } = args.inputs as { a: tf.TensorInfo; b: tf.TensorInfo };
+      const { transposeA, transposeB } = args.attrs as unknown as MatMulAttrs;
+      const backend = args.backend as CpuBackendStorage;
+      const av = float32Values(backend, a);
+      const bv = float32Values(backend, b);
+      if (!av || !bv || sizeOf(a.shape) === 0 || sizeOf(b.shape) === 0) return fallback(args);
+      const r = nativeMatMul(addon, av, a.shape, bv, b.shape, transposeA, transposeB);
+      return backend.makeTensorInfo(r.shape, 'float32', r.values);
+    },
+  };
+}
+
+export function fusedMatMulConfig(addon: NativeAddon, backendName: string): tf.KernelConfig {
+  const fallback = cpuKernel('_FusedMatMul');
+  return {
+    kernelName: '_FusedMatMul',
+    backendName,
+    kernelFunc: (args) => {
+      const { a, b, bias, preluActivationWeights } = args.inputs as Record<string, tf.TensorInfo | undefined>;
+      const attrs = args.attrs as unknown as MatMulAttrs;
+      const backend = args.backend as CpuBackendStorage;
+      const activation = activationCode(attrs.activation);
+      const av = float32Values(backend, a!);
+      const bv = float32Values(backend, b!);
+      if (activation === undefined || preluActivationWeights || !av || !bv || sizeOf(a!.shape) === 0 || sizeOf(b!.shape) === 0) {
+        return fallback(args);
+      }
+      const n = attrs.transposeB ? b!.shape[b!.shape.length - 2]! : b!.shape[b!.shape.length - 1]!;
+      let biasValues: Float32Array | null = null;
+      if (bias) {
+        // oneDNN adds a per-column bias; other broadcasts (per row, full) stay on the cpu kernel.
+        const perColumn = bias.shape.length >= 1 && bias.shape[bias.shape.length - 1] === n && sizeOf(bias.shape) === n;
+        const values = float32Values(backend, bias);
+        if (!perColumn || !values) return fallback(args);
+        biasValues = values;
+      }
+      const r = nativeMatMul(addon, av, a!.shape, bv, b!.shape, attrs.transposeA, attrs.transposeB, {
+        bias: biasValues,
+        activation,
+        alpha: attrs.leakyreluAlpha ?? 0.2,
+      });
+      return backend.makeTensorInfo(r.shape, 'float32', r.values);
+    },
+  };
+}
