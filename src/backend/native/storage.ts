@@ -15,11 +15,18 @@ export function float32Values(backend: CpuBackendStorage, t: tf.TensorInfo): Flo
 
 export const sizeOf = (shape: readonly number[]): number => shape.reduce((a, b) => a * b, 1);
 
-/** The stock cpu kernel, kept to fall back on for cases the libraries do not cover. */
+/** How often each native kernel handed a call to the cpu kernel (diagnostics, tests, bench). */
+export const fallbackCounts: Record<string, number> = {};
+
+/** The stock cpu kernel, kept to fall back on for cases the libraries do not cover; counted. */
 export function cpuKernel(kernelName: string): tf.KernelFunc {
   const k = tf.getKernel(kernelName, 'cpu');
   if (!k) throw new Error(`tfjs cpu backend has no '${kernelName}' kernel`);
-  return k.kernelFunc;
+  const run = k.kernelFunc;
+  return (args) => {
+    fallbackCounts[kernelName] = (fallbackCounts[kernelName] ?? 0) + 1;
+    return run(args);
+  };
 }
 
 /** tfjs fused activation name → the addon's post-op code; undefined where oneDNN has no match (prelu). */
