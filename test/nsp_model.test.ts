@@ -19,6 +19,7 @@ const cfg: NspModelConfig = {
   condDim: 16,
   textDim: 12,
   groupNormGroups: 4,
+  coordChannels: true,
 };
 
 function randn(shape: number[], seed: number): tf.Tensor {

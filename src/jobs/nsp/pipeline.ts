@@ -43,6 +43,7 @@ export function modelConfigFromRecipe(r: NspRecipe, imageChannels: number, textD
     condDim: m.cond_dim,
     textDim,
     groupNormGroups: m.group_norm_groups,
+    coordChannels: m.coord_channels,
   };
 }
 

@@ -20,6 +20,7 @@ export const nspModelSchema = z.strictObject({
     .prefault({}),
   cond_dim: positiveInt.default(64),
   group_norm_groups: positiveInt.default(8),
+  coord_channels: z.boolean().default(true).describe('append (y, x) coordinate channels to every stage input'),
 });
 
 export const builtinTextSchema = z.strictObject({

@@ -205,7 +205,7 @@ export async function trainNspProgressive(opts: NspTrainOptions): Promise<NspTra
       const byVarName = new Map([...params].map(([name, v]) => [v.name, name]));
       const varList = [...params.values()];
       const optimizer = makeOptimizer(r, params, r.text_encoder.lr_scale);
-      const ema = r.train.ema.enabled ? new EMA(trainables, { decay: r.train.ema.decay }) : null;
+      const ema = r.train.ema.enabled ? new EMA(trainables, { decay: r.train.ema.decay, warmup: 'num_updates' }) : null;
       if (resumingThisStage && resume) {
         if (resume.optimizer) optimizer.loadStateDict(resume.optimizer);
         if (ema && resume.ema) ema.loadStateDict(resume.ema, resume.emaNumUpdates ?? 0);

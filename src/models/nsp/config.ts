@@ -26,6 +26,8 @@ export interface NspModelConfig {
   /** Width of the text encoder's output the conditioning MLP reads. */
   textDim: number;
   groupNormGroups: number;
+  /** Feed normalised pixel coordinates as two extra input channels to every stage. */
+  coordChannels: boolean;
 }
 
 export function stageCount(cfg: NspModelConfig): number {

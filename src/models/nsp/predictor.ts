@@ -16,6 +16,7 @@ import { NspModelConfig, perStage } from './config.js';
 export class ScalePredictor extends Module {
   readonly condMlp: ModuleList<Linear>;
   readonly convIn: Conv2d;
+  readonly coordChannels: number;
   readonly blocks: ModuleList<DenseBlock | AttentionBlock>;
   readonly normOut: GroupNorm;
   readonly convOut: Conv2d;
@@ -30,7 +31,8 @@ export class ScalePredictor extends Module {
       'cond_mlp',
       new ModuleList([new Linear(cfg.textDim + cfg.condDim, cfg.condDim, { rng }), new Linear(cfg.condDim, cfg.condDim, { rng })]),
     );
-    this.convIn = this.module('conv_in', new Conv2d(cfg.imageChannels, channels, 3, { padding: 1, rng }));
+    this.coordChannels = cfg.coordChannels ? 2 : 0;
+    this.convIn = this.module('conv_in', new Conv2d(cfg.imageChannels + this.coordChannels, channels, 3, { padding: 1, rng }));
     const blocks: (DenseBlock | AttentionBlock)[] = [];
     for (let i = 0; i < nBlocks; i++) {
       blocks.push(new DenseBlock(channels, cfg.condDim, cfg.groupNormGroups, cfg.growthChannels, cfg.denseLayers, cfg.residualScale, rng));
@@ -56,9 +58,29 @@ export class ScalePredictor extends Module {
       const b = x.shape[0];
       const condIn = tf.concat([text, tf.tile(scaleEmb.reshape([1, -1]), [b, 1])], 1);
       const cond = this.condMlp.at(1).forward(silu(this.condMlp.at(0).forward(condIn))) as tf.Tensor2D;
-      let h = this.convIn.forward(x);
+      let h = this.convIn.forward(this.coordChannels ? withCoordinates(x) : x);
       for (const block of this.blocks) h = block.forward(h, cond);
       return this.convOut.forward(silu(this.normOut.forward(h)) as tf.Tensor4D);
     });
   }
+}
+
+/**
+ * Appends normalised (y, x) coordinates in [-1, 1] as two channels (CoordConv, Liu et al. 2018):
+ * "in the top left" is an absolute position, which translation-equivariant convolutions over a
+ * noise input can otherwise only infer from border effects.
+ */
+export function withCoordinates(x: tf.Tensor4D): tf.Tensor4D {
+  return tf.tidy(() => {
+    const [b, h, w] = x.shape;
+    const grid = new Float32Array(h * w * 2);
+    for (let i = 0; i < h; i++) {
+      for (let j = 0; j < w; j++) {
+        grid[(i * w + j) * 2] = h === 1 ? 0 : (2 * i) / (h - 1) - 1;
+        grid[(i * w + j) * 2 + 1] = w === 1 ? 0 : (2 * j) / (w - 1) - 1;
+      }
+    }
+    const coords = tf.tensor4d(grid, [1, h, w, 2]).tile([b, 1, 1, 1]);
+    return tf.concat([x, coords], 3) as tf.Tensor4D;
+  });
 }
