@@ -61,6 +61,8 @@ export interface ManifestRow {
   fileBytes: number;
   caption: string;
   captionSource: CaptionSource;
+  /** Set when a caption file exists but cannot be read; the image is rejected at the caption stage. */
+  captionError?: string;
   analysis: Analysis;
   decision: Decision;
 }
