@@ -124,7 +124,7 @@ export async function previewAugmentations(opts: PreviewAugOptions): Promise<Pre
 export function describeAugmentation(aug: AugmentedSample): string {
   const r = aug.record;
   const parts: string[] = [];
-  if (r.crop) parts.push(`crop${r.crop.width}x${r.crop.height}`);
+  if (r.crop) parts.push('crop');
   if (r.flipped) parts.push('flip');
   if (r.jitter) parts.push('cj');
   if (r.cutmix) parts.push(`mix${r.cutmix.lambda.toFixed(2).replace(/^0/, '')}`);
