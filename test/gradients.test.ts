@@ -2,6 +2,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { tf } from '../src/backend/tf.js';
 import { initBackend } from '../src/backend/select.js';
 import { installKernelPatches } from '../src/backend/kernel_patches.js';
+import { registerNativeBackend } from '../src/backend/native/backend.js';
 import { Rng } from '../src/util/rng.js';
 import { Conv2d } from '../src/nn/conv.js';
 import { Linear } from '../src/nn/linear.js';
@@ -10,8 +11,8 @@ import { GroupNorm, LayerNorm } from '../src/nn/norm.js';
 import { geluErf, geluTanh, silu } from '../src/nn/activations.js';
 import { scaledDotProductAttention } from '../src/nn/attention.js';
 
-// Gradients of every op/layer the toolkit trains through, on wasm (with our kernel patches)
-// against the cpu backend and against central finite differences of the wasm forward pass.
+// Gradients of every op/layer the toolkit trains through, on wasm (with our kernel patches) and on
+// native, against the cpu backend and against central finite differences of the same backend's forward pass.
 
 interface InputSpec {
   shape: number[];
@@ -183,20 +184,24 @@ beforeAll(async () => {
   await tf.setBackend('cpu');
 });
 
-describe('gradients on wasm', () => {
-  for (const c of cases) {
-    it(c.name, async () => {
-      const cpu = await evaluate('cpu', c, false);
-      const wasm = await evaluate('wasm', c, true);
-      expect(wasm.grads.length).toBe(cpu.grads.length);
-      expect(wasm.grads.length).toBeGreaterThan(0);
-      for (let i = 0; i < wasm.grads.length; i++) {
-        const scale = Math.max(1, maxAbs(cpu.grads[i]!));
-        expect(maxDiff(wasm.grads[i]!, cpu.grads[i]!) / scale, `wasm vs cpu, gradient ${i}`).toBeLessThan(1e-4);
-        const fdTol = c.linear ? 1e-4 : 2e-3;
-        expect(maxDiff(wasm.grads[i]!, wasm.fd![i]!) / scale, `wasm vs finite differences, gradient ${i}`).toBeLessThan(fdTol);
-      }
-      await tf.setBackend('cpu');
-    });
-  }
-});
+// The same cases on every fast backend this installation has (native only where its addon was built).
+const nativeBuilt = registerNativeBackend();
+for (const backend of ['wasm', 'native'] as const) {
+  describe.skipIf(backend === 'native' && !nativeBuilt)(`gradients on ${backend}`, () => {
+    for (const c of cases) {
+      it(c.name, async () => {
+        const cpu = await evaluate('cpu', c, false);
+        const fast = await evaluate(backend, c, true);
+        expect(fast.grads.length).toBe(cpu.grads.length);
+        expect(fast.grads.length).toBeGreaterThan(0);
+        for (let i = 0; i < fast.grads.length; i++) {
+          const scale = Math.max(1, maxAbs(cpu.grads[i]!));
+          expect(maxDiff(fast.grads[i]!, cpu.grads[i]!) / scale, `${backend} vs cpu, gradient ${i}`).toBeLessThan(1e-4);
+          const fdTol = c.linear ? 1e-4 : 2e-3;
+          expect(maxDiff(fast.grads[i]!, fast.fd![i]!) / scale, `${backend} vs finite differences, gradient ${i}`).toBeLessThan(fdTol);
+        }
+        await tf.setBackend('cpu');
+      });
+    }
+  });
+}

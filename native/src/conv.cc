@@ -64,11 +64,14 @@ struct ConvEntry {
   Memory weightsInternal;
   Reorder weightsReorder;
   ConvKind kind;
+  bool singleThread = false;
 };
 
 std::unique_ptr<ConvEntry> build(ConvKind kind, const ConvShape& s) {
   auto e = std::make_unique<ConvEntry>();
   e->kind = kind;
+  e->singleThread = 2.0 * s.n * s.oh * s.ow * s.o * s.kh * s.kw * s.c < kSingleThreadFlops;
+  ThreadScope threads(e->singleThread);
   Descs d = makeDescs(s);
   if (kind == ConvKind::Forward) {
     ActivationAttr attr(s.activation, s.alpha);
@@ -144,6 +147,7 @@ const std::string& runConv(ConvKind kind, const ConvShape& s, const float* in1, 
     }
   }
   ConvEntry& e = *it->second;
+  ThreadScope threads(e.singleThread);
   e.a.point(in1);
   e.b.point(in2);
   e.out.point(out);

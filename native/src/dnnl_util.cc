@@ -1,5 +1,7 @@
 #include "dnnl_util.h"
 
+#include <omp.h>
+
 namespace sfn {
 
 DnnlContext& dnnl() {
@@ -43,6 +45,16 @@ ActivationAttr::ActivationAttr(Activation activation, float leakyAlpha) {
   if (st == dnnl_success) st = dnnl_primitive_attr_set_post_ops(attr, ops);  // copies ops
   dnnl_post_ops_destroy(ops);
   dnnlCheck(st, "activation post-op");
+}
+
+ThreadScope::ThreadScope(bool single) {
+  if (!single) return;
+  previous = omp_get_max_threads();
+  omp_set_num_threads(1);
+}
+
+ThreadScope::~ThreadScope() {
+  if (previous > 0) omp_set_num_threads(previous);
 }
 
 std::string implName(const_dnnl_primitive_desc_t pd) {

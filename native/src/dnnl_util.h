@@ -70,6 +70,20 @@ struct ActivationAttr {
   ~ActivationAttr() { if (attr) dnnl_primitive_attr_destroy(attr); }
 };
 
+// Below this many flops a second OpenMP thread costs more to wake (tens to hundreds of µs on a
+// busy 2-core machine) than it saves, so such products run on the calling thread alone.
+constexpr double kSingleThreadFlops = 4.0e6;
+
+// Limits OpenMP to one thread for its lifetime when `single`. oneDNN sizes some kernels' thread
+// partition when the primitive is created, so creation and execution must both run under it.
+struct ThreadScope {
+  int previous = 0;
+  explicit ThreadScope(bool single);
+  ~ThreadScope();
+  ThreadScope(const ThreadScope&) = delete;
+  ThreadScope& operator=(const ThreadScope&) = delete;
+};
+
 // Implementation name oneDNN picked (for diagnostics).
 std::string implName(const_dnnl_primitive_desc_t pd);
 

@@ -11,6 +11,8 @@ namespace sfn {
 
 void sgemm(GemmLibrary lib, bool transA, bool transB, int64_t m, int64_t n, int64_t k, const float* a, const float* b, float* c) {
   const int64_t lda = transA ? m : k, ldb = transB ? k : n, ldc = n;
+  // OpenBLAS applies its own small-size threshold; oneDNN's sgemm needs ours.
+  ThreadScope threads(lib == GemmLibrary::Dnnl && 2.0 * m * n * k < kSingleThreadFlops);
   if (lib == GemmLibrary::OpenBlas) {
     cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans, static_cast<blasint>(m),
                 static_cast<blasint>(n), static_cast<blasint>(k), 1.f, a, static_cast<blasint>(lda), b, static_cast<blasint>(ldb), 0.f, c,
@@ -59,12 +61,17 @@ struct MatmulEntry {
   Primitive prim;
   Memory a, b, bias, c;
   std::string impl;
+  bool singleThread = false;
 };
 
 std::unique_ptr<MatmulEntry> build(const MatmulShape& s) {
   auto e = std::make_unique<MatmulEntry>();
   const int r = static_cast<int>(s.aDims.size());
   dnnl_memory_desc_t a = logicalDesc(s.aDims, s.transA), b = logicalDesc(s.bDims, s.transB);
+  double flops = 2.0 * a.dims[r - 2] * a.dims[r - 1] * b.dims[r - 1];
+  for (int i = 0; i < r - 2; ++i) flops *= std::max(a.dims[i], b.dims[i]);
+  e->singleThread = flops < kSingleThreadFlops;
+  ThreadScope threads(e->singleThread);
   dnnl_dims_t cDims, biasDims;
   for (int i = 0; i < r - 2; ++i) cDims[i] = std::max(a.dims[i], b.dims[i]), biasDims[i] = 1;
   cDims[r - 2] = a.dims[r - 2];
@@ -114,6 +121,7 @@ const std::string& runMatmul(const MatmulShape& s, const float* a, const float* 
     }
   }
   MatmulEntry& e = *it->second;
+  ThreadScope threads(e.singleThread);
   e.a.point(a);
   e.b.point(b);
   e.c.point(c);
