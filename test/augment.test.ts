@@ -22,9 +22,10 @@ import {
   sampleCutMix,
   sampleGamma,
   sampleResizedCropBox,
-  type AugmentSource,
   type FloatImage,
 } from '../src/data/augment.js';
+import { BatchSampler } from '../src/data/batch.js';
+import type { Dataset } from '../src/data/dataset.js';
 import { parseProceduralCaption, PALETTE, ProceduralDataset } from '../src/data/procedural.js';
 import { previewAugmentations } from '../src/cli/commands/preview_aug.js';
 import { UsageError } from '../src/util/errors.js';
@@ -294,10 +295,10 @@ describe('Gamma, Beta and CutMix', () => {
   });
 });
 
-function toySource(count: number, w: number, h: number): AugmentSource & { images: Uint8Array[] } {
+function toySource(count: number, w: number, h: number): Dataset<null> & { images: Uint8Array[] } {
   const rng = new Rng(77);
   const images = Array.from({ length: count }, () => Uint8Array.from({ length: w * h * 3 }, () => rng.int(256)));
-  return { length: count, width: w, height: h, images, get: (i) => ({ image: images[i]!, caption: `sample ${i}` }) };
+  return { length: count, width: w, height: h, images, get: (i) => ({ image: images[i]!, caption: `sample ${i}`, meta: null }) };
 }
 
 describe('Augmenter', () => {
@@ -389,6 +390,24 @@ describe('Augmenter', () => {
     const both = Augmenter.fromInput({ cutmix: { caption: 'both' } }).augment(src, { seed: 3, epoch: 1, index: 4 });
     const cm = both.record.cutmix!;
     expect(both.caption).toBe(cm.lambda >= 0.5 ? `sample 4 and sample ${cm.partnerIndex}` : `sample ${cm.partnerIndex} and sample 4`);
+  });
+
+  it('a run resumed from a saved sampler position sees the same augmented samples', () => {
+    const src = toySource(7, 8, 6);
+    const config = { flip: 0.5, crop: { scale: [0.4, 1] as [number, number] }, color_jitter: { hue: 0.2 }, cutmix: { p: 0.5 } };
+    const run = (sampler: BatchSampler, batches: number) => {
+      const aug = Augmenter.fromInput(config);
+      return Array.from({ length: batches }, () => sampler.nextItems(3).map((it) => aug.augment(src, { seed: 9, epoch: it.epoch, index: it.index })));
+    };
+    const whole = run(new BatchSampler(src, { seed: 9 }), 6);
+    const first = new BatchSampler(src, { seed: 9 });
+    run(first, 2);
+    const resumed = new BatchSampler(src, { seed: 9 });
+    resumed.seek(first.position);
+    const rest = run(resumed, 4);
+    // Six batches of three from seven samples cross two epoch boundaries.
+    expect(rest.map((b) => b.map((s) => s.image))).toEqual(whole.slice(2).map((b) => b.map((s) => s.image)));
+    expect(rest.map((b) => b.map((s) => s.caption))).toEqual(whole.slice(2).map((b) => b.map((s) => s.caption)));
   });
 
   it('rejects bad settings with the key named', () => {

@@ -38,6 +38,8 @@ export interface Batch {
 export interface BatchItem {
   index: number;
   flip: boolean;
+  /** The epoch this item belongs to: with the index, the key a seeded per-sample augmentation needs. */
+  epoch: number;
 }
 
 export class BatchSampler {
@@ -98,7 +100,7 @@ export class BatchSampler {
         this.index = 0;
       }
       this.ensureOrder();
-      items.push({ index: this.order[this.index]!, flip: this.flips[this.index] === 1 });
+      items.push({ index: this.order[this.index]!, flip: this.flips[this.index] === 1, epoch: this.epoch });
       this.index++;
     }
     return items;
