@@ -85,6 +85,7 @@ export async function runCurate(cfg: CurateConfig, opts: CurateRunOptions): Prom
 
   const rows: (ManifestRow | undefined)[] = new Array(sources.length);
   let analysed = 0;
+  let started = 0;
   let reused = 0;
   let done = 0;
   let stopped = false;
@@ -99,10 +100,11 @@ export async function runCurate(cfg: CurateConfig, opts: CurateRunOptions): Prom
     }
     if (analysis) reused++;
     else {
-      if (opts.stopAfter !== undefined && analysed >= opts.stopAfter) {
+      if (opts.stopAfter !== undefined && started >= opts.stopAfter) {
         stopped = true;
         return;
       }
+      started++;
       try {
         analysis = await analyseFile(bytes!, sha256, cfg, opts.outDir);
       } catch (e) {
