@@ -1,7 +1,7 @@
 import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import sharp from 'sharp';
+import sharp, { type Sharp } from 'sharp';
 import { Rng } from '../src/util/rng.js';
 
 /**
@@ -33,7 +33,7 @@ export function pattern(width: number, height: number, seed: number): Buffer {
   return out;
 }
 
-export function rawImage(width: number, height: number, seed: number): sharp.Sharp {
+export function rawImage(width: number, height: number, seed: number): Sharp {
   return sharp(pattern(width, height, seed), { raw: { width, height, channels: 3 } });
 }
 

@@ -70,11 +70,11 @@ describe('curate pipeline', () => {
     expect(byId.get('flat.png')!.decision.filters).toEqual(['low_information']);
     const rotated = byId.get('d_rotated.jpg')!.analysis;
     expect(rotated.ok && [rotated.width, rotated.height]).toEqual([32, 64]);
-    expect(full.groups.map((g) => [g.kind, g.kept, g.members.length])).toEqual([
-      ['exact', 'a.png', 2],
-      ['near', 'a.png', 2],
-      ['near', 'b.png', 2],
+    expect(full.groups).toEqual([
+      { kind: 'near', kept: 'a.png', members: ['a.png', 'a_small.jpg', 'sub/a_lossless.webp'] },
+      { kind: 'near', kept: 'b.png', members: ['b.png', 'b_crop.jpg'] },
     ]);
+    expect(byId.get('sub/a_lossless.webp')!.decision).toMatchObject({ duplicateOf: 'a.png', group: 0, reasons: ['same pixels as a.png'] });
     expect(full.counts).toMatchObject({ scanned: 14, inShard: 14, analysed: 14, reused: 0, kept: 5 });
     expect(full.counts.rejected).toEqual({ decode: 4, filter: 2, exact_duplicate: 1, near_duplicate: 2 });
   });
@@ -110,7 +110,9 @@ describe('curate pipeline', () => {
     expect(report.reasons.filter).toEqual({ too_dark: 1, low_information: 1 });
     expect(report.histograms[0].counts.reduce((s: number, c: number) => s + c, 0)).toBe(10);
     const html = readFileSync(join(fullDir, 'report.html'), 'utf8');
-    expect(html.match(/data:image\/jpeg;base64,/g)!.length).toBeGreaterThanOrEqual(6 + 2);
+    // 5 duplicate-group members + the 2 filtered images; the 4 undecodable files get a placeholder.
+    expect(html.match(/data:image\/jpeg;base64,/g)).toHaveLength(7);
+    expect(html.match(/class="nothumb"/g)).toHaveLength(4);
     expect(html.match(/<svg /g)).toHaveLength(3);
     expect(html).toContain('b_crop.jpg');
   });

@@ -3,13 +3,13 @@ import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import sharp from 'sharp';
 import { describe, expect, it } from 'vitest';
-import { decodeImage, isRejection, type DecodedImage } from '../src/curate/decode.js';
+import { decodeImage, isRejection, type DecodedImage, type DecodeOptions } from '../src/curate/decode.js';
 import { applyFilters, histogramEntropy, laplacianVariance, luma, meanBrightness, measureQuality } from '../src/curate/filters.js';
 import { planResize, resizeAndEncode } from '../src/curate/resize.js';
 import { curateConfig } from '../src/curate/schema.js';
 import { pattern, rawImage, tempDir } from './curate_fixtures.js';
 
-const opts = { background: [255, 255, 255] as const, maxPixels: 1_000_000 };
+const opts: DecodeOptions = { background: [255, 255, 255], maxPixels: 1_000_000 };
 
 async function decoded(bytes: Uint8Array, o = opts): Promise<DecodedImage> {
   const d = await decodeImage(bytes, o);

@@ -1,7 +1,7 @@
 import { applyFilters } from './filters.js';
 import type { Analysis, Decision, ImageAnalysis } from './manifest.js';
 import type { CurateConfig } from './schema.js';
-import { findNearDuplicateGroups } from './near_duplicates.js';
+import { findDuplicates } from './duplicates.js';
 import type { CaptionSource } from './captions.js';
 
 /**
@@ -9,9 +9,11 @@ import type { CaptionSource } from './captions.js';
  * filters reject images on their own; duplicates are searched only among the images that passed, so a duplicate
  * group never keeps an image the filters would then throw away.
  *
- * Keep policy inside a duplicate group: the most pixels, then the highest Laplacian variance (sharpest), then the
- * first source id in byte order. The policy is a total order, so the winner of a group is the winner of any of
- * its parts: sharded runs that dedup locally and then globally keep exactly what one run over everything keeps.
+ * Groups and the keep policy come from findDuplicates (duplicates.ts): transitive groups over exact pixel matches
+ * and perceptual-hash neighbours; keep the most pixels, then the highest Laplacian variance (sharpest), then the
+ * first source id in byte order. That policy is a total order and groups are connected components, so the
+ * winner of a group is the winner of its parts: sharded runs that dedup locally and are merged keep exactly what
+ * one run over everything keeps.
  */
 
 export interface DecideInput {
@@ -22,26 +24,16 @@ export interface DecideInput {
 }
 
 export interface DuplicateGroup {
+  /** 'exact' when every removed member has the kept one's pixels, else 'near' (a group can mix both). */
   kind: 'exact' | 'near';
   kept: string;
-  /** All members, the kept one first, then in keep-policy order. */
+  /** All members, the kept one first, then in source order. */
   members: string[];
 }
 
 export interface Decisions {
   bySource: Map<string, Decision>;
   groups: DuplicateGroup[];
-}
-
-/** Negative when `a` is the better image to keep. */
-export function keepOrder(a: { source: string; analysis: ImageAnalysis }, b: { source: string; analysis: ImageAnalysis }): number {
-  const pa = a.analysis.width * a.analysis.height;
-  const pb = b.analysis.width * b.analysis.height;
-  if (pa !== pb) return pb - pa;
-  const sa = a.analysis.quality.blurVariance;
-  const sb = b.analysis.quality.blurVariance;
-  if (sa !== sb) return sb - sa;
-  return a.source < b.source ? -1 : a.source > b.source ? 1 : 0;
 }
 
 export function decide(items: readonly DecideInput[], cfg: CurateConfig): Decisions {
@@ -71,50 +63,37 @@ export function decide(items: readonly DecideInput[], cfg: CurateConfig): Decisi
     passing.push({ source: it.source, analysis: a });
   }
 
-  const markGroup = (kind: DuplicateGroup['kind'], members: { source: string; analysis: ImageAnalysis }[]) => {
-    const sorted = [...members].sort(keepOrder);
+  const found = findDuplicates(
+    passing.map((p) => ({
+      id: p.source,
+      path: p.source,
+      width: p.analysis.width,
+      height: p.analysis.height,
+      sharpness: p.analysis.quality.blurVariance,
+      hash: p.analysis.perceptualHash,
+      exact: p.analysis.pixelHash,
+    })),
+    { exact: cfg.dedup.exact, near: cfg.dedup.near, threshold: cfg.dedup.threshold, keep: ['resolution', 'sharpness', 'path'] },
+  );
+  for (const g of found.groups) {
     const index = groups.length;
-    groups.push({ kind, kept: sorted[0]!.source, members: sorted.map((m) => m.source) });
-    for (const m of sorted.slice(1)) {
-      bySource.set(m.source, {
+    const allExact = g.removed.every((r) => r.reason === 'exact');
+    groups.push({ kind: allExact ? 'exact' : 'near', kept: g.keptId, members: [g.keptId, ...g.memberIds.filter((m) => m !== g.keptId)] });
+    for (const r of g.removed) {
+      const exact = r.reason === 'exact';
+      bySource.set(r.id, {
         status: 'rejected',
-        stage: kind === 'exact' ? 'exact_duplicate' : 'near_duplicate',
-        reasons: [kind === 'exact' ? `same pixels as ${sorted[0]!.source}` : `near duplicate of ${sorted[0]!.source}`],
+        stage: exact ? 'exact_duplicate' : 'near_duplicate',
+        reasons: [exact ? `same pixels as ${g.keptId}` : `near duplicate of ${g.keptId} (Hamming distance ${r.distance ?? '?'})`],
         group: index,
-        duplicateOf: sorted[0]!.source,
+        duplicateOf: g.keptId,
       });
     }
-    return sorted[0]!;
-  };
-
-  let survivors = passing;
-  if (cfg.dedup.exact) {
-    const byPixels = new Map<string, { source: string; analysis: ImageAnalysis }[]>();
-    for (const p of passing) {
-      const list = byPixels.get(p.analysis.pixelHash);
-      if (list) list.push(p);
-      else byPixels.set(p.analysis.pixelHash, [p]);
-    }
-    survivors = [];
-    for (const list of byPixels.values()) survivors.push(list.length > 1 ? markGroup('exact', list) : list[0]!);
-  }
-  if (cfg.dedup.near && survivors.length > 1) {
-    const found = findNearDuplicateGroups(
-      survivors.map((s) => ({ id: s.source, hash: s.analysis.perceptualHash })),
-      cfg.dedup.threshold,
-    );
-    const byId = new Map(survivors.map((s) => [s.source, s]));
-    const losers = new Set<string>();
-    for (const ids of found) {
-      const kept = markGroup('near', ids.map((id) => byId.get(id)!));
-      for (const id of ids) if (id !== kept.source) losers.add(id);
-    }
-    survivors = survivors.filter((s) => !losers.has(s.source));
   }
   groups.forEach((g, index) => {
     const d = bySource.get(g.kept);
     if (!d) bySource.set(g.kept, { status: 'kept', group: index });
   });
-  for (const s of survivors) if (!bySource.has(s.source)) bySource.set(s.source, { status: 'kept' });
+  for (const p of passing) if (!bySource.has(p.source)) bySource.set(p.source, { status: 'kept' });
   return { bySource, groups };
 }
