@@ -1,7 +1,7 @@
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import sharp from 'sharp';
+import sharp, { type Sharp } from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   ahash,
@@ -62,7 +62,7 @@ function naturalish(seed: number, width = 320, height = 240): PixelImage {
   });
 }
 
-async function throughSharp(img: PixelImage, edit: (s: sharp.Sharp) => sharp.Sharp): Promise<PixelImage> {
+async function throughSharp(img: PixelImage, edit: (s: Sharp) => Sharp): Promise<PixelImage> {
   const { data, info } = await edit(sharp(img.rgb, { raw: { width: img.width, height: img.height, channels: 3 } }))
     .raw()
     .toBuffer({ resolveWithObject: true });

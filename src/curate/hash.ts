@@ -74,8 +74,9 @@ export function hexToHash(hex: string): Hash64 {
   return { hi: parseInt(hex.slice(0, 8), 16) >>> 0, lo: parseInt(hex.slice(8), 16) >>> 0 };
 }
 
+/** Set bits in the low 32 bits of x (signed or unsigned input alike); stays in int32 arithmetic. */
 export function popcount32(x: number): number {
-  x -= (x >>> 1) & 0x55555555;
+  x = (x - ((x >>> 1) & 0x55555555)) | 0;
   x = (x & 0x33333333) + ((x >>> 2) & 0x33333333);
   x = (x + (x >>> 4)) & 0x0f0f0f0f;
   return Math.imul(x, 0x01010101) >>> 24;
