@@ -3,11 +3,13 @@ import { appendFileSync, existsSync, mkdirSync, readdirSync, readFileSync, write
 import { join } from 'node:path';
 import sharp from 'sharp';
 import { beforeAll, describe, expect, it } from 'vitest';
+import { curateConfigFromArgs } from '../src/cli/commands/curate.js';
 import { main } from '../src/cli/main.js';
+import { loadRecipe, parseRecipe } from '../src/config/recipe.js';
 import { mergeShards } from '../src/curate/merge.js';
 import { MANIFEST_FILE, runCurate, type CurateResult } from '../src/curate/pipeline.js';
 import { shardOf, shardOutputDir } from '../src/curate/scan.js';
-import { curateConfig, type CurateConfig } from '../src/curate/schema.js';
+import { CurateRecipeSchema, curateConfig, type CurateConfig } from '../src/curate/schema.js';
 import { ImageFolderDataset } from '../src/data/image_folder.js';
 import { makeFixtureFolder, tempDir, type FixtureSet } from './curate_fixtures.js';
 
@@ -226,6 +228,15 @@ describe('curate command', () => {
     const merged = await run(['curate', 'merge', join(root, 'shard-00000-of-00002'), join(root, 'shard-00001-of-00002'), '--out', join(root, 'all')]);
     expect(merged.code).toBe(0);
     expect(readFileSync(join(root, 'all', MANIFEST_FILE), 'utf8').trim().split('\n')).toHaveLength(14);
+  });
+
+  it('loads the shipped recipe with its documented settings', () => {
+    const cfg = parseRecipe(CurateRecipeSchema, loadRecipe('curate'));
+    expect(cfg.resize).toEqual({ size: 512, mode: 'border', only_if_bigger: false, border_colour: '#ffffff' });
+    expect(cfg.dedup).toEqual({ exact: true, near: true, hash: 'phash', threshold: 10 });
+    expect(cfg.output.format).toBe('folder');
+    const flags = curateConfigFromArgs({ recipe: 'curate', inputs: [fx.dir], size: 64, out: '/tmp/o', set: ['filters.min_side=0'] });
+    expect([flags.input.paths, flags.resize.size, flags.resize.mode, flags.output.dir, flags.filters.min_side]).toEqual([[fx.dir], 64, 'border', '/tmp/o', 0]);
   });
 
   it('exits 2 with a clear message on bad usage', async () => {
