@@ -167,6 +167,7 @@ describe('duplicate groups and keep policy', () => {
     expect(findDuplicates(records, { keep: ['path'] }).groups[0]!.keptId).toBe('w');
     expect(findDuplicates(records, { keep: ['order'] }).groups[0]!.keptId).toBe('z');
     expect(() => findDuplicates(records, { keep: ['biggest' as never] })).toThrow(/keep criterion/);
+    expect(() => findDuplicates([...records, rec('bad', 1, 1, 'xyz')])).toThrow(/'bad' \(img\/bad.jpg\).*16 hex/);
   });
 
   it('links identical decoded pixels as exact duplicates, and threshold 0 means identical hashes only', () => {

@@ -168,14 +168,17 @@ function buildBlockTable(hashes: PackedHashes, start: number, width: number): Bl
 }
 
 export function bruteForceNearPairs(hashes: PackedHashes, threshold: number, onPair: PairCallback): number {
-  const { hi, lo } = hashes;
-  const n = hi.length;
+  const n = hashes.hi.length;
+  const hi = new Int32Array(hashes.hi.buffer, hashes.hi.byteOffset, n);
+  const lo = new Int32Array(hashes.lo.buffer, hashes.lo.byteOffset, n);
   let pairs = 0;
   for (let i = 0; i < n; i++) {
     const hiI = hi[i]!;
     const loI = lo[i]!;
     for (let j = i + 1; j < n; j++) {
-      const d = popcount32((hiI ^ hi[j]!) >>> 0) + popcount32((loI ^ lo[j]!) >>> 0);
+      const dHi = popcount32(hiI ^ hi[j]!);
+      if (dHi > threshold) continue;
+      const d = dHi + popcount32(loI ^ lo[j]!);
       if (d <= threshold) {
         pairs++;
         onPair(i, j, d);

@@ -109,6 +109,7 @@ export function findDuplicates(records: readonly DedupRecord[], opts: DedupOptio
     records.forEach((r, i) => {
       if (r.hash === undefined) throw new Error(`record '${r.id}' has no perceptual hash; near-duplicate search needs one`);
       const hex = r.hash.toLowerCase();
+      if (!/^[0-9a-f]{16}$/.test(hex)) throw new Error(`record '${r.id}' (${r.path}): perceptual hash must be 16 hex characters, got '${r.hash}'`);
       const first = firstByHash.get(hex);
       if (first === undefined) {
         firstByHash.set(hex, i);
