@@ -92,6 +92,8 @@ describe('curate scan and shards', () => {
     expect(found.map((f) => f.id)).toEqual(['keep/deep/y.png', 'keep/z.webp', 'x.JPG']);
     const two = await scanInputs({ paths: [join(dir, 'keep'), join(dir, 'x.JPG')], include: ['**/*.png'], exclude: [] });
     expect(two.map((f) => f.id)).toEqual(['0/deep/y.png', '1/x.JPG']);
+    const skipping = await scanInputs({ paths: [dir], include: ['**/*.{jpg,png,webp}'], exclude: [], skipDirs: [join(dir, 'keep'), '/elsewhere'] });
+    expect(skipping.map((f) => f.id)).toEqual(['thumbs/t.png', 'x.JPG']);
     await expect(scanInputs({ paths: [join(dir, 'nope')], include: ['**/*'], exclude: [] })).rejects.toThrow(/nope does not exist/);
   });
 

@@ -63,7 +63,7 @@ export function resolveConcurrency(cfg: CurateConfig): number {
 export async function runCurate(cfg: CurateConfig, opts: CurateRunOptions): Promise<CurateResult> {
   const log = opts.log ?? (() => undefined);
   const shard = opts.shard ?? { index: 0, count: 1 };
-  const scanned = await scanInputs(cfg.input);
+  const scanned = await scanInputs({ ...cfg.input, skipDirs: [opts.outDir] });
   const sources = shard.count > 1 ? scanned.filter((s) => shardOf(s.id, shard.count) === shard.index) : scanned;
   if (scanned.length === 0) {
     throw new UsageError(`no images found under ${cfg.input.paths.join(', ')} matching ${cfg.input.include.join(', ')}`);

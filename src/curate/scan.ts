@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { stat } from 'node:fs/promises';
-import { basename, resolve, sep } from 'node:path';
+import { basename, isAbsolute, relative, resolve, sep } from 'node:path';
 import fg from 'fast-glob';
 import { UsageError } from '../util/errors.js';
 
@@ -19,6 +19,8 @@ export interface ScanOptions {
   paths: readonly string[];
   include: readonly string[];
   exclude: readonly string[];
+  /** Absolute folders never scanned, e.g. the output folder when it lies inside an input. */
+  skipDirs?: readonly string[];
 }
 
 /** Lists every matching file under the inputs, sorted by id; a missing input is a UsageError. */
@@ -36,11 +38,15 @@ export async function scanInputs(opts: ScanOptions): Promise<SourceFile[]> {
       continue;
     }
     if (!info.isDirectory()) throw new UsageError(`curate input ${given} is neither a folder nor a file`);
+    const skip = (opts.skipDirs ?? [])
+      .map((d) => relative(abs, resolve(d)))
+      .filter((r) => r !== '' && !r.startsWith('..') && !isAbsolute(r))
+      .map((r) => `${fg.escapePath(r.split(sep).join('/'))}/**`);
     const found = await fg([...opts.include], {
       cwd: abs,
       onlyFiles: true,
       caseSensitiveMatch: false,
-      ignore: [...opts.exclude, '**/.curate/**'],
+      ignore: [...opts.exclude, ...skip, '**/.curate/**'],
       dot: false,
       followSymbolicLinks: false,
     });
