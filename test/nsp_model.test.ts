@@ -16,6 +16,7 @@ const cfg: NspModelConfig = {
   attentionMaxSize: 8,
   attentionHeads: 4,
   attentionKvHeads: 2,
+  attentionTokenSize: 0,
   condDim: 16,
   textDim: 12,
   groupNormGroups: 4,

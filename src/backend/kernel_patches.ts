@@ -2,11 +2,15 @@ import { tf } from './tf.js';
 import { resizeBilinearGradCpuConfig, resizeBilinearGradWasmConfig } from './resize_bilinear_grad.js';
 import { installWasmTrainingKernels } from './wasm/training_kernels.js';
 import { conv2dBackpropInputConfig } from './wasm/conv2d_backprop_input.js';
+import { splitVCpuConfig, splitVWasmConfig } from './split_v.js';
 
-/** Stock kernels we override: wrong (ResizeBilinearGrad) or far slower than the forward pass (wasm dx). */
+/**
+ * Stock kernels we override: wrong (ResizeBilinearGrad), far slower than the forward pass (wasm dx),
+ * or copying element by element (SplitV, the gradient of every concat).
+ */
 const replacements: Record<'cpu' | 'wasm', tf.KernelConfig[]> = {
-  cpu: [resizeBilinearGradCpuConfig],
-  wasm: [resizeBilinearGradWasmConfig, conv2dBackpropInputConfig],
+  cpu: [resizeBilinearGradCpuConfig, splitVCpuConfig],
+  wasm: [resizeBilinearGradWasmConfig, conv2dBackpropInputConfig, splitVWasmConfig],
 };
 
 function replaceKernel(config: tf.KernelConfig): void {

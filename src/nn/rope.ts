@@ -58,13 +58,24 @@ export function rope2dTables(rows: ArrayLike<number>, cols: ArrayLike<number>, h
   return { cos: tf.tensor2d(cos, [n, headDim]), sin: tf.tensor2d(sin, [n, headDim]) };
 }
 
+/**
+ * The pair swap (a, b) → (−b, a) as a fixed [d, d] matrix: one small matmul (whose gradient is a
+ * matmul too) instead of split + concat, which the wasm backend runs two orders of magnitude slower.
+ */
+function pairSwapMatrix(d: number): tf.Tensor2D {
+  const m = new Float32Array(d * d);
+  for (let j = 0; j < d; j += 2) {
+    m[(j + 1) * d + j] = -1; // out[j] = −x[j+1]
+    m[j * d + j + 1] = 1; // out[j+1] = x[j]
+  }
+  return tf.tensor2d(m, [d, d]);
+}
+
 /** Rotate x [..., N, d] by the tables: each pair (a, b) becomes (a·cos − b·sin, b·cos + a·sin). */
 export function applyRope(x: tf.Tensor, tables: RopeTables): tf.Tensor {
   return tf.tidy(() => {
     const d = x.shape[x.shape.length - 1]!;
-    const pairs = x.reshape([...x.shape.slice(0, -1), d / 2, 2]);
-    const [a, b] = tf.split(pairs, 2, -1);
-    const swapped = tf.concat([b!.neg(), a!], -1).reshape(x.shape);
+    const swapped = tf.matMul(x.reshape([-1, d]) as tf.Tensor2D, pairSwapMatrix(d)).reshape(x.shape);
     return x.mul(tables.cos).add(swapped.mul(tables.sin));
   });
 }

@@ -11,6 +11,7 @@ import { UsageError } from '../../util/errors.js';
 import { JobContext, registerJob } from '../registry.js';
 import { buildPipeline, NspArchitecture, pipelineFromArchitecture } from './pipeline.js';
 import { nspRecipeSchema, NspRecipe } from './schema.js';
+import { latentSourceFor } from './latent.js';
 import { pixelSource, TrainingSource } from './source.js';
 import { trainNspProgressive, NspTrainState } from './train.js';
 
@@ -66,20 +67,22 @@ async function runNsp(ctx: JobContext): Promise<number> {
   ctx.log(`backend: ${backend.name}`);
   const runsRoot = ctx.runsRoot ?? 'checkpoints';
   const dataset = await loadNspDataset(r, ctx.log);
-  if (r.space === 'latent') throw new UsageError('space: latent is not available in this build yet; use space: pixel');
-  const source: TrainingSource = pixelSource(dataset);
+  const resumed = ctx.resume ? resolveResume(ctx, runsRoot) : null;
+  const resumedArch = resumed ? (resumed.checkpoint.extra as unknown as NspTrainState).architecture : null;
+  // A resumed latent run keeps decoding through the VAE it started with, whatever vae.recipe finds now.
+  const latent = r.space === 'latent' ? await latentSourceFor(r, dataset, ctx, resumedArch?.vae ? { vaePath: resumedArch.vae.path } : {}) : null;
+  const source: TrainingSource = latent ?? pixelSource(dataset);
 
   let run: RunDir;
   let resumeFrom: LoadedCheckpoint | null = null;
   let pipelineAndArch: { pipeline: ReturnType<typeof pipelineFromArchitecture>; arch: NspArchitecture };
-  if (ctx.resume) {
-    const res = resolveResume(ctx, runsRoot);
-    run = res.run;
-    resumeFrom = res.checkpoint;
-    const arch = (resumeFrom.extra as unknown as NspTrainState).architecture;
-    pipelineAndArch = { pipeline: pipelineFromArchitecture(arch, r.seed), arch };
+  if (resumed && resumedArch) {
+    run = resumed.run;
+    resumeFrom = resumed.checkpoint;
+    pipelineAndArch = { pipeline: pipelineFromArchitecture(resumedArch, r.seed), arch: resumedArch };
   } else {
     pipelineAndArch = buildPipeline(r, source.channels, source.captions());
+    if (latent) pipelineAndArch.arch.vae = { path: latent.vaePath };
     run = createRunDir({
       recipeName: ctx.recipeArg,
       resolvedYaml: ctx.loaded.resolvedYaml,
@@ -115,6 +118,7 @@ async function runNsp(ctx: JobContext): Promise<number> {
   ctx.log(`  TensorBoard:  tensorboard --logdir ${run.tb}`);
   if (result.modelFile) ctx.log(`  sample more:  npx scaleforge sample --checkpoint ${run.dir} --prompt "a red circle in the center on a white background"`);
   pipeline.dispose();
+  latent?.vae.model.dispose();
   return 0;
 }
 

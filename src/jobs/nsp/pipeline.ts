@@ -25,6 +25,8 @@ export class NspPipeline extends Module {
 export interface NspArchitecture {
   model: NspModelConfig;
   textEncoder: TextEncoderSpec;
+  /** Latent-space runs: the VAE (folder or .safetensors) whose decoder turns generated latents into RGB. */
+  vae?: { path: string };
 }
 
 export function modelConfigFromRecipe(r: NspRecipe, imageChannels: number, textDim: number): NspModelConfig {
@@ -40,6 +42,7 @@ export function modelConfigFromRecipe(r: NspRecipe, imageChannels: number, textD
     attentionMaxSize: m.attention.max_size,
     attentionHeads: m.attention.heads,
     attentionKvHeads: m.attention.kv_heads,
+    attentionTokenSize: m.attention.token_size,
     condDim: m.cond_dim,
     textDim,
     groupNormGroups: m.group_norm_groups,

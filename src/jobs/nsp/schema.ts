@@ -16,6 +16,7 @@ export const nspModelSchema = z.strictObject({
       max_size: z.number().int().min(0).default(16).describe('stages at or below this resolution get self-attention; 0 disables'),
       heads: positiveInt.default(4),
       kv_heads: positiveInt.default(1).describe('1 = multi-query, heads = multi-head, in between = grouped-query'),
+      token_size: z.number().int().min(0).default(8).describe('attend on at most token_size² average-pooled tokens; 0 = every pixel'),
     })
     .prefault({}),
   cond_dim: positiveInt.default(64),
@@ -51,7 +52,7 @@ export const dataSchema = z.strictObject({
     .prefault({}),
   folder: z.string().optional().describe('image folder with sidecar .txt captions or a metadata.jsonl manifest'),
   allow_upscale: z.boolean().default(false),
-  batch_size: positiveInt.default(16),
+  batch_size: z.union([positiveInt, intList]).default(16).describe('one batch size, or one per stage (coarse stages are cheap per sample)'),
 });
 
 export const vaeRefSchema = z.strictObject({
@@ -126,3 +127,10 @@ export const nspRecipeSchema = z.strictObject({
 });
 
 export type NspRecipe = z.infer<typeof nspRecipeSchema>;
+
+/** The batch size stage k trains with. */
+export function batchSizeFor(r: NspRecipe, stage: number): number {
+  const b = r.data.batch_size;
+  if (typeof b === 'number') return b;
+  return b[Math.min(stage, b.length - 1)]!;
+}

@@ -20,7 +20,7 @@ import { Progress } from '../../util/progress.js';
 import { Rng, RngState } from '../../util/rng.js';
 import { NspArchitecture, NspPipeline } from './pipeline.js';
 import { evaluateFidelity, fidelityPrompts, saveChainGrid } from './sampling.js';
-import { NspRecipe } from './schema.js';
+import { batchSizeFor, NspRecipe } from './schema.js';
 import { TrainingSource } from './source.js';
 
 /** The JSON part of an NSP checkpoint: where training stands and every random stream's state. */
@@ -78,7 +78,7 @@ export function stagePlan(r: NspRecipe, datasetLength: number): { stages: number
     if (explicit) return explicit.length === 1 ? explicit[0]! : explicit[k] ?? explicit[explicit.length - 1]!;
     const epochs = r.train.epochs_per_scale;
     const e = epochs ? (epochs.length === 1 ? epochs[0]! : epochs[k] ?? epochs[epochs.length - 1]!) : 1;
-    return Math.max(1, Math.ceil((e * datasetLength) / (r.data.batch_size * r.train.grad_accum)));
+    return Math.max(1, Math.ceil((e * datasetLength) / (batchSizeFor(r, k) * r.train.grad_accum)));
   });
   const stages: number[] = [];
   for (let k = first; k <= last; k++) stages.push(k);
@@ -232,7 +232,7 @@ export async function trainNspProgressive(opts: NspTrainOptions): Promise<NspTra
         const accum = new GradAccumulator();
         let lossSum = 0;
         for (let micro = 0; micro < r.train.grad_accum; micro++) {
-          const batch = source.nextBatch(sampler, r.data.batch_size);
+          const batch = source.nextBatch(sampler, batchSizeFor(r, k));
           const { input, target } = tf.tidy(() => {
             const pyr = pyramid(batch.x, sizes.slice(0, k + 1));
             const tgt = pyr[k]!;

@@ -32,14 +32,16 @@ export class DenseBlock extends Module {
 
 /**
  * Self-attention over the H·W positions with grouped/multi-query key-value heads, pre-norm with
- * adaptive LayerNorm so the conditioning also steers what the tokens attend to.
+ * adaptive LayerNorm so the conditioning also steers what the tokens attend to. Above `tokenSize`
+ * the modulated features are average-pooled to a tokenSize×tokenSize grid, attended there, and the
+ * result is upsampled bilinearly: global mixing at a cost that does not grow with the scale.
  */
 export class AttentionBlock extends Module {
   readonly norm: LayerNorm;
   readonly film: FiLM;
   readonly attn: Attention;
 
-  constructor(channels: number, condDim: number, heads: number, kvHeads: number, rng: Rng) {
+  constructor(channels: number, condDim: number, heads: number, kvHeads: number, rng: Rng, readonly tokenSize = 0) {
     super();
     this.norm = this.module('norm', new LayerNorm(channels, 1e-6, false));
     this.film = this.module('film', new FiLM(condDim, channels, { rng }));
@@ -49,9 +51,13 @@ export class AttentionBlock extends Module {
   forward(x: tf.Tensor4D, cond: tf.Tensor2D): tf.Tensor4D {
     return tf.tidy(() => {
       const [b, h, w, c] = x.shape;
-      const tokens = x.reshape([b, h * w, c]);
-      const mod = this.film.forward(this.norm.forward(tokens), cond);
-      return x.add(this.attn.forward(mod as tf.Tensor3D, { grid: [h, w] }).reshape([b, h, w, c]));
+      let mod = this.film.forward(this.norm.forward(x), cond) as tf.Tensor4D;
+      const pool = this.tokenSize > 0 && h > this.tokenSize ? Math.round(h / this.tokenSize) : 1;
+      if (pool > 1) mod = tf.avgPool(mod, pool, pool, 'valid');
+      const [, th, tw] = mod.shape;
+      let out = this.attn.forward(mod.reshape([b, th * tw, c]) as tf.Tensor3D, { grid: [th, tw] }).reshape([b, th, tw, c]) as tf.Tensor4D;
+      if (pool > 1) out = tf.image.resizeBilinear(out, [h, w], false, true);
+      return x.add(out);
     });
   }
 }

@@ -21,6 +21,8 @@ export interface NspModelConfig {
   attentionHeads: number;
   /** Key/value heads shared by groups of query heads: = heads → MHA, 1 → MQA, in between → GQA. */
   attentionKvHeads: number;
+  /** Attention runs on at most this many tokens per side (average-pooled features); 0 = full resolution. */
+  attentionTokenSize: number;
   /** Dimension of the conditioning vector fed to every FiLM (text pooled + scale embedding). */
   condDim: number;
   /** Width of the text encoder's output the conditioning MLP reads. */

@@ -38,7 +38,7 @@ export class ScalePredictor extends Module {
       blocks.push(new DenseBlock(channels, cfg.condDim, cfg.groupNormGroups, cfg.growthChannels, cfg.denseLayers, cfg.residualScale, rng));
       // Attention after every dense block but the first: local features first, then global mixing.
       if (withAttention && i >= Math.min(1, nBlocks - 1)) {
-        blocks.push(new AttentionBlock(channels, cfg.condDim, cfg.attentionHeads, cfg.attentionKvHeads, rng));
+        blocks.push(new AttentionBlock(channels, cfg.condDim, cfg.attentionHeads, cfg.attentionKvHeads, rng, cfg.attentionTokenSize));
       }
     }
     this.blocks = this.module('blocks', new ModuleList(blocks));
