@@ -206,3 +206,41 @@ describe.skipIf(skip)('native backend kernels vs cpu', () => {
     expectClose(nat!, ref!, 'resize grad');
   });
 });
+
+describe.skipIf(skip)('native memory-bound kernels vs cpu', () => {
+  beforeAll(() => {
+    expect(registerNativeBackend()).toBe(true);
+    tf.env().set('IS_TEST', true);
+  });
+  afterAll(async () => {
+    tf.env().set('IS_TEST', false);
+    await tf.setBackend('cpu');
+  });
+
+  const binaries: [string, number[], number[]][] = [
+    ['same shape', [3, 5, 7], [3, 5, 7]],
+    ['row vector', [4, 6, 9], [9]],
+    ['per-batch scalar [B,1,1,C]', [2, 5, 3, 8], [2, 1, 1, 8]],
+    ['mutual broadcast', [3, 1, 5], [1, 6, 1]],
+    ['left operand broadcast', [1, 11], [8, 11]],
+  ];
+  const ops: [string, (a: tf.Tensor, b: tf.Tensor) => tf.Tensor][] = [
+    ['Add', (a, b) => tf.add(a, b)],
+    ['Sub', (a, b) => tf.sub(a, b)],
+    ['Multiply', (a, b) => tf.mul(a, b)],
+    ['RealDiv', (a, b) => tf.div(a, b)],
+  ];
+  for (const [opName, f] of ops) {
+    for (const [label, as, bs] of binaries) {
+      it(`${opName} ${label}`, () => compare(`${opName} ${label}`, [as, bs], (a, b) => f(a!, b!), opName));
+    }
+  }
+
+  it('Softmax over the last axis (attention scores)', () => compare('softmax', [[2, 3, 17, 33]], (x) => tf.softmax(x!.mul(4)), 'Softmax'));
+
+  it('Slice of an inner box and SplitV along the channel axis', async () => {
+    await compare('slice', [[3, 7, 6, 5]], (x) => tf.slice(x!, [1, 2, 0, 1], [2, 4, 6, 3]), 'Slice');
+    await compare('split', [[2, 4, 5, 12]], (x) => tf.split(x!, [5, 4, 3], 3), 'SplitV');
+    await compare('split middle axis', [[3, 8, 7]], (x) => tf.split(x!, 2, 1), 'SplitV');
+  });
+});

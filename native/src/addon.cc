@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "conv.h"
+#include "elementwise.h"
 #include "matmul.h"
 #include "napi_util.h"
 
@@ -169,6 +170,67 @@ napi_value conv(napi_env env, napi_callback_info cb) {
   return makeString(env, runConv(kind, s, in1.data, in2.data, bias, out.data));
 }
 
+std::vector<int64_t> shapeArg(napi_env env, napi_value v, const char* name) {
+  auto view = typedArg<int32_t>(env, v, name);
+  std::vector<int64_t> dims(view.data, view.data + view.length);
+  for (int64_t d : dims) if (d < 0) throw JsError{std::string(name) + ": dims must be non-negative"};
+  return dims;
+}
+
+// binary(op, a, aShape, b, bShape, out, outShape): shapes padded to out's rank, numpy broadcasting.
+napi_value binary(napi_env env, napi_callback_info cb) {
+  napi_value argv[7];
+  getArgs(env, cb, argv, "binary");
+  const auto op = static_cast<BinaryOp>(intArg(env, argv[0], "op"));
+  if (static_cast<int>(op) < 0 || static_cast<int>(op) > 3) throw JsError{"binary: unknown op"};
+  auto a = typedArg<float>(env, argv[1], "a");
+  auto aShape = shapeArg(env, argv[2], "aShape");
+  auto b = typedArg<float>(env, argv[3], "b");
+  auto bShape = shapeArg(env, argv[4], "bShape");
+  auto out = typedArg<float>(env, argv[5], "out");
+  auto outShape = shapeArg(env, argv[6], "outShape");
+  if (aShape.size() != outShape.size() || bShape.size() != outShape.size() || outShape.empty()) throw JsError{"binary: shapes must share out's rank"};
+  for (size_t i = 0; i < outShape.size(); ++i) {
+    if ((aShape[i] != outShape[i] && aShape[i] != 1) || (bShape[i] != outShape[i] && bShape[i] != 1)) throw JsError{"binary: shapes do not broadcast"};
+  }
+  requireLength(a.length, product(aShape), "a");
+  requireLength(b.length, product(bShape), "b");
+  requireLength(out.length, product(outShape), "out");
+  if (product(outShape) > 0) broadcastBinary(op, a.data, aShape, b.data, bShape, out.data, outShape);
+  return nullptr;
+}
+
+// softmax(x, y, rows, cols)
+napi_value softmax(napi_env env, napi_callback_info cb) {
+  napi_value argv[4];
+  getArgs(env, cb, argv, "softmax");
+  auto x = typedArg<float>(env, argv[0], "x");
+  auto y = typedArg<float>(env, argv[1], "y");
+  const int64_t rows = intArg(env, argv[2], "rows"), cols = intArg(env, argv[3], "cols");
+  if (rows < 0 || cols < 1) throw JsError{"softmax: rows must be >= 0 and cols >= 1"};
+  requireLength(x.length, rows * cols, "x");
+  requireLength(y.length, rows * cols, "y");
+  softmaxRows(x.data, y.data, rows, cols);
+  return nullptr;
+}
+
+// slice(x, shape, begin, size, out)
+napi_value slice(napi_env env, napi_callback_info cb) {
+  napi_value argv[5];
+  getArgs(env, cb, argv, "slice");
+  auto x = typedArg<float>(env, argv[0], "x");
+  auto shape = shapeArg(env, argv[1], "shape");
+  auto begin = shapeArg(env, argv[2], "begin");
+  auto size = shapeArg(env, argv[3], "size");
+  auto out = typedArg<float>(env, argv[4], "out");
+  if (shape.empty() || begin.size() != shape.size() || size.size() != shape.size()) throw JsError{"slice: shape, begin and size must share one rank >= 1"};
+  for (size_t i = 0; i < shape.size(); ++i) if (begin[i] + size[i] > shape[i]) throw JsError{"slice: region exceeds the input"};
+  requireLength(x.length, product(shape), "x");
+  requireLength(out.length, product(size), "out");
+  if (product(size) > 0) sliceCopy(x.data, shape, begin, size, out.data);
+  return nullptr;
+}
+
 napi_value init(napi_env env, napi_value exports) {
   const napi_property_descriptor props[] = {
       {"info", nullptr, guarded<info>, nullptr, nullptr, nullptr, napi_default, nullptr},
@@ -176,6 +238,9 @@ napi_value init(napi_env env, napi_value exports) {
       {"sgemm", nullptr, guarded<gemm>, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"matmul", nullptr, guarded<matmul>, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"conv", nullptr, guarded<conv>, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"binary", nullptr, guarded<binary>, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"softmax", nullptr, guarded<softmax>, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"slice", nullptr, guarded<slice>, nullptr, nullptr, nullptr, napi_default, nullptr},
   };
   napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props);
   return exports;

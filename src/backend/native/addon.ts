@@ -37,6 +37,12 @@ export interface NativeAddon {
   ): string;
   /** oneDNN convolution pass (0 forward, 1 backward data, 2 backward weights); returns the implementation name. */
   conv(kind: 0 | 1 | 2, params: Int32Array, alpha: number, in1: Float32Array, in2: Float32Array, bias: Float32Array | null, out: Float32Array): string;
+  /** out = a ∘ b (0 add, 1 sub, 2 mul, 3 div) with numpy broadcasting; shapes padded to out's rank. */
+  binary(op: 0 | 1 | 2 | 3, a: Float32Array, aShape: Int32Array, b: Float32Array, bShape: Int32Array, out: Float32Array, outShape: Int32Array): void;
+  /** Softmax of each length-`cols` row. */
+  softmax(x: Float32Array, y: Float32Array, rows: number, cols: number): void;
+  /** out = x[begin : begin + size] of a dense x. */
+  slice(x: Float32Array, shape: Int32Array, begin: Int32Array, size: Int32Array, out: Float32Array): void;
 }
 
 export interface NativeInfo {

@@ -2,6 +2,7 @@ import { tf } from '../tf.js';
 import { resizeBilinearGradCpuConfig } from '../resize_bilinear_grad.js';
 import { loadNativeAddon, type NativeAddon } from './addon.js';
 import { batchMatMulConfig, fusedMatMulConfig } from './matmul.js';
+import { elementwiseConfigs } from './elementwise.js';
 import { conv2DBackpropFilterConfig, conv2DBackpropInputConfig, conv2DConfig, fusedConv2DConfig } from './conv.js';
 
 /** tfjs backend name; no underscore (tfjs's getKernelsForBackend splits registry keys on '_'). */
@@ -15,6 +16,7 @@ function nativeKernels(addon: NativeAddon): tf.KernelConfig[] {
     fusedConv2DConfig(addon, NATIVE_BACKEND),
     conv2DBackpropInputConfig(addon, NATIVE_BACKEND),
     conv2DBackpropFilterConfig(addon, NATIVE_BACKEND),
+    ...elementwiseConfigs(addon, NATIVE_BACKEND),
     // The cpu backend's own ResizeBilinearGrad is wrong (see resize_bilinear_grad.ts).
     { ...resizeBilinearGradCpuConfig, backendName: NATIVE_BACKEND },
   ];

@@ -1,0 +1,207 @@
+/**
+ * Kernel and training-step throughput per available tfjs backend: matmul, attention-shaped batch
+ * matmuls, 3×3 convolutions (forward, dx, dW) at the NSP shapes, and one NSP training step per
+ * stage of the default model (configs/nsp-pixel-tiny.yaml). bench/torch_ref.py prints the same
+ * rows for PyTorch. Run: `npx tsx bench/kernels.ts [--json] [--backends native,wasm,cpu] [--repeats N]`.
+ */
+import { fileURLToPath } from 'node:url';
+import { tf } from '../src/backend/tf.js';
+import { initBackend } from '../src/backend/select.js';
+import { NextScaleGenerator } from '../src/models/nsp/model.js';
+import type { NspModelConfig } from '../src/models/nsp/config.js';
+import { AdamW } from '../src/train/optim.js';
+import { Rng } from '../src/util/rng.js';
+
+export interface BenchRow {
+  name: string;
+  value: number;
+  unit: string;
+  note?: string;
+}
+
+export interface KernelBenchOptions {
+  /** Backends to measure (unavailable ones are skipped with a note); default: native, wasm, cpu. */
+  backends?: string[];
+  /** Timed runs per measurement; the best is reported (the machine is shared and noisy). */
+  repeats?: number;
+  /** Also run the NSP training steps (slow on cpu). */
+  trainingSteps?: boolean;
+  log?: (line: string) => void;
+}
+
+/** The default NSP recipe's generator (configs/nsp-pixel-tiny.yaml) with the builtin 64-d text encoder. */
+export const NSP_BENCH_CONFIG: NspModelConfig = {
+  imageChannels: 3,
+  sizes: [16, 32, 64],
+  channels: [32],
+  blocksPerStage: [2],
+  denseLayers: 3,
+  growthChannels: 16,
+  residualScale: 0.2,
+  attentionMaxSize: 16,
+  attentionHeads: 4,
+  attentionKvHeads: 1,
+  attentionTokenSize: 8,
+  condDim: 64,
+  textDim: 64,
+  groupNormGroups: 8,
+  coordChannels: true,
+};
+export const NSP_BENCH_BATCH = 16;
+
+type Conv = { name: string; x: [number, number, number, number]; w: [number, number, number, number] };
+/** The 3×3 convolutions of one NSP dense block (in = 32 + i·16 → 16) at the 64² and 16² stages. */
+const CONVS: Conv[] = [
+  { name: '64x64 32->16', x: [16, 64, 64, 32], w: [3, 3, 32, 16] },
+  { name: '64x64 64->16', x: [16, 64, 64, 64], w: [3, 3, 64, 16] },
+  { name: '16x16 48->16', x: [16, 16, 16, 48], w: [3, 3, 48, 16] },
+];
+/** Attention with 4 query heads sharing one KV head, head dim 8, at 8² pooled tokens (the default) and 16². */
+const ATTENTION: { name: string; a: number[]; b: number[]; transB: boolean }[] = [
+  { name: 'attn QK^T [16,1,256,8]x[16,1,64,8]^T', a: [16, 1, 256, 8], b: [16, 1, 64, 8], transB: true },
+  { name: 'attn PV [16,1,256,64]x[16,1,64,8]', a: [16, 1, 256, 64], b: [16, 1, 64, 8], transB: false },
+  { name: 'attn QK^T [16,1,1024,8]x[16,1,256,8]^T', a: [16, 1, 1024, 8], b: [16, 1, 256, 8], transB: true },
+  { name: 'attn PV [16,1,1024,256]x[16,1,256,8]', a: [16, 1, 1024, 256], b: [16, 1, 256, 8], transB: false },
+];
+
+/** Best wall time of `repeats` runs of `fn` after one warm-up, in ms. */
+function bestMs(fn: () => void, repeats: number): number {
+  fn();
+  let best = Infinity;
+  for (let i = 0; i < repeats; i++) {
+    const t = performance.now();
+    fn();
+    best = Math.min(best, performance.now() - t);
+  }
+  return best;
+}
+
+const gflops = (flop: number, ms: number) => flop / ms / 1e6;
+
+function randomTensor(shape: number[], rng: Rng): tf.Tensor {
+  return tf.tensor(rng.fillNormal(new Float32Array(shape.reduce((a, b) => a * b, 1))), shape);
+}
+
+/** Runs a kernel producing one tensor and waits for its values. */
+function timeOp(op: () => tf.Tensor, repeats: number): number {
+  return bestMs(() => {
+    const y = op();
+    y.dataSync();
+    y.dispose();
+  }, repeats);
+}
+
+function kernelRows(backend: string, repeats: number, rng: Rng): BenchRow[] {
+  const rows: BenchRow[] = [];
+  const slow = backend === 'cpu';
+  for (const n of [256, 512, 1024, 2048]) {
+    if (slow && n > 256) continue;
+    const [a, b] = [randomTensor([n, n], rng), randomTensor([n, n], rng)];
+    const ms = timeOp(() => tf.matMul(a as tf.Tensor2D, b as tf.Tensor2D), n >= 1024 ? Math.max(2, repeats >> 1) : repeats);
+    rows.push({ name: `${backend} matmul ${n}`, value: gflops(2 * n ** 3, ms), unit: 'GFLOP/s' });
+    tf.dispose([a, b]);
+  }
+  for (const at of ATTENTION) {
+    if (slow) continue;
+    const [a, b] = [randomTensor(at.a, rng), randomTensor(at.b, rng)];
+    const m = at.a[2]!;
+    const k = at.a[3]!;
+    const n = at.transB ? at.b[2]! : at.b[3]!;
+    const ms = timeOp(() => tf.matMul(a, b, false, at.transB), repeats);
+    rows.push({ name: `${backend} ${at.name}`, value: gflops(2 * at.a[0]! * m * n * k, ms), unit: 'GFLOP/s' });
+    tf.dispose([a, b]);
+  }
+  for (const c of CONVS) {
+    if (slow && c.x[1] > 16) continue;
+    const x = randomTensor(c.x, rng) as tf.Tensor4D;
+    const w = randomTensor(c.w, rng) as tf.Tensor4D;
+    const dy = randomTensor([...c.x.slice(0, 3), c.w[3]], rng) as tf.Tensor4D;
+    const flop = 2 * c.x[0] * c.x[1] * c.x[2] * c.w[3] * 9 * c.x[3];
+    const attrs = { strides: 1, pad: 'same', dataFormat: 'NHWC' };
+    const passes: [string, () => tf.Tensor][] = [
+      ['fwd', () => tf.conv2d(x, w, 1, 'same')],
+      ['dx', () => tf.engine().runKernel('Conv2DBackpropInput', { dy, filter: w }, { ...attrs, inputShape: c.x } as unknown as tf.NamedAttrMap) as tf.Tensor],
+      ['dW', () => tf.engine().runKernel('Conv2DBackpropFilter', { x, dy }, { ...attrs, filterShape: c.w } as unknown as tf.NamedAttrMap) as tf.Tensor],
+    ];
+    for (const [pass, op] of passes) {
+      rows.push({ name: `${backend} conv3x3 ${c.name} ${pass}`, value: gflops(flop, timeOp(op, slow ? 1 : repeats)), unit: 'GFLOP/s' });
+    }
+    tf.dispose([x, w, dy]);
+  }
+  return rows;
+}
+
+/** ms for one optimizer step (forward, backward, AdamW) of each NSP stage at batch 16. */
+function nspStepRows(backend: string, repeats: number): BenchRow[] {
+  const rows: BenchRow[] = [];
+  const gen = new NextScaleGenerator(NSP_BENCH_CONFIG, 0);
+  const rng = new Rng(7);
+  const sizes = NSP_BENCH_CONFIG.sizes;
+  const b = NSP_BENCH_BATCH;
+  for (let k = 0; k < sizes.length; k++) {
+    const s = sizes[k]!;
+    const params = new Map([...gen.stages.at(k).namedParameters()]);
+    const opt = new AdamW(params, {});
+    const varList = [...params.values()];
+    const input = randomTensor([b, k === 0 ? s : sizes[k - 1]!, k === 0 ? s : sizes[k - 1]!, 3], rng) as tf.Tensor4D;
+    const target = randomTensor([b, s, s, 3], rng) as tf.Tensor4D;
+    const text = randomTensor([b, NSP_BENCH_CONFIG.textDim], rng) as tf.Tensor2D;
+    const step = () => {
+      const { value, grads } = tf.variableGrads(() => {
+        const diff = gen.predict(k, input, text).sub(target);
+        return diff.abs().mean().add(diff.square().mean()) as tf.Scalar;
+      }, varList);
+      value.dataSync();
+      const named = new Map<string, tf.Tensor>();
+      for (const [name, v] of params) named.set(name, grads[v.name]!);
+      opt.step(named, 1e-4);
+      tf.dispose([value, ...Object.values(grads)]);
+      varList[0]!.dataSync();
+    };
+    const ms = bestMs(step, backend === 'cpu' ? 1 : repeats);
+    rows.push({ name: `${backend} nsp train step stage ${k} (${s}x${s}, batch ${b})`, value: ms, unit: 'ms' });
+    tf.dispose([input, target, text]);
+    opt.dispose();
+  }
+  gen.dispose?.();
+  return rows;
+}
+
+export async function runKernelBench(opts: KernelBenchOptions = {}): Promise<BenchRow[]> {
+  const backends = opts.backends ?? ['native', 'wasm', 'cpu'];
+  const repeats = opts.repeats ?? 5;
+  const log = opts.log ?? (() => {});
+  const rows: BenchRow[] = [];
+  for (const backend of backends) {
+    try {
+      await initBackend(backend);
+    } catch (e) {
+      rows.push({ name: `${backend} unavailable`, value: NaN, unit: '', note: e instanceof Error ? e.message : String(e) });
+      continue;
+    }
+    const rng = new Rng(1);
+    for (const row of kernelRows(backend, repeats, rng)) rows.push(row), log(formatRow(row));
+    if (opts.trainingSteps ?? true) for (const row of nspStepRows(backend, repeats)) rows.push(row), log(formatRow(row));
+  }
+  return rows;
+}
+
+export function formatRow(r: BenchRow): string {
+  return `${r.name.padEnd(60)} ${Number.isNaN(r.value) ? '-'.padStart(9) : r.value.toFixed(r.unit === 'ms' ? 1 : 2).padStart(9)} ${r.unit}${r.note ? `  (${r.note})` : ''}`;
+}
+
+if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
+  const args = process.argv.slice(2);
+  const json = args.includes('--json');
+  const pick = (flag: string) => {
+    const i = args.indexOf(flag);
+    return i >= 0 ? args[i + 1] : undefined;
+  };
+  const rows = await runKernelBench({
+    backends: pick('--backends')?.split(','),
+    repeats: pick('--repeats') ? Number(pick('--repeats')) : undefined,
+    trainingSteps: !args.includes('--no-steps'),
+    log: json ? undefined : (line) => console.log(line),
+  });
+  if (json) console.log(JSON.stringify(rows, null, 2));
+}

@@ -1,0 +1,111 @@
+import { tf } from '../tf.js';
+import type { NativeAddon } from './addon.js';
+import { cpuKernel, float32Values, sizeOf, type CpuBackendStorage } from './storage.js';
+
+// Memory-bound kernels that profiling an NSP training step showed dominating once matmul and conv
+// were native: the cpu backend's broadcasting arithmetic, softmax and strided slices (SplitV) are
+// index-arithmetic JS loops, 10–100× slower than a plain C++ loop over the same arrays.
+
+const BINARY = { Add: 0, Sub: 1, Multiply: 2, RealDiv: 3 } as const;
+
+function binaryConfig(addon: NativeAddon, backendName: string, kernelName: keyof typeof BINARY): tf.KernelConfig {
+  const fallback = cpuKernel(kernelName);
+  const op = BINARY[kernelName];
+  return {
+    kernelName,
+    backendName,
+    kernelFunc: (args) => {
+      const { a, b } = args.inputs as { a: tf.TensorInfo; b: tf.TensorInfo };
+      const backend = args.backend as CpuBackendStorage;
+      const av = float32Values(backend, a);
+      const bv = float32Values(backend, b);
+      if (!av || !bv) return fallback(args);
+      const outShape = tf.backend_util.assertAndGetBroadcastShape(a.shape, b.shape);
+      const size = sizeOf(outShape);
+      // Tiny operands (scalars, per-step bookkeeping) cost less in JS than crossing into C++.
+      if (size < 64 || outShape.length === 0) return fallback(args);
+      const pad = (s: number[]) => Int32Array.from([...new Array<number>(outShape.length - s.length).fill(1), ...s]);
+      const out = new Float32Array(size);
+      addon.binary(op, av, pad(a.shape), bv, pad(b.shape), out, Int32Array.from(outShape));
+      return backend.makeTensorInfo(outShape, 'float32', out);
+    },
+  };
+}
+
+function softmaxConfig(addon: NativeAddon, backendName: string): tf.KernelConfig {
+  const fallback = cpuKernel('Softmax');
+  return {
+    kernelName: 'Softmax',
+    backendName,
+    kernelFunc: (args) => {
+      const { logits } = args.inputs as { logits: tf.TensorInfo };
+      const { dim } = args.attrs as unknown as { dim: number };
+      const backend = args.backend as CpuBackendStorage;
+      const xv = float32Values(backend, logits);
+      const rank = logits.shape.length;
+      if (!xv || rank === 0 || (dim !== -1 && dim !== rank - 1) || sizeOf(logits.shape) === 0) return fallback(args);
+      const cols = logits.shape[rank - 1]!;
+      const out = new Float32Array(sizeOf(logits.shape));
+      addon.softmax(xv, out, sizeOf(logits.shape) / cols, cols);
+      return backend.makeTensorInfo([...logits.shape], 'float32', out);
+    },
+  };
+}
+
+function sliceInfo(addon: NativeAddon, backend: CpuBackendStorage, x: tf.TensorInfo, xv: Float32Array, begin: number[], size: number[]): tf.TensorInfo {
+  const out = new Float32Array(sizeOf(size));
+  if (out.length > 0) addon.slice(xv, Int32Array.from(x.shape), Int32Array.from(begin), Int32Array.from(size), out);
+  return backend.makeTensorInfo([...size], 'float32', out);
+}
+
+function sliceConfig(addon: NativeAddon, backendName: string): tf.KernelConfig {
+  const fallback = cpuKernel('Slice');
+  return {
+    kernelName: 'Slice',
+    backendName,
+    kernelFunc: (args) => {
+      const { x } = args.inputs as { x: tf.TensorInfo };
+      const attrs = args.attrs as unknown as { begin: number | number[]; size: number | number[] };
+      const backend = args.backend as CpuBackendStorage;
+      const xv = float32Values(backend, x);
+      if (!xv || x.shape.length === 0) return fallback(args);
+      const [begin, size] = tf.slice_util.parseSliceParams(x as tf.Tensor, attrs.begin, attrs.size);
+      tf.slice_util.assertParamsValid(x as tf.Tensor, begin, size);
+      return sliceInfo(addon, backend, x, xv, begin, size);
+    },
+  };
+}
+
+function splitVConfig(addon: NativeAddon, backendName: string): tf.KernelConfig {
+  const fallback = cpuKernel('SplitV');
+  return {
+    kernelName: 'SplitV',
+    backendName,
+    kernelFunc: (args) => {
+      const { x } = args.inputs as { x: tf.TensorInfo };
+      const attrs = args.attrs as unknown as { numOrSizeSplits: number | number[]; axis: number };
+      const backend = args.backend as CpuBackendStorage;
+      const xv = float32Values(backend, x);
+      if (!xv || x.shape.length === 0) return fallback(args);
+      const axis = tf.util.parseAxisParam(attrs.axis, x.shape)[0]!;
+      const sizes = tf.backend_util.prepareSplitSize(x as tf.Tensor, attrs.numOrSizeSplits, axis);
+      const begin = new Array<number>(x.shape.length).fill(0);
+      return sizes.map((s) => {
+        const size = [...x.shape];
+        size[axis] = s;
+        const piece = sliceInfo(addon, backend, x, xv, [...begin], size);
+        begin[axis]! += s;
+        return piece;
+      });
+    },
+  };
+}
+
+export function elementwiseConfigs(addon: NativeAddon, backendName: string): tf.KernelConfig[] {
+  return [
+    ...(Object.keys(BINARY) as (keyof typeof BINARY)[]).map((k) => binaryConfig(addon, backendName, k)),
+    softmaxConfig(addon, backendName),
+    sliceConfig(addon, backendName),
+    splitVConfig(addon, backendName),
+  ];
+}
