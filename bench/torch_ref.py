@@ -1,0 +1,202 @@
+#!/usr/bin/python3
+"""PyTorch reference for bench/kernels.ts: the same kernel shapes and the same NSP stage
+architecture (configs/nsp-pixel-tiny.yaml), timed the same way (best of N after one warm-up),
+printed as JSON rows {name, value, unit}. Run: /usr/bin/python3 bench/torch_ref.py [--threads 2].
+
+Differences from the TypeScript model, kept small on purpose: attention omits the 2-D rotary
+embedding (an elementwise rotation, a few % of the attention block) and the text encoder is
+replaced by a random pooled text vector in both benches.
+"""
+import argparse
+import json
+import time
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+CFG = dict(sizes=[16, 32, 64], channels=32, blocks=2, dense_layers=3, growth=16, beta=0.2, attn_max=16, heads=4,
+           kv_heads=1, token_size=8, cond_dim=64, text_dim=64, groups=8, image_channels=3, coord=True)
+BATCH = 16
+
+
+def best_ms(fn, repeats):
+    fn()
+    best = float('inf')
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        best = min(best, (time.perf_counter() - t) * 1e3)
+    return best
+
+
+def gflops(flop, ms):
+    return flop / ms / 1e6
+
+
+def kernel_rows(repeats):
+    rows = []
+    for n in [256, 512, 1024, 2048]:
+        a, b = torch.randn(n, n), torch.randn(n, n)
+        ms = best_ms(lambda: a @ b, max(2, repeats // 2) if n >= 1024 else repeats)
+        rows.append(dict(name=f'torch matmul {n}', value=gflops(2 * n ** 3, ms), unit='GFLOP/s'))
+    for name, ash, bsh, tb in [
+        ('attn QK^T [16,1,256,8]x[16,1,64,8]^T', [16, 1, 256, 8], [16, 1, 64, 8], True),
+        ('attn PV [16,1,256,64]x[16,1,64,8]', [16, 1, 256, 64], [16, 1, 64, 8], False),
+        ('attn QK^T [16,1,1024,8]x[16,1,256,8]^T', [16, 1, 1024, 8], [16, 1, 256, 8], True),
+        ('attn PV [16,1,1024,256]x[16,1,256,8]', [16, 1, 1024, 256], [16, 1, 256, 8], False),
+    ]:
+        a, b = torch.randn(*ash), torch.randn(*bsh)
+        n = bsh[2] if tb else bsh[3]
+        ms = best_ms(lambda: a @ (b.transpose(-1, -2) if tb else b), repeats)
+        rows.append(dict(name=f'torch {name}', value=gflops(2 * ash[0] * ash[2] * ash[3] * n, ms), unit='GFLOP/s'))
+    for name, xs, ws in [('64x64 32->16', [16, 64, 64, 32], [3, 3, 32, 16]), ('64x64 64->16', [16, 64, 64, 64], [3, 3, 64, 16]),
+                         ('16x16 48->16', [16, 16, 16, 48], [3, 3, 48, 16])]:
+        n, h, w, c = xs
+        o = ws[3]
+        # channels_last matches tfjs's NHWC and lets PyTorch pick its oneDNN NHWC kernels.
+        x = torch.randn(n, c, h, w).to(memory_format=torch.channels_last)
+        wt = torch.randn(o, c, 3, 3)
+        dy = torch.randn(n, o, h, w).to(memory_format=torch.channels_last)
+        flop = 2 * n * h * w * o * 9 * c
+        fwd = lambda: F.conv2d(x, wt, padding=1)
+        dx = lambda: torch.nn.grad.conv2d_input(x.shape, wt, dy, padding=1)
+        dw = lambda: torch.nn.grad.conv2d_weight(x, wt.shape, dy, padding=1)
+        for pname, fn in [('fwd', fwd), ('dx', dx), ('dW', dw)]:
+            rows.append(dict(name=f'torch conv3x3 {name} {pname}', value=gflops(flop, best_ms(fn, repeats)), unit='GFLOP/s'))
+    return rows
+
+
+class GroupNormNoAffine(nn.GroupNorm):
+    def __init__(self, groups, channels, affine=True):
+        super().__init__(groups, channels, eps=1e-5, affine=affine)
+
+
+class FiLM(nn.Module):
+    def __init__(self, cond, ch):
+        super().__init__()
+        self.linear = nn.Linear(cond, 2 * ch)
+
+    def forward(self, x, cond):  # x [B, C, ...]
+        scale, shift = self.linear(cond).chunk(2, -1)
+        shape = [x.shape[0], -1] + [1] * (x.dim() - 2)
+        return x * (1 + scale.view(shape)) + shift.view(shape)
+
+
+class RDB(nn.Module):
+    def __init__(self, ch, growth, layers, beta):
+        super().__init__()
+        self.convs = nn.ModuleList([nn.Conv2d(ch + i * growth, growth, 3, padding=1) for i in range(layers)])
+        self.fuse = nn.Conv2d(ch + layers * growth, ch, 1)
+        self.beta = beta
+
+    def forward(self, x):
+        feats = [x]
+        for conv in self.convs:
+            feats.append(F.leaky_relu(conv(torch.cat(feats, 1)), 0.2))
+        return self.fuse(torch.cat(feats, 1)) * self.beta
+
+
+class DenseBlock(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.norm = GroupNormNoAffine(CFG['groups'], c, affine=False)
+        self.film = FiLM(CFG['cond_dim'], c)
+        self.rdb = RDB(c, CFG['growth'], CFG['dense_layers'], CFG['beta'])
+
+    def forward(self, x, cond):
+        return x + self.rdb(self.film(self.norm(x), cond))
+
+
+class AttentionBlock(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.norm = nn.LayerNorm(c, eps=1e-6, elementwise_affine=False)
+        self.film = FiLM(CFG['cond_dim'], c)
+        self.heads, self.kv, self.d = CFG['heads'], CFG['kv_heads'], c // CFG['heads']
+        self.q = nn.Linear(c, c)
+        self.kv_proj = nn.Linear(c, 2 * self.kv * self.d)
+        self.out = nn.Linear(c, c)
+
+    def forward(self, x, cond):
+        b, c, h, w = x.shape
+        t = CFG['token_size']
+        pooled = F.avg_pool2d(x, h // t) if t and h > t else x
+        th, tw = pooled.shape[2:]
+        tokens = pooled.flatten(2).transpose(1, 2)
+        mod = self.film(self.norm(tokens).transpose(1, 2), cond).transpose(1, 2)
+        q = self.q(mod).view(b, th * tw, self.kv, self.heads // self.kv, self.d).permute(0, 2, 3, 1, 4).reshape(b, self.kv, -1, self.d)
+        k, v = self.kv_proj(mod).view(b, th * tw, 2, self.kv, self.d).permute(2, 0, 3, 1, 4)
+        p = torch.softmax(q @ k.transpose(-1, -2) / self.d ** 0.5, -1)
+        o = (p @ v).view(b, self.kv, self.heads // self.kv, th * tw, self.d).permute(0, 3, 1, 2, 4).reshape(b, th * tw, c)
+        o = self.out(o).transpose(1, 2).reshape(b, c, th, tw)
+        if (th, tw) != (h, w):
+            o = F.interpolate(o, size=(h, w), mode='bilinear', align_corners=False)
+        return x + o
+
+
+class ScalePredictor(nn.Module):
+    def __init__(self, stage):
+        super().__init__()
+        c, size = CFG['channels'], CFG['sizes'][stage]
+        self.cond_mlp = nn.ModuleList([nn.Linear(CFG['text_dim'] + CFG['cond_dim'], CFG['cond_dim']), nn.Linear(CFG['cond_dim'], CFG['cond_dim'])])
+        self.conv_in = nn.Conv2d(CFG['image_channels'] + (2 if CFG['coord'] else 0), c, 3, padding=1)
+        blocks = []
+        for i in range(CFG['blocks']):
+            blocks.append(DenseBlock(c))
+            if size <= CFG['attn_max'] and i >= min(1, CFG['blocks'] - 1):
+                blocks.append(AttentionBlock(c))
+        self.blocks = nn.ModuleList(blocks)
+        self.norm_out = nn.GroupNorm(CFG['groups'], c, eps=1e-5)
+        self.conv_out = nn.Conv2d(c, CFG['image_channels'], 3, padding=1)
+
+    def forward(self, x, text, emb):
+        b, _, h, w = x.shape
+        cond = self.cond_mlp[1](F.silu(self.cond_mlp[0](torch.cat([text, emb.expand(b, -1)], 1))))
+        ys = torch.linspace(-1, 1, h).view(1, 1, h, 1).expand(b, 1, h, w)
+        xs = torch.linspace(-1, 1, w).view(1, 1, 1, w).expand(b, 1, h, w)
+        hdn = self.conv_in(torch.cat([x, ys, xs], 1))
+        for blk in self.blocks:
+            hdn = blk(hdn, cond)
+        return self.conv_out(F.silu(self.norm_out(hdn)))
+
+
+def nsp_rows(repeats):
+    rows = []
+    sizes = CFG['sizes']
+    emb = nn.Embedding(len(sizes), CFG['cond_dim'])
+    for k, s in enumerate(sizes):
+        model = ScalePredictor(k)
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+        ps = s if k == 0 else sizes[k - 1]
+        prev = torch.randn(BATCH, 3, ps, ps)
+        target = torch.randn(BATCH, 3, s, s)
+        text = torch.randn(BATCH, CFG['text_dim'])
+
+        def step():
+            inp = prev if k == 0 else F.interpolate(prev, size=(s, s), mode='bilinear', align_corners=False)
+            out = model(inp, text, emb(torch.tensor([k])).detach())
+            pred = out if k == 0 else inp + out
+            d = pred - target
+            loss = d.abs().mean() + d.square().mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+
+        rows.append(dict(name=f'torch nsp train step stage {k} ({s}x{s}, batch {BATCH})', value=best_ms(step, repeats), unit='ms'))
+    return rows
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument('--threads', type=int, default=2)
+    ap.add_argument('--repeats', type=int, default=5)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    rows = kernel_rows(args.repeats) + nsp_rows(args.repeats)
+    print(json.dumps(dict(torch=torch.__version__, threads=args.threads, rows=rows), indent=2))
+
+
+if __name__ == '__main__':
+    main()
