@@ -54,7 +54,10 @@ export const sampleCommand: CommandModule<object, SampleArgs> = {
       const scales = generate(pipeline, group, { seed: args.seed, lastStage });
       for (let k = 0; k < scales.length; k++) {
         if (k < scales.length - 1 && !args['save-intermediates']) continue;
-        const images = await tensorToRgb8(scales[k]!, { range: 'signed' });
+        // Latent runs generate VAE latents: only the decoder turns them into pixels.
+        const rgb = loaded.decode ? loaded.decode(scales[k]!) : scales[k]!;
+        const images = await tensorToRgb8(rgb, { range: 'signed' });
+        if (rgb !== scales[k]) rgb.dispose();
         for (let j = 0; j < images.length; j++) {
           const suffix = k === scales.length - 1 ? '' : `-${sizes[k]}px`;
           const file = path.join(args.out, `${slug(args.prompt[i]!)}-seed${args.seed + j}${suffix}.png`);
@@ -68,7 +71,12 @@ export const sampleCommand: CommandModule<object, SampleArgs> = {
       }
       scales.forEach((s) => s.dispose());
     }
-    process.stdout.write(`${written.length} PNG(s) from ${loaded.source}${loaded.usedEma ? ' (EMA weights)' : ''}, ${sizes[lastStage]}×${sizes[lastStage]}, in ${args.out}/\n`);
+    const side = loaded.vae ? sizes[lastStage]! * 2 ** (loaded.vae.config.blockOutChannels.length - 1) : sizes[lastStage]!;
+    process.stdout.write(
+      `${written.length} PNG(s) from ${loaded.source}${loaded.usedEma ? ' (EMA weights)' : ''}, ${side}×${side}` +
+        `${loaded.vae ? ` (decoded from ${sizes[lastStage]}×${sizes[lastStage]} latents by ${loaded.architecture.vae!.path})` : ''}, in ${args.out}/\n`,
+    );
     pipeline.dispose();
+    loaded.vae?.dispose();
   },
 };

@@ -5,7 +5,9 @@ import { loadModuleWeights, readSafetensorsHeader } from '../../io/safetensors.j
 import { CheckpointManager } from '../../train/checkpoint.js';
 import { runDirPaths } from '../../train/run_dir.js';
 import { UsageError } from '../../util/errors.js';
+import { AutoencoderKL, loadVae } from '../../models/vae/index.js';
 import { NspArchitecture, NspPipeline, pipelineFromArchitecture } from './pipeline.js';
+import { Decoder } from './sampling.js';
 import { NspTrainState } from './train.js';
 
 export interface LoadedNsp {
@@ -15,6 +17,21 @@ export interface LoadedNsp {
   lastStage: number;
   source: string;
   usedEma: boolean;
+  /** Latent-space runs: generated latents → RGB through the run's VAE. Absent for pixel-space runs. */
+  decode?: Decoder;
+  /** The VAE behind `decode`; the caller disposes it with the pipeline. */
+  vae?: AutoencoderKL;
+}
+
+/** Attaches the VAE a latent run recorded in its architecture; pixel runs are returned as they are. */
+function withDecoder(loaded: LoadedNsp): LoadedNsp {
+  const ref = loaded.architecture.vae;
+  if (!ref) return loaded;
+  if (!fs.existsSync(ref.path)) {
+    throw new UsageError(`${loaded.source}: this latent-space model is decoded by the VAE at ${ref.path}, which does not exist any more`);
+  }
+  const vae = loadVae(ref.path).model;
+  return { ...loaded, vae, decode: (z) => vae.decodeLatents(z) };
 }
 
 /**
@@ -28,14 +45,14 @@ export function loadNspForSampling(target: string, opts: { ema?: boolean } = {})
   if (fs.statSync(p).isDirectory()) {
     const run = runDirPaths(p);
     const finalModel = path.join(run.dir, 'model.safetensors');
-    if (fs.existsSync(finalModel)) return loadFinalModel(finalModel);
+    if (fs.existsSync(finalModel)) return withDecoder(loadFinalModel(finalModel));
     const latest = new CheckpointManager(run.checkpoints).latestPath();
     if (!latest) throw new UsageError(`--checkpoint: ${target} has neither model.safetensors nor checkpoints/`);
-    return loadTrainingCheckpoint(latest, opts.ema ?? true);
+    return withDecoder(loadTrainingCheckpoint(latest, opts.ema ?? true));
   }
   const header = readSafetensorsHeader(p);
-  if (header.metadata['scaleforge.architecture']) return loadFinalModel(p);
-  if (header.metadata['scaleforge.state']) return loadTrainingCheckpoint(p, opts.ema ?? true);
+  if (header.metadata['scaleforge.architecture']) return withDecoder(loadFinalModel(p));
+  if (header.metadata['scaleforge.state']) return withDecoder(loadTrainingCheckpoint(p, opts.ema ?? true));
   throw new UsageError(`--checkpoint: ${target} is not a Scaleforge NSP model or checkpoint (no scaleforge.* metadata)`);
 }
 
