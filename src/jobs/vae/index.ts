@@ -76,6 +76,7 @@ export async function runVaeJob(ctx: JobContext, opts: VaeJobOptions = {}): Prom
     if (!config) throw new UsageError(`--resume: ${resumeFrom.file} is not a vae checkpoint`);
   } else {
     config = vaeConfigFromRecipe(r);
+    checkSizes(r, config, train.width);
     run = createRunDir({
       recipeName: ctx.recipeArg,
       resolvedYaml: ctx.loaded.resolvedYaml,
@@ -84,7 +85,7 @@ export async function runVaeJob(ctx: JobContext, opts: VaeJobOptions = {}): Prom
       info: { kind: 'vae', seed: r.seed, backend: backend.name, recipe: ctx.loaded.sourcePath },
     });
   }
-  checkSizes(r, config, train.width);
+  if (ctx.resume) checkSizes(r, config, train.width);
   const model = new AutoencoderKL(config, { rng: new Rng(r.seed).fork('init') });
   const f = vaeDownsampleFactor(config);
   ctx.log(`run folder: ${run.dir}`);
