@@ -59,7 +59,7 @@ export const sampleCommand: CommandModule<object, SampleArgs> = {
         const images = await tensorToRgb8(rgb, { range: 'signed' });
         if (rgb !== scales[k]) rgb.dispose();
         for (let j = 0; j < images.length; j++) {
-          const suffix = k === scales.length - 1 ? '' : `-${sizes[k]}px`;
+          const suffix = k === scales.length - 1 ? '' : `-${images[j]!.width}px`;
           const file = path.join(args.out, `${slug(args.prompt[i]!)}-seed${args.seed + j}${suffix}.png`);
           await savePng(file, images[j]!.rgb, images[j]!.width, images[j]!.height);
           written.push(file);
