@@ -15,12 +15,9 @@ import { curateConfig } from '../src/curate/schema.js';
  * time goes. Run: `npx tsx bench/curate.ts` (or through the bench runner).
  */
 
-export interface BenchRow {
-  name: string;
-  value: number;
-  unit: string;
-  note?: string;
-}
+import type { BenchRow } from './row.js';
+
+export type { BenchRow };
 
 export interface CurateBenchOptions {
   /** Number of source images (default 64). */

@@ -10,12 +10,9 @@ import { pathToFileURL } from 'node:url';
 import { bruteForceNearPairs, forEachNearPair, type PackedHashes } from '../src/curate/dedup_index.js';
 import { Rng } from '../src/util/rng.js';
 
-export interface BenchRow {
-  name: string;
-  value: number;
-  unit: string;
-  note?: string;
-}
+import { formatTable, type BenchRow } from './row.js';
+
+export type { BenchRow };
 
 export interface DedupBenchOptions {
   sizes?: number[];
@@ -116,12 +113,6 @@ export async function runDedupBench(opts: DedupBenchOptions = {}): Promise<Bench
   return rows;
 }
 
-function formatTable(rows: BenchRow[]): string {
-  const w = Math.max(...rows.map((r) => r.name.length));
-  return rows
-    .map((r) => `${r.name.padEnd(w)}  ${(r.unit === 's' ? r.value.toFixed(2) : r.value.toFixed(4)).padStart(9)} ${r.unit.padEnd(8)} ${r.note ?? ''}`)
-    .join('\n');
-}
 
 async function main(argv: string[]): Promise<void> {
   const json = argv.includes('--json');
