@@ -262,6 +262,27 @@ sample: { prompts: ['a red circle in the top left on a blue background'], fideli
   });
 });
 
+describe('resuming a latent run', () => {
+  it('keeps the VAE recorded in the checkpoint even when a newer run of vae.recipe exists', async () => {
+    const runsRoot = path.join(tmp, 'job-runs');
+    const nspRecipe = path.join(tmp, 'nsp-latent.yaml');
+    const runDir = fs.readdirSync(runsRoot).map((n) => path.join(runsRoot, n)).find((d) => path.basename(d).startsWith('nsp-latent-'))!;
+    const recorded = findFinishedVaeRun(runsRoot, 'vae-small')!;
+    const newer = path.join(runsRoot, 'vae-small-29991231-235959');
+    fs.mkdirSync(newer);
+    fs.writeFileSync(path.join(newer, 'recipe.resolved.yaml'), 'kind: vae\n');
+    fs.cpSync(vaeDir, path.join(newer, 'vae'), { recursive: true });
+    expect(findFinishedVaeRun(runsRoot, 'vae-small')).toBe(path.join(newer, 'vae'));
+    const lines: string[] = [];
+    const code = await nspJob.run({ loaded: loadRecipe(nspRecipe), recipeArg: nspRecipe, runsRoot, backend: 'cpu', resume: runDir, log: (l) => lines.push(l) });
+    expect(code).toBe(0);
+    expect(lines.some((l) => l.startsWith('vae: using'))).toBe(false);
+    expect(lines.some((l) => l.includes('from the cache'))).toBe(true);
+    const arch = JSON.parse(readSafetensorsHeader(path.join(runDir, 'model.safetensors')).metadata['scaleforge.architecture']!) as { vae: { path: string } };
+    expect(arch.vae.path).toBe(recorded);
+  }, 60_000);
+});
+
 describe('pixel runs', () => {
   it('are never decoded through a VAE', async () => {
     const r = tinyRecipe({ space: 'pixel', model: { ...TINY_MODEL, sizes: [8, 16] } });

@@ -115,7 +115,7 @@ describe('vae job', () => {
         [3, 16, 16, 3],
       );
       const post = vae.model.encode(x);
-      const mean = post.mean.dataSync();
+      const mean = post.mean.dataSync() as Float32Array;
       const rec = vae.model.decode(post.mean).clipByValue(-1, 1).dataSync();
       post.dispose();
       const orig = x.dataSync();
