@@ -21,6 +21,7 @@ const cfg: NspModelConfig = {
   textDim: 12,
   groupNormGroups: 4,
   coordChannels: true,
+  baseNoiseStd: 1,
 };
 
 function randn(shape: number[], seed: number): tf.Tensor {

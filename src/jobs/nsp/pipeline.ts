@@ -47,6 +47,7 @@ export function modelConfigFromRecipe(r: NspRecipe, imageChannels: number, textD
     textDim,
     groupNormGroups: m.group_norm_groups,
     coordChannels: m.coord_channels,
+    baseNoiseStd: m.base_noise_std,
   };
 }
 
@@ -59,6 +60,7 @@ export function textEncoderSpecFromRecipe(r: NspRecipe): TextEncoderSpec {
     numHiddenLayers: t.builtin.layers,
     numAttentionHeads: t.builtin.heads,
     contextLength: t.builtin.context,
+    pooling: t.builtin.pooling,
     trainable: t.train,
   };
 }

@@ -17,11 +17,11 @@ export interface GenerateOptions {
   batchSize?: number;
 }
 
-/** Noise latent for prompt i: N(0, 1) drawn from Rng(seed + i). */
-export function noiseFor(count: number, seed: number, size: number, channels: number): tf.Tensor4D {
+/** Noise latent for prompt i: N(0, σ²) drawn from Rng(seed + i). */
+export function noiseFor(count: number, seed: number, size: number, channels: number, std = 1): tf.Tensor4D {
   const per = size * size * channels;
   const data = new Float32Array(count * per);
-  for (let i = 0; i < count; i++) new Rng(seed + i).fillNormal(data.subarray(i * per, (i + 1) * per));
+  for (let i = 0; i < count; i++) new Rng(seed + i).fillNormal(data.subarray(i * per, (i + 1) * per), 0, std);
   return tf.tensor4d(data, [count, size, size, channels]);
 }
 
@@ -38,7 +38,7 @@ export function generate(pipeline: NspPipeline, prompts: string[], opts: Generat
     const chunk = prompts.slice(start, start + bs);
     const outs = tf.tidy(() => {
       const enc = pipeline.textEncoder.encode(chunk);
-      const noise = noiseFor(chunk.length, opts.seed + start, g.config.sizes[0]!, g.config.imageChannels);
+      const noise = noiseFor(chunk.length, opts.seed + start, g.config.sizes[0]!, g.config.imageChannels, g.config.baseNoiseStd ?? 1);
       const result = g.generate(noise, enc.pooled, { lastStage: last });
       disposeTextEncoding(enc);
       return result;

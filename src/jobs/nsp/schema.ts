@@ -21,6 +21,7 @@ export const nspModelSchema = z.strictObject({
     .prefault({}),
   cond_dim: positiveInt.default(64),
   group_norm_groups: positiveInt.default(8),
+  base_noise_std: z.number().min(0).default(0.1).describe('σ of the noise latent stage 0 starts from'),
   coord_channels: z.boolean().default(true).describe('append (y, x) coordinate channels to every stage input'),
 });
 
@@ -29,6 +30,7 @@ export const builtinTextSchema = z.strictObject({
   layers: positiveInt.default(2),
   heads: positiveInt.default(4),
   context: positiveInt.default(16),
+  pooling: z.enum(['eos', 'mean']).default('eos').describe('pooled text vector: end-of-text state or mean over tokens'),
 });
 
 export const textEncoderSchema = z.strictObject({

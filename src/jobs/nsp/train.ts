@@ -239,7 +239,7 @@ export async function trainNspProgressive(opts: NspTrainOptions): Promise<NspTra
             let inp: tf.Tensor4D;
             if (k === 0) {
               const [b, s, , c] = tgt.shape;
-              inp = tf.tensor4d(noiseRng.fillNormal(new Float32Array(b * s * s * c)), [b, s, s, c]);
+              inp = tf.tensor4d(noiseRng.fillNormal(new Float32Array(b * s * s * c), 0, gen.config.baseNoiseStd), [b, s, s, c]);
             } else {
               inp = r.train.input_noise > 0 ? addNoise(pyr[k - 1]!, r.train.input_noise, noiseRng) : pyr[k - 1]!;
             }

@@ -28,6 +28,8 @@ export interface NspModelConfig {
   /** Width of the text encoder's output the conditioning MLP reads. */
   textDim: number;
   groupNormGroups: number;
+  /** σ of the Gaussian noise latent the base stage starts from (training and sampling alike). */
+  baseNoiseStd: number;
   /** Feed normalised pixel coordinates as two extra input channels to every stage. */
   coordChannels: boolean;
 }

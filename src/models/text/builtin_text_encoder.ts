@@ -1,3 +1,4 @@
+import { tf } from '../../backend/tf.js';
 import { UsageError } from '../../util/errors.js';
 import { Rng } from '../../util/rng.js';
 import { activations } from '../../nn/activations.js';
@@ -78,7 +79,15 @@ export class BuiltinTextEncoder extends TextEncoderModule {
     const { ids, mask } = tokenBatchTensors(this.tokenizer.call(texts, this.contextLength));
     const out = this.model.forward(ids);
     ids.dispose();
-    return { tokens: out.lastHiddenState, mask, pooled: out.pooled };
+    if (this.options.pooling !== 'mean') return { tokens: out.lastHiddenState, mask, pooled: out.pooled };
+    // Mean over real tokens: every word reaches the pooled vector through the residual stream from
+    // the first step, which a generator trained jointly from scratch picks up much sooner than EOS.
+    const pooled = tf.tidy(() => {
+      const m = mask.expandDims(2);
+      return out.lastHiddenState.mul(m).sum(1).div(m.sum(1)) as tf.Tensor2D;
+    });
+    out.pooled.dispose();
+    return { tokens: out.lastHiddenState, mask, pooled };
   }
 
   /** Architecture plus the vocabulary, so a checkpoint rebuilds the same encoder without the captions. */
