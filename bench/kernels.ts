@@ -9,6 +9,10 @@ import { tf } from '../src/backend/tf.js';
 import { initBackend } from '../src/backend/select.js';
 import { NextScaleGenerator } from '../src/models/nsp/model.js';
 import type { NspModelConfig } from '../src/models/nsp/config.js';
+import { loadRecipe, parseRecipe } from '../src/config/recipe.js';
+import '../src/jobs/index.js';
+import { modelConfigFromRecipe } from '../src/jobs/nsp/pipeline.js';
+import { nspRecipeSchema } from '../src/jobs/nsp/schema.js';
 import { AdamW } from '../src/train/optim.js';
 import { Rng } from '../src/util/rng.js';
 
@@ -29,24 +33,14 @@ export interface KernelBenchOptions {
   log?: (line: string) => void;
 }
 
-/** The default NSP recipe's generator (configs/nsp-pixel-tiny.yaml) with the builtin 64-d text encoder. */
-export const NSP_BENCH_CONFIG: NspModelConfig = {
-  imageChannels: 3,
-  sizes: [16, 32, 64],
-  channels: [32],
-  blocksPerStage: [2],
-  denseLayers: 3,
-  growthChannels: 16,
-  residualScale: 0.2,
-  attentionMaxSize: 16,
-  attentionHeads: 4,
-  attentionKvHeads: 1,
-  attentionTokenSize: 8,
-  condDim: 64,
-  textDim: 64,
-  groupNormGroups: 8,
-  coordChannels: true,
-};
+/**
+ * The default recipe's generator (recipes/nsp-progressive.yaml, read and validated like `train` does,
+ * so the bench cannot drift from what users run) with the builtin 64-d text encoder's pooled width.
+ */
+export const NSP_BENCH_CONFIG: NspModelConfig = (() => {
+  const r = parseRecipe(nspRecipeSchema, loadRecipe('nsp-progressive'));
+  return modelConfigFromRecipe(r, 3, r.text_encoder.builtin.dim);
+})();
 export const NSP_BENCH_BATCH = 16;
 
 type Conv = { name: string; x: [number, number, number, number]; w: [number, number, number, number] };

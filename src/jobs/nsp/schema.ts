@@ -62,9 +62,10 @@ export const vaeRefSchema = z.strictObject({
   recipe: z.string().optional().describe('vae recipe to train first when no path is given'),
 });
 
+const perStageWeight = z.union([z.number().min(0), z.array(z.number().min(0)).min(1)]);
 const lossSchema = z.strictObject({
-  l1: z.number().min(0).default(1),
-  mse: z.number().min(0).default(1),
+  l1: perStageWeight.default(1).describe('weight of the L1 term: one value or one per stage'),
+  mse: perStageWeight.default(1).describe('weight of the squared-error term: one value or one per stage'),
   scale_weights: z.array(z.number().min(0)).optional().describe('one weight per stage'),
 });
 
@@ -132,7 +133,10 @@ export type NspRecipe = z.infer<typeof nspRecipeSchema>;
 
 /** The batch size stage k trains with. */
 export function batchSizeFor(r: NspRecipe, stage: number): number {
-  const b = r.data.batch_size;
-  if (typeof b === 'number') return b;
-  return b[Math.min(stage, b.length - 1)]!;
+  return perStageValue(r.data.batch_size, stage);
+}
+
+/** A per-stage value given as one number or a list (the last entry repeats). */
+export function perStageValue(v: number | number[], stage: number): number {
+  return typeof v === 'number' ? v : v[Math.min(stage, v.length - 1)]!;
 }

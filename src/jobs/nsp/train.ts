@@ -20,7 +20,7 @@ import { Progress } from '../../util/progress.js';
 import { Rng, RngState } from '../../util/rng.js';
 import { NspArchitecture, NspPipeline } from './pipeline.js';
 import { evaluateFidelity, fidelityPrompts, saveChainGrid } from './sampling.js';
-import { batchSizeFor, NspRecipe } from './schema.js';
+import { batchSizeFor, NspRecipe, perStageValue } from './schema.js';
 import { TrainingSource } from './source.js';
 
 /** The JSON part of an NSP checkpoint: where training stands and every random stream's state. */
@@ -213,6 +213,8 @@ export async function trainNspProgressive(opts: NspTrainOptions): Promise<NspTra
       resumeState = null;
       const schedule = stageSchedule(r, steps);
       const weight = r.train.loss.scale_weights?.[k] ?? 1;
+      const l1 = perStageValue(r.train.loss.l1, k);
+      const mse = perStageValue(r.train.loss.mse, k);
       say(
         `stage ${k}: ${k === 0 ? `noise → ${sizes[0]}px` : `${sizes[k - 1]}px → ${sizes[k]}px`}, ${steps} steps, ` +
           `${gen.stages.at(k).numParameters()} params${gen.stages.at(k).hasAttention ? ' (with attention)' : ''}` +
@@ -251,7 +253,7 @@ export async function trainNspProgressive(opts: NspTrainOptions): Promise<NspTra
             const pred = gen.predict(k, input, enc.pooled, alpha);
             disposeTextEncoding(enc);
             const diff = pred.sub(target);
-            const loss = diff.abs().mean().mul(r.train.loss.l1).add(diff.square().mean().mul(r.train.loss.mse)).mul(weight) as tf.Scalar;
+            const loss = diff.abs().mean().mul(l1).add(diff.square().mean().mul(mse)).mul(weight) as tf.Scalar;
             return (scaler ? scaler.scaleLoss(loss) : loss) as tf.Scalar;
           }, varList);
           input.dispose();

@@ -1,6 +1,7 @@
 import { tf } from '../../backend/tf.js';
 import { silu } from '../../nn/activations.js';
 import { Conv2d } from '../../nn/conv.js';
+import { FiLM } from '../../nn/film.js';
 import { Linear } from '../../nn/linear.js';
 import { Module, ModuleList } from '../../nn/module.js';
 import { GroupNorm } from '../../nn/norm.js';
@@ -19,6 +20,7 @@ export class ScalePredictor extends Module {
   readonly coordChannels: number;
   readonly blocks: ModuleList<DenseBlock | AttentionBlock>;
   readonly normOut: GroupNorm;
+  readonly filmOut: FiLM;
   readonly convOut: Conv2d;
 
   constructor(cfg: NspModelConfig, stage: number, rng: Rng) {
@@ -42,7 +44,10 @@ export class ScalePredictor extends Module {
       }
     }
     this.blocks = this.module('blocks', new ModuleList(blocks));
-    this.normOut = this.module('norm_out', new GroupNorm(cfg.groupNormGroups, channels, 1e-5));
+    // DiT's final layer: normalise, then modulate by the conditioning right before the output
+    // projection, so per-sample constants (the background colour) need not survive a norm.
+    this.normOut = this.module('norm_out', new GroupNorm(cfg.groupNormGroups, channels, 1e-5, false));
+    this.filmOut = this.module('film_out', new FiLM(cfg.condDim, channels, { rng }));
     this.convOut = this.module('conv_out', new Conv2d(channels, cfg.imageChannels, 3, { padding: 1, rng }));
     this.convOut.weight.assign(tf.zerosLike(this.convOut.weight));
     this.convOut.bias!.assign(tf.zerosLike(this.convOut.bias!));
@@ -60,7 +65,7 @@ export class ScalePredictor extends Module {
       const cond = this.condMlp.at(1).forward(silu(this.condMlp.at(0).forward(condIn))) as tf.Tensor2D;
       let h = this.convIn.forward(this.coordChannels ? withCoordinates(x) : x);
       for (const block of this.blocks) h = block.forward(h, cond);
-      return this.convOut.forward(silu(this.normOut.forward(h)) as tf.Tensor4D);
+      return this.convOut.forward(silu(this.filmOut.forward(this.normOut.forward(h), cond)) as tf.Tensor4D);
     });
   }
 }
