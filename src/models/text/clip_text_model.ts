@@ -33,6 +33,12 @@ export interface ClipTextOutput {
   hiddenStates: tf.Tensor3D[] | null;
 }
 
+/** The fields the transformer layers depend on; shared by the text and vision towers. */
+export type ClipEncoderConfig = Pick<
+  ClipTextConfig,
+  'hiddenSize' | 'intermediateSize' | 'numHiddenLayers' | 'numAttentionHeads' | 'hiddenAct' | 'layerNormEps'
+>;
+
 // Additive mask value: large enough that exp underflows to 0 after the softmax's max subtraction.
 const MASKED = -1e9;
 
@@ -74,7 +80,7 @@ class ClipAttention extends Module {
   readonly outProj: Linear;
   private readonly heads: number;
   private readonly headDim: number;
-  constructor(cfg: ClipTextConfig, rng: Rng, init: boolean) {
+  constructor(cfg: ClipEncoderConfig, rng: Rng, init: boolean) {
     super();
     const d = cfg.hiddenSize;
     this.heads = cfg.numAttentionHeads;
@@ -107,7 +113,7 @@ class ClipAttention extends Module {
 class ClipMlp extends Module {
   readonly fc1: Linear;
   readonly fc2: Linear;
-  constructor(cfg: ClipTextConfig, rng: Rng, init: boolean, private readonly act: Activation) {
+  constructor(cfg: ClipEncoderConfig, rng: Rng, init: boolean, private readonly act: Activation) {
     super();
     this.fc1 = this.module('fc1', new Linear(cfg.hiddenSize, cfg.intermediateSize, { rng: rng.fork('fc1') }));
     this.fc2 = this.module('fc2', new Linear(cfg.intermediateSize, cfg.hiddenSize, { rng: rng.fork('fc2') }));
@@ -119,12 +125,12 @@ class ClipMlp extends Module {
   }
 }
 
-class ClipEncoderLayer extends Module {
+export class ClipEncoderLayer extends Module {
   readonly selfAttn: ClipAttention;
   readonly layerNorm1: LayerNorm;
   readonly mlp: ClipMlp;
   readonly layerNorm2: LayerNorm;
-  constructor(cfg: ClipTextConfig, rng: Rng, init: boolean) {
+  constructor(cfg: ClipEncoderConfig, rng: Rng, init: boolean) {
     super();
     this.selfAttn = this.module('self_attn', new ClipAttention(cfg, rng.fork('attn'), init));
     this.layerNorm1 = this.module('layer_norm1', new LayerNorm(cfg.hiddenSize, cfg.layerNormEps));
@@ -139,9 +145,9 @@ class ClipEncoderLayer extends Module {
   }
 }
 
-class ClipEncoder extends Module {
+export class ClipEncoder extends Module {
   readonly layers: ModuleList<ClipEncoderLayer>;
-  constructor(cfg: ClipTextConfig, rng: Rng, init: boolean) {
+  constructor(cfg: ClipEncoderConfig, rng: Rng, init: boolean) {
     super();
     this.layers = this.module(
       'layers',

@@ -1,7 +1,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { openSafetensors, type TensorSource } from '../../io/safetensors.js';
-import type { HostTensor } from '../../nn/module.js';
+import type { HostTensor, Module } from '../../nn/module.js';
 import { UsageError } from '../../util/errors.js';
 import { Rng } from '../../util/rng.js';
 import { parseClipTextConfig, type ClipTextConfig } from './clip_text_config.js';
@@ -88,16 +88,16 @@ export function loadClipTextFromHfFolder(dir: string, opts: { textEncoderSubfold
 }
 
 /** Compare names and shapes from the header before reading any data, so errors name the file and tensor. */
-function readChecked(source: TensorSource, names: string[], model: ClipTextModel): Map<string, HostTensor> {
+export function readChecked(source: TensorSource, names: string[], model: Module, what = 'CLIP text'): Map<string, HostTensor> {
   const expected = new Map([...model.stateDict()].map(([k, t]) => [k, t.shape]));
   const missing = [...expected.keys()].filter((k) => !names.includes(k));
   if (missing.length > 0) {
     const shown = missing.slice(0, 6).join(', ') + (missing.length > 6 ? `, … (${missing.length} in all)` : '');
-    throw new UsageError(`${source.path}: missing tensors for the CLIP text model: ${shown}`);
+    throw new UsageError(`${source.path}: missing tensors for the ${what} model: ${shown}`);
   }
   const unexpected = names.filter((k) => !expected.has(k));
   if (unexpected.length > 0) {
-    throw new UsageError(`${source.path}: tensors the CLIP text config does not account for: ${unexpected.slice(0, 6).join(', ')}`);
+    throw new UsageError(`${source.path}: tensors the ${what} config does not account for: ${unexpected.slice(0, 6).join(', ')}`);
   }
   for (const name of names) {
     const got = source.info(name).shape;
