@@ -1,4 +1,4 @@
-import { applyFilters } from './filters.js';
+import { applyFilters, type FilterRejection } from './filters.js';
 import type { Analysis, Decision, ImageAnalysis } from './manifest.js';
 import type { CurateConfig } from './schema.js';
 import { findDuplicates } from './duplicates.js';
@@ -36,7 +36,8 @@ export interface Decisions {
   groups: DuplicateGroup[];
 }
 
-export function decide(items: readonly DecideInput[], cfg: CurateConfig): Decisions {
+/** `extraRejections`: filter failures measured over the whole run (the CLIP filter), by source id. */
+export function decide(items: readonly DecideInput[], cfg: CurateConfig, extraRejections?: ReadonlyMap<string, FilterRejection[]>): Decisions {
   const bySource = new Map<string, Decision>();
   const groups: DuplicateGroup[] = [];
   const passing: { source: string; analysis: ImageAnalysis }[] = [];
@@ -50,7 +51,7 @@ export function decide(items: readonly DecideInput[], cfg: CurateConfig): Decisi
       bySource.set(it.source, { status: 'rejected', stage: 'caption', reasons: [it.captionError ?? 'no caption found'] });
       continue;
     }
-    const failed = applyFilters(a.quality, a.width, a.height, cfg.filters);
+    const failed = [...applyFilters(a.quality, a.width, a.height, cfg.filters), ...(extraRejections?.get(it.source) ?? [])];
     if (failed.length > 0) {
       bySource.set(it.source, {
         status: 'rejected',

@@ -6,6 +6,7 @@ import { writeFileAtomic } from '../io/atomic.js';
 import { JobError, UsageError } from '../util/errors.js';
 import { Progress, type ProgressStream } from '../util/progress.js';
 import { analyseFile, analysisFingerprint, sha256Hex } from './analyse.js';
+import { clipFilterRejections } from './clip_filter.js';
 import { cleanCaption, findCaption, readCaptionManifest, withTrigger, type CaptionSource } from './captions.js';
 import { decide, type DuplicateGroup } from './decide.js';
 import { manifestLines, readState, StateWriter, type Analysis, type ManifestRow } from './manifest.js';
@@ -163,9 +164,11 @@ export async function finishRun(
   cachedPath: (row: ManifestRow) => string,
 ): Promise<CurateResult> {
   rows.sort((a, b) => (a.source < b.source ? -1 : a.source > b.source ? 1 : 0));
+  const clipRejections = await clipFilterRejections(rows, cfg, { outDir, cachedPath, log });
   const { bySource, groups } = decide(
     rows.map((r) => ({ source: r.source, analysis: r.analysis, captionSource: r.captionSource, captionError: r.captionError })),
     cfg,
+    clipRejections,
   );
   const samples: OutputSample[] = [];
   for (const r of rows) {

@@ -47,6 +47,19 @@ export const curateFiltersSchema = z.strictObject({
   max_brightness: z.number().min(0).max(1).optional().describe('reject when mean luma (0..1) is above this'),
   min_entropy: z.number().min(0).max(8).optional().describe('reject when the greyscale histogram entropy (bits) is below this'),
   analysis_size: positiveInt.default(256).describe('blur/brightness/entropy are measured on the image shrunk to this longest side'),
+  clip: z
+    .strictObject({
+      model: z.string().min(1).describe('local Hugging Face CLIPModel folder (config.json, model.safetensors, tokenizer files)'),
+      min_caption_similarity: z.number().min(-1).max(1).optional().describe('reject when the image–caption cosine similarity is below this'),
+      max_centroid_zscore: z
+        .number()
+        .positive()
+        .optional()
+        .describe("reject when the image's similarity to the centroid of all images lies more than this many standard deviations below the mean"),
+      batch_size: positiveInt.default(16).describe('images per CLIP forward pass'),
+    })
+    .optional()
+    .describe('CLIP-similarity outlier filters; off unless a model is given'),
 });
 
 export const curateResizeSchema = z.strictObject({
