@@ -61,6 +61,7 @@ export function textEncoderSpecFromRecipe(r: NspRecipe): TextEncoderSpec {
     numAttentionHeads: t.builtin.heads,
     contextLength: t.builtin.context,
     pooling: t.builtin.pooling,
+    embeddingStd: t.builtin.embedding_std,
     trainable: t.train,
   };
 }

@@ -30,6 +30,7 @@ export const builtinTextSchema = z.strictObject({
   layers: positiveInt.default(2),
   heads: positiveInt.default(4),
   context: positiveInt.default(16),
+  embedding_std: z.number().positive().default(1).describe('initial token-embedding σ (CLIP uses 0.02 for pretrained tables)'),
   pooling: z.enum(['eos', 'mean']).default('eos').describe('pooled text vector: end-of-text state or mean over tokens'),
 });
 
@@ -77,7 +78,7 @@ export const nspTrainSchema = z.strictObject({
   optimizer: z
     .strictObject({
       type: z.enum(['adamw', 'adam', 'sgd']).default('adamw'),
-      lr: z.number().positive().default(2e-3),
+      lr: z.union([z.number().positive(), z.array(z.number().positive()).min(1)]).default(2e-3).describe('peak learning rate: one value or one per stage'),
       betas: z.tuple([z.number(), z.number()]).default([0.9, 0.99]),
       weight_decay: z.number().min(0).default(0.01),
       momentum: z.number().min(0).default(0.9),

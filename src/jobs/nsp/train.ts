@@ -96,9 +96,9 @@ function makeOptimizer(r: NspRecipe, params: Map<string, tf.Variable>, textLrSca
   return new SGD(params, { momentum: o.momentum, weightDecay: o.weight_decay, groups });
 }
 
-function stageSchedule(r: NspRecipe, steps: number): Schedule {
+function stageSchedule(r: NspRecipe, stage: number, steps: number): Schedule {
   const s = r.train.schedule;
-  const lr = r.train.optimizer.lr;
+  const lr = perStageValue(r.train.optimizer.lr, stage);
   return makeSchedule({ kind: s.type, baseLr: lr, warmupSteps: Math.min(s.warmup_steps, Math.max(0, steps - 1)), totalSteps: steps, minLr: lr * s.min_lr_ratio });
 }
 
@@ -211,7 +211,7 @@ export async function trainNspProgressive(opts: NspTrainOptions): Promise<NspTra
         if (ema && resume.ema) ema.loadStateDict(resume.ema, resume.emaNumUpdates ?? 0);
       }
       resumeState = null;
-      const schedule = stageSchedule(r, steps);
+      const schedule = stageSchedule(r, k, steps);
       const weight = r.train.loss.scale_weights?.[k] ?? 1;
       const l1 = perStageValue(r.train.loss.l1, k);
       const mse = perStageValue(r.train.loss.mse, k);

@@ -53,6 +53,8 @@ export interface BuiltinTextEncoderSpec {
   vocab?: unknown;
   minCount?: number;
   maxWords?: number;
+  /** Standard deviation of the initial token embeddings (default: CLIP's 0.02). */
+  embeddingStd?: number;
   /** 'eos' (CLIP's rule, default) or 'mean' over real tokens. */
   pooling?: 'eos' | 'mean';
   trainable?: boolean;
