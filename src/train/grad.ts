@@ -91,3 +91,17 @@ export class GradAccumulator {
 function sameShape(a: readonly number[], b: readonly number[]): boolean {
   return a.length === b.length && a.every((d, i) => d === b[i]);
 }
+
+/**
+ * tf.variableGrads keys gradients by tfjs's internal variable names; trainers work with parameter
+ * names (`stage.blocks.0.rdb.convs.1.weight`). `byVarName` maps the former to the latter.
+ */
+export function gradsByParamName(grads: tf.NamedTensorMap, byVarName: Map<string, string>): Grads {
+  const out: Grads = new Map();
+  for (const [varName, g] of Object.entries(grads)) {
+    const name = byVarName.get(varName);
+    if (!name) throw new Error(`gradient for an untracked variable ${varName}`);
+    out.set(name, g);
+  }
+  return out;
+}

@@ -10,7 +10,7 @@ import { Module } from '../../nn/module.js';
 import { setComputeCast } from '../../nn/compute_cast.js';
 import { CheckpointManager, LoadedCheckpoint } from '../../train/checkpoint.js';
 import { EMA } from '../../train/ema.js';
-import { clipByGlobalNorm, disposeGrads, GradAccumulator, globalNorm, Grads } from '../../train/grad.js';
+import { clipByGlobalNorm, disposeGrads, GradAccumulator, globalNorm, gradsByParamName } from '../../train/grad.js';
 import { DynamicLossScaler, LossScalerState } from '../../train/loss_scaler.js';
 import { Adam, AdamW, isNoDecayParam, Optimizer, SGD } from '../../train/optim.js';
 import { castTo, needsLossScaling } from '../../train/precision.js';
@@ -100,17 +100,6 @@ function stageSchedule(r: NspRecipe, stage: number, steps: number): Schedule {
   const s = r.train.schedule;
   const lr = perStageValue(r.train.optimizer.lr, stage);
   return makeSchedule({ kind: s.type, baseLr: lr, warmupSteps: Math.min(s.warmup_steps, Math.max(0, steps - 1)), totalSteps: steps, minLr: lr * s.min_lr_ratio });
-}
-
-/** Parameter name → tensor map from tf.variableGrads' variable-name keyed result. */
-function namedGrads(grads: tf.NamedTensorMap, byVarName: Map<string, string>): Grads {
-  const out: Grads = new Map();
-  for (const [varName, g] of Object.entries(grads)) {
-    const name = byVarName.get(varName);
-    if (!name) throw new Error(`gradient for an untracked variable ${varName}`);
-    out.set(name, g);
-  }
-  return out;
 }
 
 /**
@@ -260,7 +249,7 @@ export async function trainNspProgressive(opts: NspTrainOptions): Promise<NspTra
           target.dispose();
           lossSum += (await value.data())[0]! / (scaler ? scaler.scale : 1);
           value.dispose();
-          const named = namedGrads(grads, byVarName);
+          const named = gradsByParamName(grads, byVarName);
           accum.add(named);
           disposeGrads(named);
         }

@@ -8,7 +8,7 @@ import { SummaryWriter } from '../../io/tensorboard.js';
 import { AutoencoderKL, saveVae, vaeConfig, vaeLoss, type VaeConfig } from '../../models/vae/index.js';
 import { CheckpointManager, LoadedCheckpoint } from '../../train/checkpoint.js';
 import { EMA } from '../../train/ema.js';
-import { clipByGlobalNorm, disposeGrads, globalNorm, Grads } from '../../train/grad.js';
+import { clipByGlobalNorm, disposeGrads, globalNorm, gradsByParamName } from '../../train/grad.js';
 import { Adam, AdamW, isNoDecayParam, Optimizer, SGD } from '../../train/optim.js';
 import { RunDir } from '../../train/run_dir.js';
 import { makeSchedule } from '../../train/schedule.js';
@@ -176,17 +176,6 @@ async function saveReconstructionGrid(file: string, model: AutoencoderKL, images
   return saveGridPng(file, cells, { cols: shown.count, scale });
 }
 
-/** Parameter name → gradient from tf.variableGrads' variable-name keyed result. */
-function namedGrads(grads: tf.NamedTensorMap, byVarName: Map<string, string>): Grads {
-  const out: Grads = new Map();
-  for (const [varName, g] of Object.entries(grads)) {
-    const name = byVarName.get(varName);
-    if (!name) throw new Error(`gradient for an untracked variable ${varName}`);
-    out.set(name, g);
-  }
-  return out;
-}
-
 /**
  * Trains the autoencoder on reconstruction (L1/MSE) + β·KL. Everything that decides the next step —
  * weights, optimizer and EMA state, sampler position, RNG state — is in each checkpoint, so a resumed
@@ -270,7 +259,7 @@ export async function trainVae(opts: VaeTrainOptions): Promise<VaeTrainResult> {
     const loss = (await value.data())[0]!;
     const [l1, mse, kl] = await Promise.all(parts.map(async (p) => (await p.data())[0]!));
     tf.dispose([value, ...parts]);
-    let named = namedGrads(grads, byVarName);
+    let named = gradsByParamName(grads, byVarName);
     let gradNorm: number;
     if (r.train.grad_clip !== undefined) {
       const clipped = clipByGlobalNorm(named, r.train.grad_clip);
