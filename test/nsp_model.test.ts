@@ -19,6 +19,8 @@ const cfg: NspModelConfig = {
   attentionTokenSize: 0,
   condDim: 16,
   textDim: 12,
+  textTokenDim: 12,
+  crossAttention: false,
   groupNormGroups: 4,
   coordChannels: true,
   baseNoiseStd: 1,
@@ -113,6 +115,22 @@ describe('NextScaleGenerator', () => {
       if (name.includes('film.linear.weight')) p.assign(randn(p.shape, 13).mul(0.2));
     }
     expect(diff()).toBeGreaterThan(1e-3);
+    g.dispose();
+  });
+
+  it('cross-attends to the text tokens in the attention stages when configured', () => {
+    const g = new NextScaleGenerator({ ...cfg, crossAttention: true, textTokenDim: 10 }, 5);
+    expect([...g.namedParameters()].map(([n]) => n)).toContain('stages.0.blocks.1.attn.to_k.weight');
+    expect([...g.namedParameters()].some(([n]) => n.startsWith('stages.1.') && n.includes('to_k'))).toBe(false);
+    const head = g.stages.at(0).convOut;
+    head.weight.assign(randn(head.weight.shape, 21).mul(0.1));
+    const x = randn([1, 8, 8, 3], 22) as tf.Tensor4D;
+    const pooled = randn([1, 12], 23) as tf.Tensor2D;
+    const mask = tf.ones([1, 5]) as tf.Tensor2D;
+    const out = (seed: number) => g.predict(0, x, { pooled, tokens: randn([1, 5, 10], seed), mask });
+    // Same pooled vector, different tokens: only the cross-attention can tell them apart.
+    expect(tf.tidy(() => out(24).sub(out(25)).abs().max().dataSync()[0]!)).toBeGreaterThan(1e-4);
+    expect(() => g.predict(0, x, pooled)).toThrow(/cross-attends/);
     g.dispose();
   });
 

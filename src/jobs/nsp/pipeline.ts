@@ -29,7 +29,7 @@ export interface NspArchitecture {
   vae?: { path: string };
 }
 
-export function modelConfigFromRecipe(r: NspRecipe, imageChannels: number, textDim: number): NspModelConfig {
+export function modelConfigFromRecipe(r: NspRecipe, imageChannels: number, textDim: number, textTokenDim = textDim): NspModelConfig {
   const m = r.model;
   return {
     imageChannels,
@@ -45,6 +45,8 @@ export function modelConfigFromRecipe(r: NspRecipe, imageChannels: number, textD
     attentionTokenSize: m.attention.token_size,
     condDim: m.cond_dim,
     textDim,
+    textTokenDim,
+    crossAttention: m.cross_attention,
     groupNormGroups: m.group_norm_groups,
     coordChannels: m.coord_channels,
     baseNoiseStd: m.base_noise_std,
@@ -69,7 +71,7 @@ export function textEncoderSpecFromRecipe(r: NspRecipe): TextEncoderSpec {
 /** A fresh pipeline for a recipe; the builtin text encoder builds its vocabulary from `captions`. */
 export function buildPipeline(r: NspRecipe, imageChannels: number, captions: Iterable<string>): { pipeline: NspPipeline; arch: NspArchitecture } {
   const textEncoder = createTextEncoder(textEncoderSpecFromRecipe(r), { captions, rng: new Rng(r.seed).fork('text_encoder') });
-  const model = modelConfigFromRecipe(r, imageChannels, textEncoder.pooledDim);
+  const model = modelConfigFromRecipe(r, imageChannels, textEncoder.pooledDim, textEncoder.dim);
   const pipeline = new NspPipeline(model, textEncoder, r.seed);
   return { pipeline, arch: { model, textEncoder: textEncoder.spec() } };
 }

@@ -39,7 +39,7 @@ export function generate(pipeline: NspPipeline, prompts: string[], opts: Generat
     const outs = tf.tidy(() => {
       const enc = pipeline.textEncoder.encode(chunk);
       const noise = noiseFor(chunk.length, opts.seed + start, g.config.sizes[0]!, g.config.imageChannels, g.config.baseNoiseStd ?? 1);
-      const result = g.generate(noise, enc.pooled, { lastStage: last });
+      const result = g.generate(noise, enc, { lastStage: last });
       disposeTextEncoding(enc);
       return result;
     });

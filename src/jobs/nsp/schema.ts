@@ -19,6 +19,7 @@ export const nspModelSchema = z.strictObject({
       token_size: z.number().int().min(0).default(8).describe('attend on at most token_size² average-pooled tokens; 0 = every pixel'),
     })
     .prefault({}),
+  cross_attention: z.boolean().default(true).describe('cross-attend to the text tokens in the stages with self-attention'),
   cond_dim: positiveInt.default(64),
   group_norm_groups: positiveInt.default(8),
   base_noise_std: z.number().min(0).default(0.1).describe('σ of the noise latent stage 0 starts from'),

@@ -239,7 +239,7 @@ export async function trainNspProgressive(opts: NspTrainOptions): Promise<NspTra
           batch.x.dispose();
           const { value, grads } = tf.variableGrads(() => {
             const enc = pipeline.textEncoder.encode(batch.captions);
-            const pred = gen.predict(k, input, enc.pooled, alpha);
+            const pred = gen.predict(k, input, enc, alpha);
             disposeTextEncoding(enc);
             const diff = pred.sub(target);
             const loss = diff.abs().mean().mul(l1).add(diff.square().mean().mul(mse)).mul(weight) as tf.Scalar;

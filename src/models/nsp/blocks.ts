@@ -1,5 +1,5 @@
 import { tf } from '../../backend/tf.js';
-import { Attention } from '../../nn/attention.js';
+import { Attention, CrossAttention } from '../../nn/attention.js';
 import { FiLM } from '../../nn/film.js';
 import { Module } from '../../nn/module.js';
 import { GroupNorm, LayerNorm } from '../../nn/norm.js';
@@ -58,6 +58,29 @@ export class AttentionBlock extends Module {
       let out = this.attn.forward(mod.reshape([b, th * tw, c]) as tf.Tensor3D, { grid: [th, tw] }).reshape([b, th, tw, c]) as tf.Tensor4D;
       if (pool > 1) out = tf.image.resizeBilinear(out, [h, w], false, true);
       return x.add(out);
+    });
+  }
+}
+
+/**
+ * Cross-attention from every position to the text tokens (pre-norm, residual): lets a position read
+ * the individual words ("red", "top left") rather than only their pooled summary.
+ */
+export class CrossAttentionBlock extends Module {
+  readonly norm: LayerNorm;
+  readonly attn: CrossAttention;
+
+  constructor(channels: number, contextDim: number, heads: number, kvHeads: number, rng: Rng) {
+    super();
+    this.norm = this.module('norm', new LayerNorm(channels, 1e-6, false));
+    this.attn = this.module('attn', new CrossAttention(channels, contextDim, { numHeads: heads, numKvHeads: kvHeads, rng }));
+  }
+
+  forward(x: tf.Tensor4D, tokens: tf.Tensor3D, mask?: tf.Tensor2D): tf.Tensor4D {
+    return tf.tidy(() => {
+      const [b, h, w, c] = x.shape;
+      const q = this.norm.forward(x).reshape([b, h * w, c]) as tf.Tensor3D;
+      return x.add(this.attn.forward(q, tokens, mask ? { keyMask: mask } : {}).reshape([b, h, w, c]));
     });
   }
 }

@@ -27,6 +27,10 @@ export interface NspModelConfig {
   condDim: number;
   /** Width of the text encoder's output the conditioning MLP reads. */
   textDim: number;
+  /** Cross-attention from image positions to the text tokens, in the stages that have self-attention. */
+  crossAttention: boolean;
+  /** Width of the text encoder's per-token states (the cross-attention context). */
+  textTokenDim: number;
   groupNormGroups: number;
   /** σ of the Gaussian noise latent the base stage starts from (training and sampling alike). */
   baseNoiseStd: number;
@@ -68,4 +72,12 @@ export function checkNspConfig(cfg: NspModelConfig): string[] {
     if (c % cfg.attentionHeads !== 0) problems.push(`channels[${k}]=${c} is not divisible by attention heads=${cfg.attentionHeads}`);
   });
   return problems;
+}
+
+/** What the generator is conditioned on: the pooled text vector, and per-token states for cross-attention. */
+export interface NspCondition {
+  pooled: import('../../backend/tf.js').Tensor;
+  tokens?: import('../../backend/tf.js').Tensor;
+  /** [B, L], 1 = real token. */
+  mask?: import('../../backend/tf.js').Tensor;
 }

@@ -2,7 +2,7 @@ import { tf } from '../../backend/tf.js';
 import { Embedding } from '../../nn/embedding.js';
 import { Module, ModuleList } from '../../nn/module.js';
 import { Rng } from '../../util/rng.js';
-import { checkNspConfig, NspModelConfig } from './config.js';
+import { checkNspConfig, NspCondition, NspModelConfig } from './config.js';
 import { ScalePredictor } from './predictor.js';
 
 /**
@@ -41,11 +41,11 @@ export class NextScaleGenerator extends Module {
    * One stage's output: x_k = up(x_{k−1}) + α·f_k(up(x_{k−1}), c) for k>0, x_0 = f_0(z, c).
    * α < 1 fades a newly trained stage in (ProGAN-style); inference uses α = 1.
    */
-  predict(stage: number, previous: tf.Tensor4D, text: tf.Tensor2D, alpha = 1): tf.Tensor4D {
+  predict(stage: number, previous: tf.Tensor4D, text: NspCondition | tf.Tensor2D, alpha = 1): tf.Tensor4D {
     return tf.tidy(() => {
       const input = this.stageInput(stage, previous);
       const emb = this.scaleEmbedding.forward(tf.tensor1d([stage], 'int32')).reshape([-1]) as tf.Tensor1D;
-      const residual = this.stages.at(stage).forward(input, text, emb);
+      const residual = this.stages.at(stage).forward(input, text instanceof tf.Tensor ? { pooled: text } : text, emb);
       if (stage === 0) return residual;
       return input.add(alpha === 1 ? residual : residual.mul(alpha));
     });
@@ -55,7 +55,7 @@ export class NextScaleGenerator extends Module {
    * Full chain from a noise latent: returns the image at every scale from 0 to `lastStage`.
    * `inputNoise` adds N(0, σ²) to each stage's input as during noise-augmented training.
    */
-  generate(noise: tf.Tensor4D, text: tf.Tensor2D, opts: { lastStage?: number; inputNoise?: number; rng?: Rng } = {}): tf.Tensor4D[] {
+  generate(noise: tf.Tensor4D, text: NspCondition | tf.Tensor2D, opts: { lastStage?: number; inputNoise?: number; rng?: Rng } = {}): tf.Tensor4D[] {
     const last = opts.lastStage ?? this.numStages - 1;
     const outputs: tf.Tensor4D[] = [];
     let current = noise;

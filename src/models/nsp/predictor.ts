@@ -6,8 +6,8 @@ import { Linear } from '../../nn/linear.js';
 import { Module, ModuleList } from '../../nn/module.js';
 import { GroupNorm } from '../../nn/norm.js';
 import { Rng } from '../../util/rng.js';
-import { AttentionBlock, DenseBlock } from './blocks.js';
-import { NspModelConfig, perStage } from './config.js';
+import { AttentionBlock, CrossAttentionBlock, DenseBlock } from './blocks.js';
+import { NspCondition, NspModelConfig, perStage } from './config.js';
 
 /**
  * One stage of the cascade: reads the (upsampled) previous scale and the conditioning, and predicts
@@ -18,7 +18,7 @@ export class ScalePredictor extends Module {
   readonly condMlp: ModuleList<Linear>;
   readonly convIn: Conv2d;
   readonly coordChannels: number;
-  readonly blocks: ModuleList<DenseBlock | AttentionBlock>;
+  readonly blocks: ModuleList<DenseBlock | AttentionBlock | CrossAttentionBlock>;
   readonly normOut: GroupNorm;
   readonly filmOut: FiLM;
   readonly convOut: Conv2d;
@@ -35,12 +35,15 @@ export class ScalePredictor extends Module {
     );
     this.coordChannels = cfg.coordChannels ? 2 : 0;
     this.convIn = this.module('conv_in', new Conv2d(cfg.imageChannels + this.coordChannels, channels, 3, { padding: 1, rng }));
-    const blocks: (DenseBlock | AttentionBlock)[] = [];
+    const blocks: (DenseBlock | AttentionBlock | CrossAttentionBlock)[] = [];
     for (let i = 0; i < nBlocks; i++) {
       blocks.push(new DenseBlock(channels, cfg.condDim, cfg.groupNormGroups, cfg.growthChannels, cfg.denseLayers, cfg.residualScale, rng));
       // Attention after every dense block but the first: local features first, then global mixing.
       if (withAttention && i >= Math.min(1, nBlocks - 1)) {
         blocks.push(new AttentionBlock(channels, cfg.condDim, cfg.attentionHeads, cfg.attentionKvHeads, rng, cfg.attentionTokenSize));
+      }
+      if (withAttention && cfg.crossAttention) {
+        blocks.push(new CrossAttentionBlock(channels, cfg.textTokenDim, cfg.attentionHeads, cfg.attentionKvHeads, rng));
       }
     }
     this.blocks = this.module('blocks', new ModuleList(blocks));
@@ -57,14 +60,19 @@ export class ScalePredictor extends Module {
     return [...this.blocks].some((b) => b instanceof AttentionBlock);
   }
 
-  /** x: [B, S, S, C_img] at this stage's size; text: [B, textDim]; scaleEmb: [condDim]. */
-  forward(x: tf.Tensor4D, text: tf.Tensor2D, scaleEmb: tf.Tensor1D): tf.Tensor4D {
+  /** x: [B, S, S, C_img] at this stage's size; text: pooled [B, textDim] (+ tokens); scaleEmb: [condDim]. */
+  forward(x: tf.Tensor4D, text: NspCondition, scaleEmb: tf.Tensor1D): tf.Tensor4D {
     return tf.tidy(() => {
       const b = x.shape[0];
-      const condIn = tf.concat([text, tf.tile(scaleEmb.reshape([1, -1]), [b, 1])], 1);
+      const condIn = tf.concat([text.pooled as tf.Tensor2D, tf.tile(scaleEmb.reshape([1, -1]), [b, 1])], 1);
       const cond = this.condMlp.at(1).forward(silu(this.condMlp.at(0).forward(condIn))) as tf.Tensor2D;
       let h = this.convIn.forward(this.coordChannels ? withCoordinates(x) : x);
-      for (const block of this.blocks) h = block.forward(h, cond);
+      for (const block of this.blocks) {
+        if (block instanceof CrossAttentionBlock) {
+          if (!text.tokens) throw new Error('this NSP stage cross-attends to text tokens; pass tokens with the pooled vector');
+          h = block.forward(h, text.tokens as tf.Tensor3D, text.mask as tf.Tensor2D | undefined);
+        } else h = block.forward(h, cond);
+      }
       return this.convOut.forward(silu(this.filmOut.forward(this.normOut.forward(h), cond)) as tf.Tensor4D);
     });
   }
