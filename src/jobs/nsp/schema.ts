@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { optimizerSchema, scheduleSchema } from '../../train/recipe_parts.js';
 
 /** Schema of `kind: nsp-progressive` recipes. Keys are snake_case as users write them in YAML. */
 const positiveInt = z.number().int().positive();
@@ -76,23 +77,10 @@ export const nspTrainSchema = z.strictObject({
   end_scale: z.number().int().min(0).optional().describe('last stage to train (default: the last)'),
   steps_per_scale: z.array(positiveInt).optional(),
   epochs_per_scale: z.array(z.number().positive()).optional(),
-  optimizer: z
-    .strictObject({
-      type: z.enum(['adamw', 'adam', 'sgd']).default('adamw'),
-      lr: z.union([z.number().positive(), z.array(z.number().positive()).min(1)]).default(2e-3).describe('peak learning rate: one value or one per stage'),
-      betas: z.tuple([z.number(), z.number()]).default([0.9, 0.99]),
-      weight_decay: z.number().min(0).default(0.01),
-      momentum: z.number().min(0).default(0.9),
-      eps: z.number().positive().default(1e-8),
-    })
-    .prefault({}),
-  schedule: z
-    .strictObject({
-      type: z.enum(['constant', 'linear', 'cosine']).default('cosine'),
-      warmup_steps: z.number().int().min(0).default(30),
-      min_lr_ratio: z.number().min(0).max(1).default(0.1),
-    })
-    .prefault({}),
+  optimizer: optimizerSchema(
+    z.union([z.number().positive(), z.array(z.number().positive()).min(1)]).default(2e-3).describe('peak learning rate: one value or one per stage'),
+  ).prefault({}),
+  schedule: scheduleSchema(30),
   grad_clip: z.number().positive().optional().default(1),
   grad_accum: positiveInt.default(1),
   ema: z.strictObject({ enabled: z.boolean().default(true), decay: z.number().min(0).max(1).default(0.995) }).prefault({}),

@@ -12,10 +12,9 @@ import { CheckpointManager, LoadedCheckpoint } from '../../train/checkpoint.js';
 import { EMA } from '../../train/ema.js';
 import { clipByGlobalNorm, disposeGrads, GradAccumulator, globalNorm, gradsByParamName } from '../../train/grad.js';
 import { DynamicLossScaler, LossScalerState } from '../../train/loss_scaler.js';
-import { Adam, AdamW, isNoDecayParam, Optimizer, SGD } from '../../train/optim.js';
 import { castTo, needsLossScaling } from '../../train/precision.js';
 import { RunDir } from '../../train/run_dir.js';
-import { makeSchedule, Schedule } from '../../train/schedule.js';
+import { makeOptimizer, phaseSchedule } from '../../train/recipe_parts.js';
 import { Progress } from '../../util/progress.js';
 import { Rng, RngState } from '../../util/rng.js';
 import { NspArchitecture, NspPipeline } from './pipeline.js';
@@ -83,23 +82,6 @@ export function stagePlan(r: NspRecipe, datasetLength: number): { stages: number
   const stages: number[] = [];
   for (let k = first; k <= last; k++) stages.push(k);
   return { stages, steps };
-}
-
-function makeOptimizer(r: NspRecipe, params: Map<string, tf.Variable>, textLrScale: number): Optimizer {
-  const o = r.train.optimizer;
-  const groups = [
-    { match: (name: string) => name.startsWith('text_encoder.'), lrScale: textLrScale, weightDecay: 0 },
-    { match: isNoDecayParam, weightDecay: 0 },
-  ];
-  if (o.type === 'adamw') return new AdamW(params, { betas: o.betas, eps: o.eps, weightDecay: o.weight_decay, groups });
-  if (o.type === 'adam') return new Adam(params, { betas: o.betas, eps: o.eps, weightDecay: o.weight_decay, groups });
-  return new SGD(params, { momentum: o.momentum, weightDecay: o.weight_decay, groups });
-}
-
-function stageSchedule(r: NspRecipe, stage: number, steps: number): Schedule {
-  const s = r.train.schedule;
-  const lr = perStageValue(r.train.optimizer.lr, stage);
-  return makeSchedule({ kind: s.type, baseLr: lr, warmupSteps: Math.min(s.warmup_steps, Math.max(0, steps - 1)), totalSteps: steps, minLr: lr * s.min_lr_ratio });
 }
 
 /**
@@ -193,14 +175,16 @@ export async function trainNspProgressive(opts: NspTrainOptions): Promise<NspTra
       const params = trainables.trainableParameters();
       const byVarName = new Map([...params].map(([name, v]) => [v.name, name]));
       const varList = [...params.values()];
-      const optimizer = makeOptimizer(r, params, r.text_encoder.lr_scale);
+      const optimizer = makeOptimizer(r.train.optimizer, params, [
+        { match: (name) => name.startsWith('text_encoder.'), lrScale: r.text_encoder.lr_scale, weightDecay: 0 },
+      ]);
       const ema = r.train.ema.enabled ? new EMA(trainables, { decay: r.train.ema.decay, warmup: 'num_updates' }) : null;
       if (resumingThisStage && resume) {
         if (resume.optimizer) optimizer.loadStateDict(resume.optimizer);
         if (ema && resume.ema) ema.loadStateDict(resume.ema, resume.emaNumUpdates ?? 0);
       }
       resumeState = null;
-      const schedule = stageSchedule(r, k, steps);
+      const schedule = phaseSchedule(r.train.schedule, perStageValue(r.train.optimizer.lr, k), steps);
       const weight = r.train.loss.scale_weights?.[k] ?? 1;
       const l1 = perStageValue(r.train.loss.l1, k);
       const mse = perStageValue(r.train.loss.mse, k);

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { optimizerSchema, scheduleSchema } from '../../train/recipe_parts.js';
 
 /** Schema of `kind: vae` recipes: train a diffusers-layout AutoencoderKL to serve latent-space jobs. */
 const positiveInt = z.number().int().positive();
@@ -40,23 +41,8 @@ export const vaeDataSchema = z.strictObject({
 
 export const vaeTrainSchema = z.strictObject({
   steps: positiveInt.default(150),
-  optimizer: z
-    .strictObject({
-      type: z.enum(['adamw', 'adam', 'sgd']).default('adamw'),
-      lr: z.number().positive().default(2e-3),
-      betas: z.tuple([z.number(), z.number()]).default([0.9, 0.99]),
-      weight_decay: z.number().min(0).default(0.01),
-      momentum: z.number().min(0).default(0.9),
-      eps: z.number().positive().default(1e-8),
-    })
-    .prefault({}),
-  schedule: z
-    .strictObject({
-      type: z.enum(['constant', 'linear', 'cosine']).default('cosine'),
-      warmup_steps: z.number().int().min(0).default(10),
-      min_lr_ratio: z.number().min(0).max(1).default(0.1),
-    })
-    .prefault({}),
+  optimizer: optimizerSchema(z.number().positive().default(2e-3)).prefault({}),
+  schedule: scheduleSchema(10),
   grad_clip: z.number().positive().optional().default(1),
   ema: z.strictObject({ enabled: z.boolean().default(false), decay: z.number().min(0).max(1).default(0.99) }).prefault({}),
   loss: z

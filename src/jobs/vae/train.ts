@@ -9,9 +9,8 @@ import { AutoencoderKL, saveVae, vaeConfig, vaeLoss, type VaeConfig } from '../.
 import { CheckpointManager, LoadedCheckpoint } from '../../train/checkpoint.js';
 import { EMA } from '../../train/ema.js';
 import { clipByGlobalNorm, disposeGrads, globalNorm, gradsByParamName } from '../../train/grad.js';
-import { Adam, AdamW, isNoDecayParam, Optimizer, SGD } from '../../train/optim.js';
 import { RunDir } from '../../train/run_dir.js';
-import { makeSchedule } from '../../train/schedule.js';
+import { makeOptimizer, phaseSchedule } from '../../train/recipe_parts.js';
 import { Progress } from '../../util/progress.js';
 import { Rng, RngState } from '../../util/rng.js';
 import { psnr } from './psnr.js';
@@ -82,14 +81,6 @@ export function datasetImages(dataset: Dataset, count: number): EvalImages {
     for (let j = 0; j < per; j++) data[i * per + j] = img[j]! / 127.5 - 1;
   }
   return { data, count: n, size };
-}
-
-function makeOptimizer(r: VaeRecipe, params: Map<string, tf.Variable>): Optimizer {
-  const o = r.train.optimizer;
-  const groups = [{ match: isNoDecayParam, weightDecay: 0 }];
-  if (o.type === 'adamw') return new AdamW(params, { betas: o.betas, eps: o.eps, weightDecay: o.weight_decay, groups });
-  if (o.type === 'adam') return new Adam(params, { betas: o.betas, eps: o.eps, weightDecay: o.weight_decay, groups });
-  return new SGD(params, { momentum: o.momentum, weightDecay: o.weight_decay, groups });
 }
 
 /** One random square crop per image (offsets drawn from `rng`), or the batch itself when crop is 0 or the full size. */
@@ -205,7 +196,7 @@ export async function trainVae(opts: VaeTrainOptions): Promise<VaeTrainResult> {
     rng.setState(state.rng);
     step = state.step;
   }
-  const optimizer = makeOptimizer(r, params);
+  const optimizer = makeOptimizer(r.train.optimizer, params);
   const ema = r.train.ema.enabled ? new EMA(model, { decay: r.train.ema.decay }) : null;
   if (resume) {
     if (resume.optimizer) optimizer.loadStateDict(resume.optimizer);
@@ -214,9 +205,7 @@ export async function trainVae(opts: VaeTrainOptions): Promise<VaeTrainResult> {
   } else {
     tb.text('recipe', '```\n' + JSON.stringify(r, null, 2) + '\n```', 0);
   }
-  const s = r.train.schedule;
-  const lr0 = r.train.optimizer.lr;
-  const schedule = makeSchedule({ kind: s.type, baseLr: lr0, warmupSteps: Math.min(s.warmup_steps, Math.max(0, total - 1)), totalSteps: total, minLr: lr0 * s.min_lr_ratio });
+  const schedule = phaseSchedule(r.train.schedule, r.train.optimizer.lr, total);
   const weights = r.train.loss;
   const state = (): VaeTrainState => ({ kind: 'vae', step, sampler: sampler.position, rng: rng.getState(), config: model.config });
   const saveCheckpoint = async (): Promise<void> => {

@@ -1,0 +1,58 @@
+import { z } from 'zod';
+import { tf } from '../backend/tf.js';
+import { Adam, AdamW, isNoDecayParam, Optimizer, ParamGroupRule, SGD } from './optim.js';
+import { makeSchedule, Schedule } from './schedule.js';
+
+/**
+ * The optimizer and schedule sections every training recipe kind shares, and how they become live
+ * objects. `lr` is passed in because kinds differ in it (one value, or one per stage); callers add
+ * `.prefault({})` so the section may be left out.
+ */
+export function optimizerSchema<L extends z.ZodType>(lr: L) {
+  return z
+    .strictObject({
+      type: z.enum(['adamw', 'adam', 'sgd']).default('adamw'),
+      lr,
+      betas: z.tuple([z.number(), z.number()]).default([0.9, 0.99]),
+      weight_decay: z.number().min(0).default(0.01),
+      momentum: z.number().min(0).default(0.9),
+      eps: z.number().positive().default(1e-8),
+    });
+}
+
+export function scheduleSchema(defaultWarmup: number) {
+  return z
+    .strictObject({
+      type: z.enum(['constant', 'linear', 'cosine']).default('cosine'),
+      warmup_steps: z.number().int().min(0).default(defaultWarmup),
+      min_lr_ratio: z.number().min(0).max(1).default(0.1),
+    })
+    .prefault({});
+}
+
+export interface OptimizerSettings {
+  type: 'adamw' | 'adam' | 'sgd';
+  betas: [number, number];
+  weight_decay: number;
+  momentum: number;
+  eps: number;
+}
+
+export interface ScheduleSettings {
+  type: 'constant' | 'linear' | 'cosine';
+  warmup_steps: number;
+  min_lr_ratio: number;
+}
+
+/** Biases, norm scales and embeddings never decay; `extra` rules come first (first match wins). */
+export function makeOptimizer(o: OptimizerSettings, params: Map<string, tf.Variable>, extra: ParamGroupRule[] = []): Optimizer {
+  const groups = [...extra, { match: isNoDecayParam, weightDecay: 0 }];
+  if (o.type === 'adamw') return new AdamW(params, { betas: o.betas, eps: o.eps, weightDecay: o.weight_decay, groups });
+  if (o.type === 'adam') return new Adam(params, { betas: o.betas, eps: o.eps, weightDecay: o.weight_decay, groups });
+  return new SGD(params, { momentum: o.momentum, weightDecay: o.weight_decay, groups });
+}
+
+/** The lr for each step of a phase of `steps` optimizer steps peaking at `lr` (warm-up clipped to fit). */
+export function phaseSchedule(s: ScheduleSettings, lr: number, steps: number): Schedule {
+  return makeSchedule({ kind: s.type, baseLr: lr, warmupSteps: Math.min(s.warmup_steps, Math.max(0, steps - 1)), totalSteps: steps, minLr: lr * s.min_lr_ratio });
+}
