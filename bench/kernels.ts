@@ -139,7 +139,10 @@ function nspStepRows(backend: string, repeats: number): BenchRow[] {
     const varList = [...params.values()];
     const input = randomTensor([b, k === 0 ? s : sizes[k - 1]!, k === 0 ? s : sizes[k - 1]!, 3], rng) as tf.Tensor4D;
     const target = randomTensor([b, s, s, 3], rng) as tf.Tensor4D;
-    const text = randomTensor([b, NSP_BENCH_CONFIG.textDim], rng) as tf.Tensor2D;
+    const pooled = randomTensor([b, NSP_BENCH_CONFIG.textDim], rng) as tf.Tensor2D;
+    // 16 text tokens, the builtin encoder's context, for the stages that cross-attend.
+    const tokens = randomTensor([b, 16, NSP_BENCH_CONFIG.textTokenDim], rng) as tf.Tensor3D;
+    const text = { pooled, tokens };
     const step = () => {
       const { value, grads } = tf.variableGrads(() => {
         const diff = gen.predict(k, input, text).sub(target);
@@ -154,7 +157,7 @@ function nspStepRows(backend: string, repeats: number): BenchRow[] {
     };
     const ms = bestMs(step, backend === 'cpu' ? 1 : repeats);
     rows.push({ name: `${backend} nsp train step stage ${k} (${s}x${s}, batch ${b})`, value: ms, unit: 'ms' });
-    tf.dispose([input, target, text]);
+    tf.dispose([input, target, pooled, tokens]);
     opt.dispose();
   }
   gen.dispose?.();

@@ -15,7 +15,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-CFG = dict(sizes=[16, 32, 64], channels=32, blocks=2, dense_layers=3, growth=16, beta=0.2, attn_max=16, heads=4,
+# Keep in step with configs/nsp-pixel-tiny.yaml (bench/kernels.ts reads that recipe itself).
+CFG = dict(sizes=[16, 32, 64], channels=[48, 32, 32], cross_attention=True, blocks=2, dense_layers=3, growth=16, beta=0.2, attn_max=16, heads=4,
            kv_heads=1, token_size=8, cond_dim=64, text_dim=64, groups=8, image_channels=3, coord=True)
 BATCH = 16
 
@@ -135,10 +136,29 @@ class AttentionBlock(nn.Module):
         return x + o
 
 
+class CrossAttentionBlock(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.norm = nn.LayerNorm(c, eps=1e-6, elementwise_affine=False)
+        self.heads, self.kv, self.d = CFG['heads'], CFG['kv_heads'], c // CFG['heads']
+        self.to_q = nn.Linear(c, c, bias=False)
+        self.to_kv = nn.Linear(CFG['text_dim'], 2 * self.kv * self.d, bias=False)
+        self.to_out = nn.Linear(c, c)
+
+    def forward(self, x, tokens):
+        b, c, h, w = x.shape
+        q = self.to_q(self.norm(x.flatten(2).transpose(1, 2)))
+        q = q.view(b, h * w, self.kv, self.heads // self.kv, self.d).permute(0, 2, 3, 1, 4).reshape(b, self.kv, -1, self.d)
+        k, v = self.to_kv(tokens).view(b, tokens.shape[1], 2, self.kv, self.d).permute(2, 0, 3, 1, 4)
+        p = torch.softmax(q @ k.transpose(-1, -2) / self.d ** 0.5, -1)
+        o = (p @ v).view(b, self.kv, self.heads // self.kv, h * w, self.d).permute(0, 3, 1, 2, 4).reshape(b, h * w, c)
+        return x + self.to_out(o).transpose(1, 2).reshape(b, c, h, w)
+
+
 class ScalePredictor(nn.Module):
     def __init__(self, stage):
         super().__init__()
-        c, size = CFG['channels'], CFG['sizes'][stage]
+        c, size = CFG['channels'][stage], CFG['sizes'][stage]
         self.cond_mlp = nn.ModuleList([nn.Linear(CFG['text_dim'] + CFG['cond_dim'], CFG['cond_dim']), nn.Linear(CFG['cond_dim'], CFG['cond_dim'])])
         self.conv_in = nn.Conv2d(CFG['image_channels'] + (2 if CFG['coord'] else 0), c, 3, padding=1)
         blocks = []
@@ -146,19 +166,22 @@ class ScalePredictor(nn.Module):
             blocks.append(DenseBlock(c))
             if size <= CFG['attn_max'] and i >= min(1, CFG['blocks'] - 1):
                 blocks.append(AttentionBlock(c))
+            if size <= CFG['attn_max'] and CFG['cross_attention']:
+                blocks.append(CrossAttentionBlock(c))
         self.blocks = nn.ModuleList(blocks)
-        self.norm_out = nn.GroupNorm(CFG['groups'], c, eps=1e-5)
+        self.norm_out = nn.GroupNorm(CFG['groups'], c, eps=1e-5, affine=False)
+        self.film_out = FiLM(CFG['cond_dim'], c)
         self.conv_out = nn.Conv2d(c, CFG['image_channels'], 3, padding=1)
 
-    def forward(self, x, text, emb):
+    def forward(self, x, text, emb, tokens):
         b, _, h, w = x.shape
         cond = self.cond_mlp[1](F.silu(self.cond_mlp[0](torch.cat([text, emb.expand(b, -1)], 1))))
         ys = torch.linspace(-1, 1, h).view(1, 1, h, 1).expand(b, 1, h, w)
         xs = torch.linspace(-1, 1, w).view(1, 1, 1, w).expand(b, 1, h, w)
         hdn = self.conv_in(torch.cat([x, ys, xs], 1))
         for blk in self.blocks:
-            hdn = blk(hdn, cond)
-        return self.conv_out(F.silu(self.norm_out(hdn)))
+            hdn = blk(hdn, tokens) if isinstance(blk, CrossAttentionBlock) else blk(hdn, cond)
+        return self.conv_out(F.silu(self.film_out(self.norm_out(hdn), cond)))
 
 
 def nsp_rows(repeats):
@@ -172,10 +195,11 @@ def nsp_rows(repeats):
         prev = torch.randn(BATCH, 3, ps, ps)
         target = torch.randn(BATCH, 3, s, s)
         text = torch.randn(BATCH, CFG['text_dim'])
+        tokens = torch.randn(BATCH, 16, CFG['text_dim'])
 
         def step():
             inp = prev if k == 0 else F.interpolate(prev, size=(s, s), mode='bilinear', align_corners=False)
-            out = model(inp, text, emb(torch.tensor([k])).detach())
+            out = model(inp, text, emb(torch.tensor([k])).detach(), tokens)
             pred = out if k == 0 else inp + out
             d = pred - target
             loss = d.abs().mean() + d.square().mean()
