@@ -9,7 +9,3 @@ export class JobError extends Error {
   override readonly name = 'JobError';
   readonly exitCode = 1;
 }
-
-export function isUsageError(e: unknown): e is UsageError {
-  return e instanceof UsageError;
-}

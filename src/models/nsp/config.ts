@@ -38,10 +38,6 @@ export interface NspModelConfig {
   coordChannels: boolean;
 }
 
-export function stageCount(cfg: NspModelConfig): number {
-  return cfg.sizes.length;
-}
-
 export function perStage(values: number[], stage: number, what: string): number {
   const v = values.length === 1 ? values[0] : values[stage];
   if (v === undefined) throw new Error(`${what}: no value for stage ${stage} (got ${values.length} values)`);

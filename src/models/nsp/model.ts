@@ -51,20 +51,14 @@ export class NextScaleGenerator extends Module {
     });
   }
 
-  /**
-   * Full chain from a noise latent: returns the image at every scale from 0 to `lastStage`.
-   * `inputNoise` adds N(0, σ²) to each stage's input as during noise-augmented training.
-   */
-  generate(noise: tf.Tensor4D, text: NspCondition | tf.Tensor2D, opts: { lastStage?: number; inputNoise?: number; rng?: Rng } = {}): tf.Tensor4D[] {
+  /** Full chain from a noise latent: the image at every scale from 0 to `lastStage`. */
+  generate(noise: tf.Tensor4D, text: NspCondition | tf.Tensor2D, opts: { lastStage?: number } = {}): tf.Tensor4D[] {
     const last = opts.lastStage ?? this.numStages - 1;
     const outputs: tf.Tensor4D[] = [];
     let current = noise;
     for (let k = 0; k <= last; k++) {
-      const input = k > 0 && opts.inputNoise && opts.rng ? addNoise(current, opts.inputNoise, opts.rng) : current;
-      const next = this.predict(k, input, text);
-      if (input !== current) input.dispose();
-      outputs.push(next);
-      current = next;
+      current = this.predict(k, current, text);
+      outputs.push(current);
     }
     return outputs;
   }
