@@ -2,7 +2,6 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { tf } from '../../backend/tf.js';
 import { openSafetensors } from '../../io/safetensors.js';
-import { activations } from '../../nn/activations.js';
 import { Conv2d } from '../../nn/conv.js';
 import { Embedding } from '../../nn/embedding.js';
 import { normal } from '../../nn/init.js';
@@ -11,6 +10,7 @@ import { Module } from '../../nn/module.js';
 import { LayerNorm } from '../../nn/norm.js';
 import { UsageError } from '../../util/errors.js';
 import { Rng } from '../../util/rng.js';
+import { readClipTowerConfig } from '../text/clip_text_config.js';
 import { ClipEncoder } from '../text/clip_text_model.js';
 import { readChecked } from '../text/hf_folder.js';
 
@@ -66,33 +66,7 @@ const INT_FIELDS = {
  * `hasProjection` says whether the weights carry visual_projection.weight.
  */
 export function parseClipVisionConfig(raw: unknown, where: string, hasProjection = false): ClipVisionConfig {
-  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new UsageError(`${where}: expected a JSON object`);
-  const outer = raw as Record<string, unknown>;
-  const inner = outer.vision_config;
-  const obj = (typeof inner === 'object' && inner !== null ? inner : outer) as Record<string, unknown>;
-  const prefix = obj === outer ? '' : 'vision_config.';
-  const cfg: ClipVisionConfig = { ...CLIP_VISION_DEFAULTS };
-  for (const [key, field] of Object.entries(INT_FIELDS)) {
-    const v = obj[key];
-    if (v === undefined || v === null) continue;
-    if (typeof v !== 'number' || !Number.isInteger(v) || v <= 0) throw new UsageError(`${where}: ${prefix}${key} must be a positive integer, got ${JSON.stringify(v)}`);
-    cfg[field] = v;
-  }
-  if (obj.hidden_act !== undefined) {
-    if (typeof obj.hidden_act !== 'string' || !(obj.hidden_act in activations)) {
-      throw new UsageError(`${where}: ${prefix}hidden_act ${JSON.stringify(obj.hidden_act)} is not one of ${Object.keys(activations).join(', ')}`);
-    }
-    cfg.hiddenAct = obj.hidden_act;
-  }
-  if (obj.layer_norm_eps !== undefined) {
-    if (typeof obj.layer_norm_eps !== 'number' || !(obj.layer_norm_eps > 0)) throw new UsageError(`${where}: ${prefix}layer_norm_eps must be a positive number`);
-    cfg.layerNormEps = obj.layer_norm_eps;
-  }
-  const proj = obj.projection_dim ?? outer.projection_dim;
-  if (hasProjection) {
-    if (typeof proj !== 'number' || !Number.isInteger(proj) || proj <= 0) throw new UsageError(`${where}: projection_dim must be a positive integer when visual_projection.weight is present`);
-    cfg.projectionDim = proj;
-  }
+  const cfg = readClipTowerConfig(raw, where, 'vision_config', CLIP_VISION_DEFAULTS, INT_FIELDS, 1, hasProjection, 'visual_projection.weight');
   validateClipVisionConfig(cfg, where);
   return cfg;
 }

@@ -49,23 +49,42 @@ const INT_FIELDS = {
   eos_token_id: 'eosTokenId',
 } as const;
 
+/** Fields both CLIP towers read the same way from their config.json section. */
+export interface ClipTowerCommon {
+  hiddenAct: string;
+  layerNormEps: number;
+  projectionDim: number | null;
+}
+
 /**
- * Read an HF config.json object: a CLIPTextConfig, or a CLIPConfig whose `text_config` holds it.
- * `hasProjection` says whether the weights carry text_projection (the config's projection_dim is
- * present on plain CLIPTextModel configs too, so it alone does not decide).
+ * One CLIP tower's config from an HF config.json object: the tower's own config, or a CLIPConfig
+ * whose `sub` (text_config / vision_config) holds it. Integer fields are copied through `intFields`
+ * (HF name → our field) and must be ≥ `minInt`; `projectionWeight` names the tensor whose presence
+ * (`hasProjection`) makes projection_dim required.
  */
-export function parseClipTextConfig(raw: unknown, where: string, hasProjection = false): ClipTextConfig {
+export function readClipTowerConfig<C extends ClipTowerCommon>(
+  raw: unknown,
+  where: string,
+  sub: 'text_config' | 'vision_config',
+  defaults: C,
+  intFields: Readonly<Record<string, keyof C>>,
+  minInt: 0 | 1,
+  hasProjection: boolean,
+  projectionWeight: string,
+): C {
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new UsageError(`${where}: expected a JSON object`);
   const outer = raw as Record<string, unknown>;
-  const textConfig = outer.text_config;
-  const obj = (typeof textConfig === 'object' && textConfig !== null ? textConfig : outer) as Record<string, unknown>;
-  const prefix = obj === outer ? '' : 'text_config.';
-  const cfg: ClipTextConfig = { ...CLIP_TEXT_DEFAULTS };
-  for (const [key, field] of Object.entries(INT_FIELDS)) {
+  const inner = outer[sub];
+  const obj = (typeof inner === 'object' && inner !== null ? inner : outer) as Record<string, unknown>;
+  const prefix = obj === outer ? '' : `${sub}.`;
+  const cfg: C = { ...defaults };
+  for (const [key, field] of Object.entries(intFields)) {
     const v = obj[key];
     if (v === undefined || v === null) continue;
-    if (typeof v !== 'number' || !Number.isInteger(v) || v < 0) throw new UsageError(`${where}: ${prefix}${key} must be a non-negative integer, got ${JSON.stringify(v)}`);
-    cfg[field] = v;
+    if (typeof v !== 'number' || !Number.isInteger(v) || v < minInt) {
+      throw new UsageError(`${where}: ${prefix}${key} must be a ${minInt === 0 ? 'non-negative' : 'positive'} integer, got ${JSON.stringify(v)}`);
+    }
+    (cfg as Record<keyof C, unknown>)[field] = v;
   }
   if (obj.hidden_act !== undefined) {
     if (typeof obj.hidden_act !== 'string' || !(obj.hidden_act in activations)) {
@@ -77,12 +96,24 @@ export function parseClipTextConfig(raw: unknown, where: string, hasProjection =
     if (typeof obj.layer_norm_eps !== 'number' || !(obj.layer_norm_eps > 0)) throw new UsageError(`${where}: ${prefix}layer_norm_eps must be a positive number`);
     cfg.layerNormEps = obj.layer_norm_eps;
   }
-  // CLIPConfig keeps projection_dim at the top level; CLIPTextConfig inside itself.
+  // CLIPConfig keeps projection_dim at the top level; the tower configs inside themselves.
   const proj = obj.projection_dim ?? outer.projection_dim;
   if (hasProjection) {
-    if (typeof proj !== 'number' || !Number.isInteger(proj) || proj <= 0) throw new UsageError(`${where}: projection_dim must be a positive integer when text_projection.weight is present`);
+    if (typeof proj !== 'number' || !Number.isInteger(proj) || proj <= 0) {
+      throw new UsageError(`${where}: projection_dim must be a positive integer when ${projectionWeight} is present`);
+    }
     cfg.projectionDim = proj;
   }
+  return cfg;
+}
+
+/**
+ * Read an HF config.json object: a CLIPTextConfig, or a CLIPConfig whose `text_config` holds it.
+ * `hasProjection` says whether the weights carry text_projection (the config's projection_dim is
+ * present on plain CLIPTextModel configs too, so it alone does not decide).
+ */
+export function parseClipTextConfig(raw: unknown, where: string, hasProjection = false): ClipTextConfig {
+  const cfg = readClipTowerConfig(raw, where, 'text_config', CLIP_TEXT_DEFAULTS, INT_FIELDS, 0, hasProjection, 'text_projection.weight');
   cfg.pooling = cfg.eosTokenId === 2 ? 'argmax' : 'eos';
   validateClipTextConfig(cfg, where);
   return cfg;
