@@ -244,3 +244,71 @@ describe.skipIf(skip)('native memory-bound kernels vs cpu', () => {
     await compare('split middle axis', [[3, 8, 7]], (x) => tf.split(x!, 2, 1), 'SplitV');
   });
 });
+
+describe.skipIf(skip)('native reductions vs cpu', () => {
+  beforeAll(() => {
+    expect(registerNativeBackend()).toBe(true);
+    tf.env().set('IS_TEST', true);
+  });
+  afterAll(async () => {
+    tf.env().set('IS_TEST', false);
+    await tf.setBackend('cpu');
+  });
+
+  // Axis sets of a training step (bias and FiLM gradients, GroupNorm statistics, losses) plus
+  // size-1 dims, negative axes and inputs big enough for the multi-threaded path.
+  const cases: [string, number[], number | number[] | undefined, boolean][] = [
+    ['bias grad [N,H,W] of NHWC', [16, 9, 9, 5], [0, 1, 2], false],
+    ['alternating axes, keepDims', [3, 4, 5, 6], [1, 3], true],
+    ['GroupNorm statistics', [2, 6, 6, 4, 3], [1, 2, 4], true],
+    ['last axis', [7, 33], -1, false],
+    ['first axis', [7, 33], 0, false],
+    ['every axis', [5, 7, 9], undefined, false],
+    ['size-1 dims around the axis', [1, 5, 1, 7], [1, 2], false],
+    ['threaded, inner kept', [4, 64, 64, 16], [0, 1, 2], false],
+    ['threaded, inner reduced', [64, 4096], 1, true],
+    ['threaded, FiLM grad [H,W]', [16, 32, 32, 24], [1, 2], false],
+  ];
+  const ops: [string, (x: tf.Tensor, axis: number | number[] | undefined, keep: boolean) => tf.Tensor][] = [
+    ['Sum', (x, a, k) => tf.sum(x, a, k)],
+    ['Mean', (x, a, k) => tf.mean(x, a, k)],
+    ['Max', (x, a, k) => tf.max(x, a, k)],
+    ['Min', (x, a, k) => tf.min(x, a, k)],
+    // Values near 1 keep products of thousands of factors finite.
+    ['Prod', (x, a, k) => tf.prod(x.mul(0.01).add(1), a, k)],
+  ];
+  for (const [opName, f] of ops) {
+    for (const [label, shape, axis, keep] of cases) {
+      it(`${opName} ${label}`, () => compare(`${opName} ${label}`, [shape], (x) => f(x!, axis, keep), opName));
+    }
+  }
+
+  it('Max/Min let NaN win and keep ±Infinity, as tfjs does', () => {
+    const x = new Float32Array([1, NaN, 3, -Infinity, 2, 5, Infinity, 0]);
+    const shape = Int32Array.from([2, 4]);
+    const out = new Float32Array(2);
+    addon!.reduce(2, x, shape, Int32Array.from([0, 1]), out);
+    expect([...out]).toEqual([NaN, Infinity]);
+    addon!.reduce(3, x, shape, Int32Array.from([0, 1]), out);
+    expect([...out]).toEqual([NaN, 0]);
+    const cols = new Float32Array(4);
+    addon!.reduce(3, x, shape, Int32Array.from([1, 0]), cols);
+    expect([...cols]).toEqual([1, NaN, 3, -Infinity]);
+  });
+
+  it('int32 and bool reductions keep tfjs dtypes (cpu fallback)', async () => {
+    await tf.setBackend(NATIVE_BACKEND);
+    const i = tf.tensor([[1, 2], [3, 4]], [2, 2], 'int32');
+    const b = tf.tensor([[1, 0], [1, 1]], [2, 2], 'bool');
+    const [si, sb] = [tf.sum(i, 0), tf.sum(b, 1)];
+    expect(si.dtype).toBe('int32');
+    expect(sb.dtype).toBe('int32');
+    expect([...si.dataSync()]).toEqual([4, 6]);
+    expect([...sb.dataSync()]).toEqual([1, 2]);
+    tf.dispose([i, b, si, sb]);
+  });
+
+  it('rejects a mask that does not match the rank', () => {
+    expect(() => addon!.reduce(0, new Float32Array(6), Int32Array.from([2, 3]), Int32Array.from([1]), new Float32Array(3))).toThrow(/one entry per dim/);
+  });
+});

@@ -10,6 +10,7 @@
 #include "elementwise.h"
 #include "matmul.h"
 #include "napi_util.h"
+#include "reduce.h"
 
 namespace sfn {
 namespace {
@@ -231,6 +232,30 @@ napi_value slice(napi_env env, napi_callback_info cb) {
   return nullptr;
 }
 
+// reduce(op, x, shape, reducedMask, out): op over the dims whose mask entry is non-zero.
+napi_value reduceAxes(napi_env env, napi_callback_info cb) {
+  napi_value argv[5];
+  getArgs(env, cb, argv, "reduce");
+  const int64_t op = intArg(env, argv[0], "op");
+  if (op < 0 || op > 4) throw JsError{"reduce: unknown op"};
+  auto x = typedArg<float>(env, argv[1], "x");
+  auto shape = shapeArg(env, argv[2], "shape");
+  auto mask = typedArg<int32_t>(env, argv[3], "reducedMask");
+  auto out = typedArg<float>(env, argv[4], "out");
+  if (mask.length != shape.size()) throw JsError{"reduce: reducedMask must have one entry per dim"};
+  std::vector<bool> reduced(shape.size());
+  int64_t outSize = 1;
+  for (size_t i = 0; i < shape.size(); ++i) {
+    reduced[i] = mask.data[i] != 0;
+    if (!reduced[i]) outSize *= shape[i];
+  }
+  if (product(shape) == 0) throw JsError{"reduce: empty input"};
+  requireLength(x.length, product(shape), "x");
+  requireLength(out.length, outSize, "out");
+  reduce(static_cast<ReduceOp>(op), x.data, shape, reduced, out.data);
+  return nullptr;
+}
+
 napi_value init(napi_env env, napi_value exports) {
   const napi_property_descriptor props[] = {
       {"info", nullptr, guarded<info>, nullptr, nullptr, nullptr, napi_default, nullptr},
@@ -241,6 +266,7 @@ napi_value init(napi_env env, napi_value exports) {
       {"binary", nullptr, guarded<binary>, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"softmax", nullptr, guarded<softmax>, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"slice", nullptr, guarded<slice>, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"reduce", nullptr, guarded<reduceAxes>, nullptr, nullptr, nullptr, napi_default, nullptr},
   };
   napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props);
   return exports;

@@ -43,6 +43,8 @@ export interface NativeAddon {
   softmax(x: Float32Array, y: Float32Array, rows: number, cols: number): void;
   /** out = x[begin : begin + size] of a dense x. */
   slice(x: Float32Array, shape: Int32Array, begin: Int32Array, size: Int32Array, out: Float32Array): void;
+  /** out = op (0 sum, 1 mean, 2 max, 3 min, 4 prod) over the dims where reducedMask is non-zero; accumulates in double. */
+  reduce(op: 0 | 1 | 2 | 3 | 4, x: Float32Array, shape: Int32Array, reducedMask: Int32Array, out: Float32Array): void;
 }
 
 export interface NativeInfo {
