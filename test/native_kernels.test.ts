@@ -4,6 +4,8 @@ import { loadNativeAddon } from '../src/backend/native/addon.js';
 import { NATIVE_BACKEND, registerNativeBackend } from '../src/backend/native/backend.js';
 import { fallbackCounts } from '../src/backend/native/storage.js';
 import { Rng } from '../src/util/rng.js';
+import { FUSED_KERNELS, hasFusedKernel } from '../src/backend/fused.js';
+import { GroupNorm, LayerNorm } from '../src/nn/norm.js';
 
 // Every native kernel against the cpu backend (or, where tfjs itself is wrong, a plain JS loop)
 // on random data with odd sizes, strides, paddings, broadcasting and transposes.
@@ -310,5 +312,59 @@ describe.skipIf(skip)('native reductions vs cpu', () => {
 
   it('rejects a mask that does not match the rank', () => {
     expect(() => addon!.reduce(0, new Float32Array(6), Int32Array.from([2, 3]), Int32Array.from([1]), new Float32Array(3))).toThrow(/one entry per dim/);
+  });
+});
+
+describe.skipIf(skip)('native fused GroupNorm/LayerNorm vs the tfjs composite on cpu', () => {
+  beforeAll(() => {
+    expect(registerNativeBackend()).toBe(true);
+  });
+  afterAll(async () => {
+    await tf.setBackend('cpu');
+  });
+
+  // Forward values and the gradient of Σ y·w (w random, so dy is not uniform) w.r.t. x.
+  const normAndGrad = (norm: (x: tf.Tensor) => tf.Tensor) => (x: tf.Tensor, w: tf.Tensor) => {
+    const y = norm(x);
+    const dx = tf.grad((xi: tf.Tensor) => norm(xi).mul(w).sum())(x);
+    return [y, dx];
+  };
+  const cases: [string, number[], (x: tf.Tensor) => tf.Tensor][] = [
+    ['GroupNorm 4 groups NHWC', [3, 5, 7, 12], (x) => new GroupNorm(4, 12, 1e-5, false).forward(x)],
+    ['GroupNorm 8 groups, threaded', [16, 32, 32, 32], (x) => new GroupNorm(8, 32, 1e-5, false).forward(x)],
+    ['GroupNorm one channel per group', [2, 3, 3, 6], (x) => new GroupNorm(6, 6, 1e-5, false).forward(x)],
+    ['LayerNorm tokens', [2, 9, 20], (x) => new LayerNorm(20, 1e-6, false).forward(x)],
+    ['LayerNorm many rows, threaded', [64, 33, 24], (x) => new LayerNorm(24, 1e-6, false).forward(x)],
+    ['GroupNorm affine', [2, 4, 4, 8], (x) => {
+      const gn = new GroupNorm(2, 8);
+      gn.weight!.assign(tf.linspace(0.5, 2, 8));
+      gn.bias!.assign(tf.linspace(-1, 1, 8));
+      return gn.forward(x);
+    }],
+  ];
+  for (const [label, shape, norm] of cases) {
+    it(label, async () => {
+      await tf.setBackend(NATIVE_BACKEND);
+      expect(hasFusedKernel(FUSED_KERNELS.groupNorm)).toBe(true);
+      await compare(label, [shape, shape], normAndGrad(norm));
+    });
+  }
+
+  it('the fused path leaks no tensors through forward and backward', async () => {
+    await tf.setBackend(NATIVE_BACKEND);
+    const gn = new GroupNorm(2, 8, 1e-5, false);
+    const x = tf.randomNormal([2, 4, 4, 8]);
+    const probe = tf.variable(tf.scalar(1.5));
+    const before = tf.memory().numTensors;
+    const { value, grads } = tf.variableGrads(() => gn.forward(x.mul(probe)).square().mean() as tf.Scalar, [probe]);
+    expect(grads[probe.name]!.dataSync()[0]).toBeCloseTo(0, 4); // normalised output is scale-invariant
+    tf.dispose([value, ...Object.values(grads)]);
+    expect(tf.memory().numTensors).toBe(before);
+    tf.dispose([x, probe]);
+  });
+
+  it('the composite is used where the backend has no fused kernel', async () => {
+    await tf.setBackend('cpu');
+    expect(hasFusedKernel(FUSED_KERNELS.groupNorm)).toBe(false);
   });
 });

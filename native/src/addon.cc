@@ -10,6 +10,7 @@
 #include "elementwise.h"
 #include "matmul.h"
 #include "napi_util.h"
+#include "norm.h"
 #include "reduce.h"
 
 namespace sfn {
@@ -256,6 +257,57 @@ napi_value reduceAxes(napi_env env, napi_callback_info cb) {
   return nullptr;
 }
 
+// Shape [n, s, c, g] of a group-normalised tensor, checked.
+struct NormDims {
+  int64_t n, s, c, g;
+};
+
+NormDims normDims(napi_env env, napi_value v) {
+  auto d = typedArg<int32_t>(env, v, "dims");
+  if (d.length != 4) throw JsError{"groupNorm: dims must be [n, s, c, groups]"};
+  NormDims nd{d.data[0], d.data[1], d.data[2], d.data[3]};
+  if (nd.n < 1 || nd.s < 1 || nd.c < 1 || nd.g < 1 || nd.c % nd.g != 0) throw JsError{"groupNorm: dims must be positive and channels divisible by groups"};
+  return nd;
+}
+
+// groupNorm(x, dims, eps, y, mean, rstd)
+napi_value groupNorm(napi_env env, napi_callback_info cb) {
+  napi_value argv[6];
+  getArgs(env, cb, argv, "groupNorm");
+  auto x = typedArg<float>(env, argv[0], "x");
+  const NormDims d = normDims(env, argv[1]);
+  const float eps = static_cast<float>(doubleArg(env, argv[2], "eps"));
+  auto y = typedArg<float>(env, argv[3], "y");
+  auto mean = typedArg<float>(env, argv[4], "mean");
+  auto rstd = typedArg<float>(env, argv[5], "rstd");
+  requireLength(x.length, d.n * d.s * d.c, "x");
+  requireLength(y.length, d.n * d.s * d.c, "y");
+  requireLength(mean.length, d.n * d.g, "mean");
+  requireLength(rstd.length, d.n * d.g, "rstd");
+  groupNormForward(x.data, d.n, d.s, d.c, d.g, eps, y.data, mean.data, rstd.data);
+  return nullptr;
+}
+
+// groupNormGrad(dy, x, mean, rstd, dims, dx)
+napi_value groupNormGrad(napi_env env, napi_callback_info cb) {
+  napi_value argv[6];
+  getArgs(env, cb, argv, "groupNormGrad");
+  auto dy = typedArg<float>(env, argv[0], "dy");
+  auto x = typedArg<float>(env, argv[1], "x");
+  auto mean = typedArg<float>(env, argv[2], "mean");
+  auto rstd = typedArg<float>(env, argv[3], "rstd");
+  const NormDims d = normDims(env, argv[4]);
+  auto dx = typedArg<float>(env, argv[5], "dx");
+  const int64_t size = d.n * d.s * d.c;
+  requireLength(dy.length, size, "dy");
+  requireLength(x.length, size, "x");
+  requireLength(dx.length, size, "dx");
+  requireLength(mean.length, d.n * d.g, "mean");
+  requireLength(rstd.length, d.n * d.g, "rstd");
+  groupNormBackward(dy.data, x.data, mean.data, rstd.data, d.n, d.s, d.c, d.g, dx.data);
+  return nullptr;
+}
+
 napi_value init(napi_env env, napi_value exports) {
   const napi_property_descriptor props[] = {
       {"info", nullptr, guarded<info>, nullptr, nullptr, nullptr, napi_default, nullptr},
@@ -266,6 +318,8 @@ napi_value init(napi_env env, napi_value exports) {
       {"binary", nullptr, guarded<binary>, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"softmax", nullptr, guarded<softmax>, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"slice", nullptr, guarded<slice>, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"groupNorm", nullptr, guarded<groupNorm>, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"groupNormGrad", nullptr, guarded<groupNormGrad>, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"reduce", nullptr, guarded<reduceAxes>, nullptr, nullptr, nullptr, napi_default, nullptr},
   };
   napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props);

@@ -1,5 +1,37 @@
 import { tf } from '../backend/tf.js';
 import { Module } from './module.js';
+import { FUSED_KERNELS, hasFusedKernel } from '../backend/fused.js';
+
+/**
+ * (x − mean) / √(var + eps) of x [n, s, c] with the channels split into `groups`, statistics per
+ * sample and group over the s positions and c/groups channels (biased variance, as PyTorch).
+ * One fused kernel each way where the backend has it, else the tfjs composite.
+ */
+export function normalizeGroups(x: tf.Tensor3D, groups: number, eps: number): tf.Tensor3D {
+  if (hasFusedKernel(FUSED_KERNELS.groupNorm) && x.dtype === 'float32') return fusedGroupNorm(x, groups, eps);
+  return tf.tidy(() => {
+    const [n, s, c] = x.shape;
+    const g = x.reshape([n, s, groups, c / groups]);
+    const { mean, variance } = tf.moments(g, [1, 3], true);
+    return g.sub(mean).mul(tf.rsqrt(variance.add(eps))).reshape([n, s, c]);
+  });
+}
+
+function fusedGroupNorm(x: tf.Tensor3D, groups: number, eps: number): tf.Tensor3D {
+  const run = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
+    const [input, save] = args as [tf.Tensor, tf.GradSaveFunc];
+    const [y, mean, rstd] = tf.engine().runKernel(FUSED_KERNELS.groupNorm, { x: input }, { groups, eps }) as tf.Tensor[];
+    save([input, mean!, rstd!]);
+    return {
+      value: y!,
+      gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
+        const [xs, m, r] = saved as [tf.Tensor, tf.Tensor, tf.Tensor];
+        return tf.engine().runKernel(FUSED_KERNELS.groupNormGrad, { dy, x: xs, mean: m, rstd: r }, { groups }) as tf.Tensor;
+      },
+    };
+  });
+  return run(x) as tf.Tensor3D;
+}
 
 /** LayerNorm over the last axis; biased variance as in PyTorch. */
 export class LayerNorm extends Module {
@@ -12,8 +44,8 @@ export class LayerNorm extends Module {
   }
   forward(x: tf.Tensor): tf.Tensor {
     return tf.tidy(() => {
-      const { mean, variance } = tf.moments(x, -1, true);
-      let y = x.sub(mean).mul(tf.rsqrt(variance.add(this.eps)));
+      const rows = x.size / this.dim;
+      let y = normalizeGroups(x.reshape([rows, 1, this.dim]), 1, this.eps).reshape(x.shape);
       if (this.weight) y = y.mul(this.weight);
       if (this.bias) y = y.add(this.bias);
       return y;
@@ -36,9 +68,7 @@ export class GroupNorm extends Module {
       const shape = x.shape;
       const n = shape[0]!;
       const c = shape[shape.length - 1]!;
-      const g = x.reshape([n, -1, this.groups, c / this.groups]);
-      const { mean, variance } = tf.moments(g, [1, 3], true);
-      let y = g.sub(mean).mul(tf.rsqrt(variance.add(this.eps))).reshape(shape);
+      let y = normalizeGroups(x.reshape([n, x.size / (n * c), c]), this.groups, this.eps).reshape(shape);
       if (this.weight) y = y.mul(this.weight);
       if (this.bias) y = y.add(this.bias);
       return y;

@@ -44,6 +44,10 @@ export interface NativeAddon {
   /** out = x[begin : begin + size] of a dense x. */
   slice(x: Float32Array, shape: Int32Array, begin: Int32Array, size: Int32Array, out: Float32Array): void;
   /** out = op (0 sum, 1 mean, 2 max, 3 min, 4 prod) over the dims where reducedMask is non-zero; accumulates in double. */
+  /** Group normalisation of x [n, s, c] (dims = [n, s, c, groups]): y, and per-(n, group) mean and 1/std. */
+  groupNorm(x: Float32Array, dims: Int32Array, eps: number, y: Float32Array, mean: Float32Array, rstd: Float32Array): void;
+  /** dx of groupNorm's y given dy and the forward's mean and rstd. */
+  groupNormGrad(dy: Float32Array, x: Float32Array, mean: Float32Array, rstd: Float32Array, dims: Int32Array, dx: Float32Array): void;
   reduce(op: 0 | 1 | 2 | 3 | 4, x: Float32Array, shape: Int32Array, reducedMask: Int32Array, out: Float32Array): void;
 }
 

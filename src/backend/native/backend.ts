@@ -4,6 +4,7 @@ import { loadNativeAddon, type NativeAddon } from './addon.js';
 import { batchMatMulConfig, fusedMatMulConfig } from './matmul.js';
 import { elementwiseConfigs } from './elementwise.js';
 import { reduceConfigs } from './reduce.js';
+import { normConfigs } from './norm.js';
 import { conv2DBackpropFilterConfig, conv2DBackpropInputConfig, conv2DConfig, fusedConv2DConfig } from './conv.js';
 
 /** tfjs backend name; no underscore (tfjs's getKernelsForBackend splits registry keys on '_'). */
@@ -19,6 +20,7 @@ function nativeKernels(addon: NativeAddon): tf.KernelConfig[] {
     conv2DBackpropFilterConfig(addon, NATIVE_BACKEND),
     ...elementwiseConfigs(addon, NATIVE_BACKEND),
     ...reduceConfigs(addon, NATIVE_BACKEND),
+    ...normConfigs(addon, NATIVE_BACKEND),
     // The cpu backend's own ResizeBilinearGrad is wrong (see resize_bilinear_grad.ts).
     { ...resizeBilinearGradCpuConfig, backendName: NATIVE_BACKEND },
   ];
