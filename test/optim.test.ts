@@ -1,7 +1,12 @@
 import { readFileSync } from 'node:fs';
-import { describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { tf } from '../src/backend/tf.js';
 import { Adam, AdamW, isNoDecayParam, SGD, type Optimizer } from '../src/train/optim.js';
+import { NATIVE_BACKEND, registerNativeBackend } from '../src/backend/native/backend.js';
+import { FUSED_KERNELS, hasFusedKernel } from '../src/backend/fused.js';
+
+// cpu runs the tfjs-op composite; native (where its addon is built) runs the fused Adam kernel.
+const backends = ['cpu', ...(registerNativeBackend() ? [NATIVE_BACKEND] : [])];
 
 interface Case {
   options: { betas?: [number, number]; eps?: number; weightDecay: number; momentum?: number; dampening?: number; nesterov?: boolean; noDecayBias: boolean };
@@ -48,7 +53,42 @@ function expectClose(actual: ArrayLike<number>, expected: number[], atol: number
   expect(worst, what).toBeLessThanOrEqual(atol);
 }
 
-describe('optimizers reproduce torch.optim trajectories', () => {
+/** Parameter values after every step of case `c`, on the active backend. */
+function trajectory(kind: string, c: Case): Float32Array[][] {
+  const params = makeParams(c);
+  const opt = build(kind.startsWith('sgd') ? 'sgd' : kind, c, params);
+  const out: Float32Array[][] = [];
+  for (let s = 0; s < c.lrs.length; s++) {
+    const grads = gradsAt(c, s, params);
+    opt.step(grads, c.lrs[s]!);
+    for (const g of grads.values()) g.dispose();
+    out.push([...params.values()].map((p) => p.dataSync() as Float32Array));
+  }
+  opt.dispose();
+  for (const p of params.values()) p.dispose();
+  return out;
+}
+
+describe.each(backends)('optimizers reproduce torch.optim trajectories on %s', (backend) => {
+  beforeAll(async () => {
+    await tf.setBackend(backend);
+    expect(hasFusedKernel(FUSED_KERNELS.adam)).toBe(backend === NATIVE_BACKEND);
+  });
+  afterAll(async () => {
+    await tf.setBackend('cpu');
+  });
+  if (backend !== 'cpu') {
+    it('the fused Adam/AdamW kernel gives the same bits as the composite', async () => {
+      for (const kind of Object.keys(fixture.cases).filter((k) => k.startsWith('adam'))) {
+        const c = fixture.cases[kind]!;
+        const fused = trajectory(kind, c);
+        await tf.setBackend('cpu');
+        const composite = trajectory(kind, c);
+        await tf.setBackend(backend);
+        expect(fused, kind).toEqual(composite);
+      }
+    });
+  }
   for (const [kind, c] of Object.entries(fixture.cases)) {
     it(kind, () => {
       const before = tf.memory().numTensors;

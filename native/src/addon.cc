@@ -11,6 +11,7 @@
 #include "matmul.h"
 #include "napi_util.h"
 #include "norm.h"
+#include "optim.h"
 #include "reduce.h"
 
 namespace sfn {
@@ -308,6 +309,37 @@ napi_value groupNormGrad(napi_env env, napi_callback_info cb) {
   return nullptr;
 }
 
+// adam(p, g, m0|null, v0|null, pOut, mOut, vOut, hyper Float64Array[lr, beta1, beta2, eps, weightDecay, step, decoupled])
+napi_value adam(napi_env env, napi_callback_info cb) {
+  napi_value argv[8];
+  getArgs(env, cb, argv, "adam");
+  auto p = typedArg<float>(env, argv[0], "p");
+  auto g = typedArg<float>(env, argv[1], "g");
+  const bool hasMoments = !isNullish(env, argv[2]);
+  if (hasMoments == isNullish(env, argv[3])) throw JsError{"adam: give both moments or neither"};
+  TypedView<float> m0, v0;
+  if (hasMoments) m0 = typedArg<float>(env, argv[2], "m0"), v0 = typedArg<float>(env, argv[3], "v0");
+  auto pOut = typedArg<float>(env, argv[4], "pOut");
+  auto mOut = typedArg<float>(env, argv[5], "mOut");
+  auto vOut = typedArg<float>(env, argv[6], "vOut");
+  double hyper[7];
+  for (uint32_t i = 0; i < 7; ++i) {
+    napi_value item;
+    check(env, napi_get_element(env, argv[7], i, &item), "get_element");
+    hyper[i] = doubleArg(env, item, "hyper");
+  }
+  const int64_t n = static_cast<int64_t>(p.length);
+  requireLength(g.length, n, "g");
+  if (hasMoments) requireLength(m0.length, n, "m0"), requireLength(v0.length, n, "v0");
+  requireLength(pOut.length, n, "pOut");
+  requireLength(mOut.length, n, "mOut");
+  requireLength(vOut.length, n, "vOut");
+  if (hyper[5] < 1) throw JsError{"adam: step must be >= 1"};
+  const AdamHyper h{hyper[0], hyper[1], hyper[2], hyper[3], hyper[4], static_cast<int64_t>(hyper[5]), hyper[6] != 0};
+  adamUpdate(h, n, p.data, g.data, hasMoments ? m0.data : nullptr, hasMoments ? v0.data : nullptr, pOut.data, mOut.data, vOut.data);
+  return nullptr;
+}
+
 napi_value init(napi_env env, napi_value exports) {
   const napi_property_descriptor props[] = {
       {"info", nullptr, guarded<info>, nullptr, nullptr, nullptr, napi_default, nullptr},
@@ -320,6 +352,7 @@ napi_value init(napi_env env, napi_value exports) {
       {"slice", nullptr, guarded<slice>, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"groupNorm", nullptr, guarded<groupNorm>, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"groupNormGrad", nullptr, guarded<groupNormGrad>, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"adam", nullptr, guarded<adam>, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"reduce", nullptr, guarded<reduceAxes>, nullptr, nullptr, nullptr, napi_default, nullptr},
   };
   napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props);

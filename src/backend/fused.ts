@@ -10,8 +10,24 @@ export const FUSED_KERNELS = {
   groupNorm: 'SfGroupNorm',
   /** inputs {dy, x, mean, rstd}, attrs {groups} → dx */
   groupNormGrad: 'SfGroupNormGrad',
+  /**
+   * inputs {param, grad, m?, v?} (no moments on the first step), attrs AdamKernelAttrs → [param, m, v]:
+   * the arithmetic of src/train/optim.ts's Adam/AdamW composite in one pass.
+   */
+  adam: 'SfAdam',
 } as const;
 
 export function hasFusedKernel(kernelName: string): boolean {
   return tf.getKernel(kernelName, tf.getBackend()) !== undefined;
+}
+
+export interface AdamKernelAttrs {
+  lr: number;
+  beta1: number;
+  beta2: number;
+  eps: number;
+  weightDecay: number;
+  step: number;
+  /** AdamW's decoupled decay (true) or Adam's L2 term added to the gradient (false). */
+  decoupled: boolean;
 }

@@ -1,5 +1,6 @@
 import { tf } from '../backend/tf.js';
 import type { HostTensor } from '../nn/module.js';
+import { FUSED_KERNELS, hasFusedKernel, type AdamKernelAttrs } from '../backend/fused.js';
 
 /**
  * Optimizers over named parameters, reproducing torch.optim (1.13–2.x single-tensor path) step by step:
@@ -204,6 +205,23 @@ function adamApply(p: tf.Tensor, m: tf.Tensor, v: tf.Tensor, lr: number, step: n
   return p.sub(m.div(denom).mul(lr / bc1));
 }
 
+/** One Adam(W) step: the backend's fused kernel where it has one (same arithmetic, same bits), else tfjs ops. */
+function adamStep(param: tf.Tensor, grad: tf.Tensor, slots: Map<string, tf.Tensor>, attrs: AdamKernelAttrs): { p: tf.Tensor; m: tf.Tensor; v: tf.Tensor } {
+  const m0 = slots.get('exp_avg');
+  const v0 = slots.get('exp_avg_sq');
+  const fused = hasFusedKernel(FUSED_KERNELS.adam) && [param, grad, m0 ?? param, v0 ?? param].every((t) => t.dtype === 'float32');
+  if (fused) {
+    const inputs: tf.NamedTensorMap = m0 && v0 ? { param, grad, m: m0, v: v0 } : { param, grad };
+    const [p, m, v] = tf.engine().runKernel(FUSED_KERNELS.adam, inputs, attrs as unknown as tf.NamedAttrMap) as tf.Tensor[];
+    return { p: p!, m: m!, v: v! };
+  }
+  const { lr, beta1, beta2, eps, weightDecay, step, decoupled } = attrs;
+  const decayed = decoupled && weightDecay !== 0 ? param.mul(1 - lr * weightDecay) : param;
+  const gEff = !decoupled && weightDecay !== 0 ? grad.add(param.mul(weightDecay)) : grad;
+  const { m, v } = adamMoments(gEff, slots, beta1, beta2);
+  return { p: adamApply(decayed, m, v, lr, step, beta1, beta2, eps), m, v };
+}
+
 /** torch.optim.AdamW: decoupled decay p ← p·(1 − lr·wd) before the Adam update. Default wd 0.01. */
 export class AdamW extends Optimizer {
   protected readonly slotNames = ['exp_avg', 'exp_avg_sq'] as const;
@@ -216,9 +234,8 @@ export class AdamW extends Optimizer {
     this.eps = opts.eps ?? 1e-8;
   }
   protected update(_n: string, param: tf.Variable, grad: tf.Tensor, lr: number, g: ResolvedGroup, step: number, slots: Map<string, tf.Tensor>) {
-    const decayed = g.weightDecay !== 0 ? param.mul(1 - lr * g.weightDecay) : param;
-    const { m, v } = adamMoments(grad, slots, this.beta1, this.beta2);
-    const p = adamApply(decayed, m, v, lr, step, this.beta1, this.beta2, this.eps);
+    const hyper = { lr, beta1: this.beta1, beta2: this.beta2, eps: this.eps, weightDecay: g.weightDecay, step, decoupled: true };
+    const { p, m, v } = adamStep(param, grad, slots, hyper);
     return { param: p, slots: new Map([['exp_avg', m], ['exp_avg_sq', v]]) };
   }
 }
@@ -235,9 +252,8 @@ export class Adam extends Optimizer {
     this.eps = opts.eps ?? 1e-8;
   }
   protected update(_n: string, param: tf.Variable, grad: tf.Tensor, lr: number, g: ResolvedGroup, step: number, slots: Map<string, tf.Tensor>) {
-    const gEff = g.weightDecay !== 0 ? grad.add(param.mul(g.weightDecay)) : grad;
-    const { m, v } = adamMoments(gEff, slots, this.beta1, this.beta2);
-    const p = adamApply(param, m, v, lr, step, this.beta1, this.beta2, this.eps);
+    const hyper = { lr, beta1: this.beta1, beta2: this.beta2, eps: this.eps, weightDecay: g.weightDecay, step, decoupled: false };
+    const { p, m, v } = adamStep(param, grad, slots, hyper);
     return { param: p, slots: new Map([['exp_avg', m], ['exp_avg_sq', v]]) };
   }
 }

@@ -48,6 +48,17 @@ export interface NativeAddon {
   groupNorm(x: Float32Array, dims: Int32Array, eps: number, y: Float32Array, mean: Float32Array, rstd: Float32Array): void;
   /** dx of groupNorm's y given dy and the forward's mean and rstd. */
   groupNormGrad(dy: Float32Array, x: Float32Array, mean: Float32Array, rstd: Float32Array, dims: Int32Array, dx: Float32Array): void;
+  /** One Adam/AdamW step (moments null on the first step); hyper = [lr, beta1, beta2, eps, weightDecay, step, decoupled 0/1]. */
+  adam(
+    p: Float32Array,
+    g: Float32Array,
+    m0: Float32Array | null,
+    v0: Float32Array | null,
+    pOut: Float32Array,
+    mOut: Float32Array,
+    vOut: Float32Array,
+    hyper: number[],
+  ): void;
   reduce(op: 0 | 1 | 2 | 3 | 4, x: Float32Array, shape: Int32Array, reducedMask: Int32Array, out: Float32Array): void;
 }
 
