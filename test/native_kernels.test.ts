@@ -6,6 +6,7 @@ import { fallbackCounts } from '../src/backend/native/storage.js';
 import { Rng } from '../src/util/rng.js';
 import { FUSED_KERNELS, hasFusedKernel } from '../src/backend/fused.js';
 import { GroupNorm, LayerNorm } from '../src/nn/norm.js';
+import { geluErf, geluTanh, quickGelu, silu, type Activation } from '../src/nn/activations.js';
 
 // Every native kernel against the cpu backend (or, where tfjs itself is wrong, a plain JS loop)
 // on random data with odd sizes, strides, paddings, broadcasting and transposes.
@@ -367,4 +368,32 @@ describe.skipIf(skip)('native fused GroupNorm/LayerNorm vs the tfjs composite on
     await tf.setBackend('cpu');
     expect(hasFusedKernel(FUSED_KERNELS.groupNorm)).toBe(false);
   });
+});
+
+describe.skipIf(skip)('native fused activations vs the tfjs composites on cpu', () => {
+  beforeAll(() => {
+    expect(registerNativeBackend()).toBe(true);
+  });
+  afterAll(async () => {
+    await tf.setBackend('cpu');
+  });
+  const fns: [string, Activation][] = [
+    ['silu', silu],
+    ['gelu_tanh', geluTanh],
+    ['gelu_erf', geluErf],
+    ['quick_gelu', quickGelu],
+  ];
+  for (const [name, f] of fns) {
+    for (const shape of [[3, 17, 19], [16, 32, 32, 8]]) {
+      it(`${name} value and gradient, [${shape}]`, async () => {
+        await tf.setBackend(NATIVE_BACKEND);
+        expect(hasFusedKernel(FUSED_KERNELS.activation)).toBe(true);
+        // ×3 spreads the inputs into both tails; Σ f(x)·w gives a non-uniform dy.
+        await compare(name, [shape, shape], (x, w) => {
+          const xs = x!.mul(3);
+          return [f(xs), tf.grad((xi: tf.Tensor) => f(xi).mul(w!).sum())(xs)];
+        });
+      });
+    }
+  }
 });

@@ -6,6 +6,7 @@
 
 #include <vector>
 
+#include "activation.h"
 #include "conv.h"
 #include "elementwise.h"
 #include "matmul.h"
@@ -340,6 +341,34 @@ napi_value adam(napi_env env, napi_callback_info cb) {
   return nullptr;
 }
 
+// activation(kind, x, y) and activationGrad(kind, dy, x, dx): SiLU, GELU (tanh / erf), QuickGELU.
+napi_value activation(napi_env env, napi_callback_info cb) {
+  napi_value argv[3];
+  getArgs(env, cb, argv, "activation");
+  const int64_t kind = intArg(env, argv[0], "kind");
+  if (kind < 0 || kind > 3) throw JsError{"activation: unknown kind"};
+  auto x = typedArg<float>(env, argv[1], "x");
+  auto y = typedArg<float>(env, argv[2], "y");
+  requireLength(y.length, static_cast<int64_t>(x.length), "y");
+  activationForward(static_cast<SmoothActivation>(kind), x.data, y.data, static_cast<int64_t>(x.length));
+  return nullptr;
+}
+
+napi_value activationGrad(napi_env env, napi_callback_info cb) {
+  napi_value argv[4];
+  getArgs(env, cb, argv, "activationGrad");
+  const int64_t kind = intArg(env, argv[0], "kind");
+  if (kind < 0 || kind > 3) throw JsError{"activationGrad: unknown kind"};
+  auto dy = typedArg<float>(env, argv[1], "dy");
+  auto x = typedArg<float>(env, argv[2], "x");
+  auto dx = typedArg<float>(env, argv[3], "dx");
+  const int64_t n = static_cast<int64_t>(x.length);
+  requireLength(dy.length, n, "dy");
+  requireLength(dx.length, n, "dx");
+  activationBackward(static_cast<SmoothActivation>(kind), dy.data, x.data, dx.data, n);
+  return nullptr;
+}
+
 napi_value init(napi_env env, napi_value exports) {
   const napi_property_descriptor props[] = {
       {"info", nullptr, guarded<info>, nullptr, nullptr, nullptr, napi_default, nullptr},
@@ -353,6 +382,8 @@ napi_value init(napi_env env, napi_value exports) {
       {"groupNorm", nullptr, guarded<groupNorm>, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"groupNormGrad", nullptr, guarded<groupNormGrad>, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"adam", nullptr, guarded<adam>, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"activation", nullptr, guarded<activation>, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"activationGrad", nullptr, guarded<activationGrad>, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"reduce", nullptr, guarded<reduceAxes>, nullptr, nullptr, nullptr, napi_default, nullptr},
   };
   napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props);

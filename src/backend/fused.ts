@@ -15,6 +15,10 @@ export const FUSED_KERNELS = {
    * the arithmetic of src/train/optim.ts's Adam/AdamW composite in one pass.
    */
   adam: 'SfAdam',
+  /** inputs {x}, attrs {kind: FusedActivation} → f(x) */
+  activation: 'SfActivation',
+  /** inputs {dy, x}, attrs {kind} → dy·f'(x) */
+  activationGrad: 'SfActivationGrad',
 } as const;
 
 export function hasFusedKernel(kernelName: string): boolean {
@@ -31,3 +35,7 @@ export interface AdamKernelAttrs {
   /** AdamW's decoupled decay (true) or Adam's L2 term added to the gradient (false). */
   decoupled: boolean;
 }
+
+/** Activations with a fused kernel, by the addon's code. */
+export const FUSED_ACTIVATIONS = { silu: 0, gelu_tanh: 1, gelu_erf: 2, quick_gelu: 3 } as const;
+export type FusedActivation = keyof typeof FUSED_ACTIVATIONS;

@@ -59,6 +59,10 @@ export interface NativeAddon {
     vOut: Float32Array,
     hyper: number[],
   ): void;
+  /** y = f(x) for f = 0 SiLU, 1 GELU (tanh), 2 GELU (erf), 3 QuickGELU. */
+  activation(kind: 0 | 1 | 2 | 3, x: Float32Array, y: Float32Array): void;
+  /** dx = dy · f'(x). */
+  activationGrad(kind: 0 | 1 | 2 | 3, dy: Float32Array, x: Float32Array, dx: Float32Array): void;
   reduce(op: 0 | 1 | 2 | 3 | 4, x: Float32Array, shape: Int32Array, reducedMask: Int32Array, out: Float32Array): void;
 }
 

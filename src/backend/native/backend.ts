@@ -6,6 +6,7 @@ import { elementwiseConfigs } from './elementwise.js';
 import { reduceConfigs } from './reduce.js';
 import { normConfigs } from './norm.js';
 import { adamConfig } from './optim.js';
+import { activationConfigs } from './activation.js';
 import { conv2DBackpropFilterConfig, conv2DBackpropInputConfig, conv2DConfig, fusedConv2DConfig } from './conv.js';
 
 /** tfjs backend name; no underscore (tfjs's getKernelsForBackend splits registry keys on '_'). */
@@ -23,6 +24,7 @@ function nativeKernels(addon: NativeAddon): tf.KernelConfig[] {
     ...reduceConfigs(addon, NATIVE_BACKEND),
     ...normConfigs(addon, NATIVE_BACKEND),
     adamConfig(addon, NATIVE_BACKEND),
+    ...activationConfigs(addon, NATIVE_BACKEND),
     // The cpu backend's own ResizeBilinearGrad is wrong (see resize_bilinear_grad.ts).
     { ...resizeBilinearGradCpuConfig, backendName: NATIVE_BACKEND },
   ];
