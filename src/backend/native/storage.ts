@@ -13,6 +13,13 @@ export function float32Values(backend: CpuBackendStorage, t: tf.TensorInfo): Flo
   return values instanceof Float32Array ? values : undefined;
 }
 
+/** The tensor's own Float32Array for a kernel that has no fallback; anything else is a usage error. */
+export function requireFloat32(backend: CpuBackendStorage, t: tf.TensorInfo, kernel: string, what: string): Float32Array {
+  const v = float32Values(backend, t);
+  if (!v) throw new Error(`${kernel}: ${what} must be a float32 tensor, got ${t.dtype}`);
+  return v;
+}
+
 export const sizeOf = (shape: readonly number[]): number => shape.reduce((a, b) => a * b, 1);
 
 /** How often each native kernel handed a call to the cpu kernel (diagnostics, tests, bench). */
