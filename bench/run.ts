@@ -5,6 +5,7 @@
  */
 import { execFileSync, spawnSync } from 'node:child_process';
 import os from 'node:os';
+import { fileURLToPath } from 'node:url';
 import { formatTable, type BenchRow } from './row.js';
 
 interface Suite {
@@ -23,7 +24,25 @@ async function torchRows(quick: boolean): Promise<BenchRow[]> {
     maxBuffer: 16 << 20,
   });
   const parsed = JSON.parse(out) as { torch: string; rows: BenchRow[] };
-  return parsed.rows.map((r) => ({ ...r, name: `torch ${r.name}`, note: r.note ?? `PyTorch ${parsed.torch}` }));
+  return parsed.rows.map((r) => ({ ...r, note: r.note ?? `PyTorch ${parsed.torch}` }));
+}
+
+/**
+ * Each tfjs backend's figure against PyTorch's for the same row (names match after the backend
+ * word): step time as a ratio (≤ 1 is at least as fast as PyTorch), throughput as % of PyTorch's.
+ */
+export function ratiosToTorch(kernelRows: BenchRow[], torch: BenchRow[]): BenchRow[] {
+  const torchByKey = new Map(torch.filter((r) => r.name.startsWith('torch ')).map((r) => [r.name.slice('torch '.length), r]));
+  const out: BenchRow[] = [];
+  for (const r of kernelRows) {
+    const space = r.name.indexOf(' ');
+    const backend = r.name.slice(0, space);
+    const ref = torchByKey.get(r.name.slice(space + 1));
+    if (!ref || !Number.isFinite(r.value) || !Number.isFinite(ref.value) || ref.unit !== r.unit) continue;
+    if (r.unit === 'ms') out.push({ name: `${r.name} ÷ torch`, value: r.value / ref.value, unit: '×', note: `${backend} ${r.value.toFixed(1)} ms, torch ${ref.value.toFixed(1)} ms` });
+    else out.push({ name: `${r.name} vs torch`, value: (100 * r.value) / ref.value, unit: '%', note: `${r.value.toFixed(1)} vs ${ref.value.toFixed(1)} ${r.unit}` });
+  }
+  return out;
 }
 
 const suites: Record<string, Suite> = {
@@ -61,10 +80,14 @@ async function main(argv: string[]): Promise<void> {
     results[n] = await suites[n]!.run(quick, log);
     if (!json) process.stdout.write(`\n${n}\n${formatTable(results[n]!)}\n`);
   }
+  if (results.kernels && results.torch) {
+    results.ratios = ratiosToTorch(results.kernels, results.torch);
+    if (!json) process.stdout.write(`\nratios to PyTorch (same shapes, same machine, this run)\n${formatTable(results.ratios)}\n`);
+  }
   if (json) {
     const machine = { cpu: os.cpus()[0]?.model ?? 'unknown', cores: os.cpus().length, memoryGiB: +(os.totalmem() / 2 ** 30).toFixed(1), node: process.version, date: new Date().toISOString() };
     process.stdout.write(`${JSON.stringify({ machine, quick, suites: results }, null, 2)}\n`);
   }
 }
 
-await main(process.argv.slice(2));
+if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) await main(process.argv.slice(2));
