@@ -2,7 +2,7 @@
   "targets": [
     {
       "target_name": "scaleforge_native",
-      "sources": ["src/addon.cc", "src/conv.cc", "src/matmul.cc", "src/dnnl_util.cc", "src/elementwise.cc"],
+      "sources": ["src/addon.cc", "src/conv.cc", "src/matmul.cc", "src/dnnl_util.cc", "src/elementwise.cc", "src/layout.cc", "src/pool_resize.cc"],
       "defines": ["NAPI_VERSION=8"],
       "cflags_cc": ["-std=c++17", "-fexceptions", "-fopenmp"],
       "cflags_cc!": ["-fno-exceptions", "-std=gnu++17"],

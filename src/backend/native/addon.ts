@@ -43,6 +43,20 @@ export interface NativeAddon {
   softmax(x: Float32Array, y: Float32Array, rows: number, cols: number): void;
   /** out = x[begin : begin + size] of a dense x. */
   slice(x: Float32Array, shape: Int32Array, begin: Int32Array, size: Int32Array, out: Float32Array): void;
+  /** out = x transposed: out's dim i is x's dim perm[i]. */
+  transpose(x: Float32Array, shape: Int32Array, perm: Int32Array, out: Float32Array): void;
+  /** Row o of out is row o of each input in turn; input k's rows hold runs[k] values. */
+  concat(inputs: Float32Array[], runs: Int32Array, outer: number, out: Float32Array): void;
+  /** The inverse of concat: each row of x cut into one run per output. */
+  splitV(x: Float32Array, runs: Int32Array, outer: number, outputs: Float32Array[]): void;
+  /** out = x repeated reps[i] times along each dim. */
+  tile(x: Float32Array, shape: Int32Array, reps: Int32Array, out: Float32Array): void;
+  /** out = x with `value` padding before/after each dim (x non-empty). */
+  pad(x: Float32Array, shape: Int32Array, before: Int32Array, after: Int32Array, value: number, out: Float32Array): void;
+  /** NHWC average pooling (0 forward x→y, 1 backward dy→dx); params: batch inH inW C outH outW fH fW sH sW padTop padLeft. */
+  pool(kind: 0 | 1, params: Int32Array, input: Float32Array, out: Float32Array): void;
+  /** NHWC resize (0 bilinear, 1 its backward, 2 nearest, 3 its backward); params: batch inH inW C outH outW. */
+  resize(kind: 0 | 1 | 2 | 3, params: Int32Array, alignCorners: boolean, halfPixelCenters: boolean, input: Float32Array, out: Float32Array): void;
 }
 
 export interface NativeInfo {

@@ -1,9 +1,10 @@
 import { tf } from '../tf.js';
-import { resizeBilinearGradCpuConfig } from '../resize_bilinear_grad.js';
 import { loadNativeAddon, type NativeAddon } from './addon.js';
 import { batchMatMulConfig, fusedMatMulConfig } from './matmul.js';
 import { elementwiseConfigs } from './elementwise.js';
 import { conv2DBackpropFilterConfig, conv2DBackpropInputConfig, conv2DConfig, fusedConv2DConfig } from './conv.js';
+import { layoutConfigs } from './layout.js';
+import { poolResizeConfigs } from './pool_resize.js';
 
 /** tfjs backend name; no underscore (tfjs's getKernelsForBackend splits registry keys on '_'). */
 export const NATIVE_BACKEND = 'native';
@@ -17,8 +18,8 @@ function nativeKernels(addon: NativeAddon): tf.KernelConfig[] {
     conv2DBackpropInputConfig(addon, NATIVE_BACKEND),
     conv2DBackpropFilterConfig(addon, NATIVE_BACKEND),
     ...elementwiseConfigs(addon, NATIVE_BACKEND),
-    // The cpu backend's own ResizeBilinearGrad is wrong (see resize_bilinear_grad.ts).
-    { ...resizeBilinearGradCpuConfig, backendName: NATIVE_BACKEND },
+    ...layoutConfigs(addon, NATIVE_BACKEND),
+    ...poolResizeConfigs(addon, NATIVE_BACKEND),
   ];
 }
 
