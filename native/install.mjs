@@ -32,8 +32,9 @@ function diagnose(log) {
   const missingLib = lines.find((l) => /cannot find -l(dnnl|openblas)/.test(l));
   if (missingLib) return `library not found (${missingLib.replace(/^.*cannot find /, '').trim()})`;
   if (/(g\+\+|c\+\+|make): (not found|No such file)/.test(log) || /not found: (make|g\+\+)/.test(log)) return 'no C++ compiler or make';
-  if (/Could not find any Python|find Python/.test(log)) return 'python3 not found (node-gyp needs it)';
-  const err = lines.find((l) => /error/i.test(l));
+  if (/Could not find any Python|gyp ERR!.*find Python/.test(log)) return 'python3 not found (node-gyp needs it)';
+  // The compiler's first error says more than node-gyp's summary lines.
+  const err = lines.find((l) => /error:/.test(l)) ?? lines.find((l) => /error/i.test(l));
   return err ? err.trim().slice(0, 300) : 'node-gyp rebuild failed';
 }
 

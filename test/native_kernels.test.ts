@@ -2,7 +2,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { tf } from '../src/backend/tf.js';
 import { loadNativeAddon } from '../src/backend/native/addon.js';
 import { NATIVE_BACKEND, registerNativeBackend } from '../src/backend/native/backend.js';
-import { fallbackCounts } from '../src/backend/native/storage.js';
+import { fallbackCounts, sizeOf } from '../src/backend/native/storage.js';
+import { resizeBilinearGradValues } from '../src/backend/resize_bilinear_grad.js';
 import { Rng } from '../src/util/rng.js';
 import { FUSED_KERNELS, hasFusedKernel } from '../src/backend/fused.js';
 import { GroupNorm, LayerNorm } from '../src/nn/norm.js';
@@ -38,7 +39,7 @@ function expectClose(actual: { values: Float32Array; shape: number[] }, expected
     maxRef = Math.max(maxRef, Math.abs(expected.values[i]!));
     maxErr = Math.max(maxErr, Math.abs(actual.values[i]! - expected.values[i]!));
   }
-  expect(maxRef, `${label}: reference is all zeros`).toBeGreaterThan(0);
+  if (expected.values.length > 0) expect(maxRef, `${label}: reference is all zeros`).toBeGreaterThan(0);
   expect(maxErr, label).toBeLessThanOrEqual(2e-5 * Math.max(1, maxRef));
 }
 
@@ -248,6 +249,248 @@ describe.skipIf(skip)('native memory-bound kernels vs cpu', () => {
   });
 });
 
+function permutations(n: number): number[][] {
+  if (n === 1) return [[0]];
+  return permutations(n - 1).flatMap((p) => Array.from({ length: n }, (_, i) => [...p.slice(0, i), n - 1, ...p.slice(i)]));
+}
+
+describe.skipIf(skip)('native data movement kernels vs cpu', () => {
+  beforeAll(() => {
+    expect(registerNativeBackend()).toBe(true);
+    tf.env().set('IS_TEST', true);
+  });
+  afterAll(async () => {
+    tf.env().set('IS_TEST', false);
+    await tf.setBackend('cpu');
+  });
+
+  for (const shape of [[3, 5, 7], [2, 3, 5, 4], [2, 3, 1, 4, 5], [3, 2, 4, 5, 3]]) {
+    it(`Transpose: every permutation of rank ${shape.length} ${JSON.stringify(shape)}`, async () => {
+      const perms = permutations(shape.length);
+      expect(perms.length).toBe([1, 1, 2, 6, 24, 120][shape.length]);
+      for (const perm of perms) await compare(`perm ${perm}`, [shape], (x) => tf.transpose(x!, perm), 'Transpose');
+    });
+  }
+
+  it('Transpose: attention head split/merge, blocked tiles past 32, NHWC↔NCHW, parallel sizes', async () => {
+    await compare('heads', [[2, 33, 4, 16]], (x) => tf.transpose(x!, [0, 2, 1, 3]), 'Transpose');
+    await compare('2-D tiles', [[70, 45]], (x) => tf.transpose(x!), 'Transpose');
+    await compare('batched tiles', [[3, 67, 41]], (x) => tf.transpose(x!, [0, 2, 1]), 'Transpose');
+    await compare('NHWC→NCHW', [[2, 9, 11, 3]], (x) => tf.transpose(x!, [0, 3, 1, 2]), 'Transpose');
+    await compare('big heads', [[16, 256, 4, 32]], (x) => tf.transpose(x!, [0, 2, 1, 3]), 'Transpose');
+    await compare('big swap', [[16, 64, 300]], (x) => tf.transpose(x!, [0, 2, 1]), 'Transpose');
+  });
+
+  const concatSizes = [3, 0, 2, 5, 1];
+  for (const axis of [0, 1, 2, -1]) {
+    for (let n = 1; n <= 5; n++) {
+      it(`Concat of ${n} pieces along axis ${axis} (sizes ${concatSizes.slice(0, n)})`, () => {
+        const base = [4, 3, 5];
+        const a = axis < 0 ? base.length + axis : axis;
+        const shapes = concatSizes.slice(0, n).map((s) => base.map((d, i) => (i === a ? s : d)));
+        return compare(`concat ${n} @${axis}`, shapes, (...xs) => tf.concat(xs, axis), 'Concat');
+      });
+    }
+  }
+
+  it('Concat of dense-block features (channels, parallel) and along the batch axis', async () => {
+    const maps = [[16, 32, 32, 8], [16, 32, 32, 16], [16, 32, 32, 5]];
+    await compare('channels', maps, (...xs) => tf.concat(xs, 3), 'Concat');
+    await compare('batch', [[7, 64, 65], [9, 64, 65]], (a, b) => tf.concat([a!, b!], 0), 'Concat');
+    await compare('one non-empty of three', [[2, 0, 3], [2, 4, 3], [2, 0, 3]], (...xs) => tf.concat(xs, 1), 'Concat');
+  });
+
+  const splits: [string, number[], number | number[], number][] = [
+    ['uneven, last axis', [2, 4, 5, 12], [5, 4, 3], 3],
+    ['uneven with an empty piece, axis 0', [9, 4, 3], [3, 0, 5, 1], 0],
+    ['equal, middle axis', [3, 8, 7], 2, 1],
+    ['-1 size, negative axis', [4, 3, 10], [2, -1, 3], -1],
+    ['one piece', [3, 5], [5], 1],
+    ['dense-block gradient (parallel)', [16, 32, 32, 40], [8, 16, 16], 3],
+  ];
+  for (const [label, shape, sizes, axis] of splits) {
+    it(`SplitV ${label}`, () => compare(label, [shape], (x) => tf.split(x!, sizes, axis), 'SplitV'));
+  }
+
+  const tiles: [number[], number[]][] = [
+    [[5], [3]],
+    [[2, 3], [1, 4]],
+    [[3, 1, 4], [2, 3, 1]],
+    [[2, 1, 3, 2], [1, 2, 2, 3]],
+    [[1, 4], [6, 1]],
+    [[1, 64, 64, 2], [16, 1, 1, 1]],
+  ];
+  for (const [shape, reps] of tiles) {
+    it(`Tile ${JSON.stringify(shape)} × ${JSON.stringify(reps)}`, () => compare('tile', [shape], (x) => tf.tile(x!, reps), 'Tile'));
+  }
+
+  const pads: [string, number[], [number, number][], number][] = [
+    ['conv border', [2, 7, 6, 3], [[0, 0], [2, 2], [2, 2], [0, 0]], 0],
+    ['VAE downsample (bottom/right)', [2, 8, 8, 4], [[0, 0], [0, 1], [0, 1], [0, 0]], 0],
+    ['every dim, constant 1.5', [2, 3, 4], [[1, 2], [0, 3], [2, 1]], 1.5],
+    ['rank 1', [7], [[3, 4]], -2],
+    ['channels only', [3, 4, 5], [[0, 0], [0, 0], [2, 1]], 0],
+    ['large (parallel)', [16, 32, 32, 16], [[0, 0], [1, 1], [1, 1], [0, 0]], 0],
+  ];
+  for (const [label, shape, paddings, value] of pads) {
+    it(`PadV2 ${label}`, () => compare(label, [shape], (x) => tf.pad(x!, paddings, value), 'PadV2'));
+  }
+
+  it('gradients through concat, transpose, split, tile and pad match cpu', async () => {
+    await compare(
+      'concat grad',
+      [[2, 5, 3], [2, 5, 4], [2, 5, 1]],
+      (a, b, c) => tf.grads((x: tf.Tensor, y: tf.Tensor, z: tf.Tensor) => tf.concat([x, y, z], 2).square().sum())([a!, b!, c!]),
+      'SplitV',
+    );
+    await compare('transpose grad', [[2, 3, 4, 5]], (x) => tf.grad((y: tf.Tensor) => tf.transpose(y, [2, 0, 3, 1]).square().mul(tf.range(1, 4)).sum())(x!), 'Transpose');
+    await compare('split grad', [[3, 10]], (x) => tf.grad((y: tf.Tensor) => tf.split(y, [4, 6], 1)[1]!.square().sum())(x!), 'Concat');
+    await compare('tile grad', [[3, 4]], (x) => tf.grad((y: tf.Tensor) => tf.tile(y, [2, 3]).square().sum())(x!), 'Tile');
+    await compare('pad grad', [[2, 5, 4, 3]], (x) => tf.grad((y: tf.Tensor) => tf.pad(y, [[0, 0], [1, 2], [2, 1], [0, 0]]).square().sum())(x!), 'PadV2');
+  });
+
+  it('rejects inconsistent pieces instead of reading past them', () => {
+    expect(() => addon!.concat([new Float32Array(6), new Float32Array(5)], Int32Array.from([3, 3]), 2, new Float32Array(12))).toThrow(/buffer holds 5 floats/);
+    expect(() => addon!.transpose(new Float32Array(6), Int32Array.from([2, 3]), Int32Array.from([0, 0]), new Float32Array(6))).toThrow(/permutation/);
+    expect(() => addon!.splitV(new Float32Array(5), Int32Array.from([3, 3]), 1, [new Float32Array(3), new Float32Array(3)])).toThrow(/x: buffer/);
+  });
+});
+
+/** dL/dx of tf.avgPool by scattering each output's gradient over its clipped window: the adjoint of tfjs's forward. */
+function avgPoolGradReference(dy: Float32Array, xShape: number[], info: tf.backend_util.Conv2DInfo): Float64Array {
+  const [batch, h, w, c] = xShape as [number, number, number, number];
+  const dx = new Float64Array(batch * h * w * c);
+  for (let b = 0; b < batch; b++)
+    for (let oy = 0; oy < info.outHeight; oy++)
+      for (let ox = 0; ox < info.outWidth; ox++) {
+        const y0 = oy * info.strideHeight - info.padInfo.top;
+        const x0 = ox * info.strideWidth - info.padInfo.left;
+        const rows = [Math.max(0, y0), Math.min(h, y0 + info.filterHeight)] as const;
+        const cols = [Math.max(0, x0), Math.min(w, x0 + info.filterWidth)] as const;
+        const count = (rows[1] - rows[0]) * (cols[1] - cols[0]);
+        for (let i = rows[0]; i < rows[1]; i++)
+          for (let j = cols[0]; j < cols[1]; j++)
+            for (let d = 0; d < c; d++) dx[((b * h + i) * w + j) * c + d]! += dy[((b * info.outHeight + oy) * info.outWidth + ox) * c + d]! / count;
+      }
+  return dx;
+}
+
+describe.skipIf(skip)('native pooling and resize kernels', () => {
+  beforeAll(() => {
+    expect(registerNativeBackend()).toBe(true);
+    tf.env().set('IS_TEST', true);
+  });
+  afterAll(async () => {
+    tf.env().set('IS_TEST', false);
+    await tf.setBackend('cpu');
+  });
+
+  interface PoolCase {
+    label: string;
+    x: number[];
+    f: number | [number, number];
+    s: number | [number, number];
+    pad: Pad;
+    rounding?: 'floor' | 'round' | 'ceil';
+    /** Some window is clipped by padding: there tfjs's cpu gradient is not the forward's adjoint. */
+    clipped: boolean;
+  }
+  const pools: PoolCase[] = [
+    { label: 'token grid 2×2 s2 valid', x: [2, 8, 8, 5], f: 2, s: 2, pad: 'valid', clipped: false },
+    { label: '2×2 s2 valid, odd input (leftover row/col)', x: [2, 9, 7, 3], f: 2, s: 2, pad: 'valid', clipped: false },
+    { label: '3×3 s1 valid', x: [1, 7, 6, 4], f: 3, s: 1, pad: 'valid', clipped: false },
+    { label: '2×2 s2 same, even input (no padding)', x: [2, 8, 6, 3], f: 2, s: 2, pad: 'same', clipped: false },
+    { label: '3×3 s1 same', x: [1, 9, 8, 4], f: 3, s: 1, pad: 'same', clipped: true },
+    { label: '[3,2] strides [2,1] same', x: [2, 7, 9, 3], f: [3, 2], s: [2, 1], pad: 'same', clipped: true },
+    { label: '3×3 s2 numeric pad 1', x: [1, 7, 7, 2], f: 3, s: 2, pad: 1, clipped: true },
+    { label: '3×3 s2 explicit pad', x: [1, 8, 9, 2], f: 3, s: 2, pad: [[0, 0], [1, 0], [0, 2], [0, 0]], clipped: true },
+    { label: '4×4 s4 valid, large (parallel)', x: [16, 32, 32, 16], f: 4, s: 4, pad: 'valid', clipped: false },
+  ];
+  for (const c of pools) {
+    it(`AvgPool forward and gradient: ${c.label}`, async () => {
+      const pool = (x: tf.Tensor) => tf.avgPool(x as tf.Tensor4D, c.f, c.s, c.pad as 'same', c.rounding);
+      await compare(c.label, [c.x], pool, 'AvgPool');
+      if (!c.clipped) {
+        await compare(`${c.label} grad`, [c.x], (x) => tf.grad((y: tf.Tensor) => pool(y).square().sum())(x!), 'AvgPoolGrad');
+        return;
+      }
+      const info = tf.backend_util.computePool2DInfo(c.x as [number, number, number, number], c.f, c.s, 1, c.pad as 'same');
+      const dy = randn([...info.outShape]);
+      const before = fallbackCounts.AvgPoolGrad ?? 0;
+      const [nat] = await on(NATIVE_BACKEND, [{ values: randn(c.x), shape: c.x }, { values: dy, shape: [...info.outShape] }], (x, g) =>
+        tf.engine().runKernel('AvgPoolGrad', { dy: g!, input: x! }, { filterSize: c.f, strides: c.s, pad: c.pad }) as tf.Tensor,
+      );
+      expect(fallbackCounts.AvgPoolGrad ?? 0).toBe(before);
+      expectClose(nat!, { values: avgPoolGradReference(dy, c.x, info), shape: c.x }, `${c.label} adjoint`);
+    });
+  }
+
+  interface ResizeCase {
+    label: string;
+    x: number[];
+    size: [number, number];
+  }
+  const resizes: ResizeCase[] = [
+    { label: 'up, non-square', x: [2, 5, 7, 3], size: [9, 12] },
+    { label: 'down', x: [2, 9, 11, 2], size: [4, 5] },
+    { label: 'mixed up/down', x: [1, 6, 4, 2], size: [3, 10] },
+    { label: 'to one row', x: [1, 5, 6, 2], size: [1, 3] },
+    { label: 'same size', x: [1, 4, 5, 3], size: [4, 5] },
+    { label: '2× stage upsample, large (parallel)', x: [16, 16, 16, 32], size: [32, 32] },
+  ];
+  const modes: [boolean, boolean][] = [
+    [false, false],
+    [true, false],
+    [false, true],
+  ];
+  for (const r of resizes) {
+    for (const [alignCorners, halfPixel] of modes) {
+      const label = `${r.label} ${JSON.stringify(r.x)}→${r.size} alignCorners=${alignCorners} halfPixelCenters=${halfPixel}`;
+      const outShape = [r.x[0]!, ...r.size, r.x[3]!];
+
+      it(`ResizeBilinear forward, and its gradient vs the corrected JS kernel: ${label}`, async () => {
+        const resize = (x: tf.Tensor) => tf.image.resizeBilinear(x as tf.Tensor4D, r.size, alignCorners, halfPixel);
+        await compare(label, [r.x], resize, 'ResizeBilinear');
+        const dy = randn(outShape);
+        const before = fallbackCounts.ResizeBilinearGrad ?? 0;
+        const [nat] = await on(NATIVE_BACKEND, [{ values: randn(r.x), shape: r.x }, { values: dy, shape: outShape }], (x, g) =>
+          tf.engine().runKernel('ResizeBilinearGrad', { images: x!, dy: g! }, { alignCorners, halfPixelCenters: halfPixel }) as tf.Tensor,
+        );
+        expect(fallbackCounts.ResizeBilinearGrad ?? 0).toBe(before);
+        const ref = resizeBilinearGradValues(dy, r.x, outShape, alignCorners, halfPixel, new Float32Array(sizeOf(r.x)));
+        expectClose(nat!, { values: ref, shape: r.x }, `${label} grad`);
+        await compare(`${label} tf.grad`, [r.x], (x) => tf.grad((y: tf.Tensor) => resize(y).square().sum())(x!), 'ResizeBilinearGrad');
+      });
+
+      it(`ResizeNearestNeighbor forward and its gradient (the forward's adjoint): ${label}`, async () => {
+        const resize = (x: tf.Tensor) => tf.image.resizeNearestNeighbor(x as tf.Tensor4D, r.size, alignCorners, halfPixel);
+        await compare(label, [r.x], resize, 'ResizeNearestNeighbor');
+        // The adjoint from the cpu forward pass: resize an image of pixel indices to learn where each output reads.
+        const [n, h, w, c] = r.x as [number, number, number, number];
+        await tf.setBackend('cpu');
+        const pixelIds = tf.tensor4d(Float32Array.from({ length: n * h * w }, (_, i) => i), [n, h, w, 1]);
+        const source = tf.image.resizeNearestNeighbor(pixelIds, r.size, alignCorners, halfPixel).dataSync();
+        pixelIds.dispose();
+        const dy = randn(outShape);
+        const ref = new Float64Array(sizeOf(r.x));
+        source.forEach((p, o) => {
+          for (let d = 0; d < c; d++) ref[p * c + d]! += dy[o * c + d]!;
+        });
+        const before = fallbackCounts.ResizeNearestNeighborGrad ?? 0;
+        const [nat] = await on(NATIVE_BACKEND, [{ values: randn(r.x), shape: r.x }, { values: dy, shape: outShape }], (x, g) =>
+          tf.engine().runKernel('ResizeNearestNeighborGrad', { images: x!, dy: g! }, { alignCorners, halfPixelCenters: halfPixel }) as tf.Tensor,
+        );
+        expect(fallbackCounts.ResizeNearestNeighborGrad ?? 0).toBe(before);
+        expectClose(nat!, { values: ref, shape: r.x }, `${label} grad`);
+      });
+    }
+  }
+
+  it('rejects resize and pool buffers smaller than their shapes', () => {
+    expect(() => addon!.resize(0, Int32Array.from([1, 4, 4, 2, 8, 8]), false, true, new Float32Array(31), new Float32Array(128))).toThrow(/x: buffer/);
+    expect(() => addon!.pool(1, Int32Array.from([1, 4, 4, 2, 2, 2, 2, 2, 2, 2, 0, 0]), new Float32Array(8), new Float32Array(31))).toThrow(/dx: buffer/);
+  });
+});
 describe.skipIf(skip)('native reductions vs cpu', () => {
   beforeAll(() => {
     expect(registerNativeBackend()).toBe(true);

@@ -9,11 +9,13 @@
 #include "activation.h"
 #include "conv.h"
 #include "elementwise.h"
+#include "layout.h"
 #include "matmul.h"
 #include "napi_util.h"
 #include "norm.h"
 #include "optim.h"
 #include "reduce.h"
+#include "pool_resize.h"
 
 namespace sfn {
 namespace {
@@ -369,6 +371,175 @@ napi_value activationGrad(napi_env env, napi_callback_info cb) {
   return nullptr;
 }
 
+// transpose(x, shape, perm, out)
+napi_value transpose(napi_env env, napi_callback_info cb) {
+  napi_value argv[4];
+  getArgs(env, cb, argv, "transpose");
+  auto x = typedArg<float>(env, argv[0], "x");
+  auto shape = shapeArg(env, argv[1], "shape");
+  auto perm = shapeArg(env, argv[2], "perm");
+  auto out = typedArg<float>(env, argv[3], "out");
+  if (perm.size() != shape.size()) throw JsError{"transpose: perm must have the shape's rank"};
+  std::vector<bool> seen(shape.size(), false);
+  for (int64_t p : perm) {
+    if (p >= static_cast<int64_t>(shape.size()) || seen[p]) throw JsError{"transpose: perm is not a permutation"};
+    seen[p] = true;
+  }
+  requireLength(x.length, product(shape), "x");
+  requireLength(out.length, product(shape), "out");
+  if (product(shape) > 0) transposeCopy(x.data, shape, perm, out.data);
+  return nullptr;
+}
+
+std::vector<TypedView<float>> floatArrays(napi_env env, napi_value v, const char* name) {
+  bool isArray = false;
+  check(env, napi_is_array(env, v, &isArray), "is_array");
+  if (!isArray) throw JsError{std::string(name) + ": expected an array of Float32Arrays"};
+  uint32_t n = 0;
+  check(env, napi_get_array_length(env, v, &n), "array_length");
+  std::vector<TypedView<float>> views;
+  for (uint32_t i = 0; i < n; ++i) {
+    napi_value item;
+    check(env, napi_get_element(env, v, i, &item), "get_element");
+    views.push_back(typedArg<float>(env, item, name));
+  }
+  return views;
+}
+
+// Shared checks of concat/splitV: one run length per piece, each piece holding outer·run floats.
+int64_t checkPieces(const std::vector<TypedView<float>>& pieces, const std::vector<int64_t>& runs, int64_t outer, const char* fn) {
+  if (pieces.empty() || pieces.size() != runs.size()) throw JsError{std::string(fn) + ": expected one run length per piece"};
+  if (outer < 0) throw JsError{std::string(fn) + ": outer must be non-negative"};
+  int64_t rowLen = 0;
+  for (size_t k = 0; k < pieces.size(); ++k) {
+    requireLength(pieces[k].length, outer * runs[k], "piece");
+    rowLen += runs[k];
+  }
+  return rowLen;
+}
+
+// concat(inputs[], runs, outer, out)
+napi_value concat(napi_env env, napi_callback_info cb) {
+  napi_value argv[4];
+  getArgs(env, cb, argv, "concat");
+  auto inputs = floatArrays(env, argv[0], "inputs");
+  auto runs = shapeArg(env, argv[1], "runs");
+  const int64_t outer = intArg(env, argv[2], "outer");
+  auto out = typedArg<float>(env, argv[3], "out");
+  const int64_t rowLen = checkPieces(inputs, runs, outer, "concat");
+  requireLength(out.length, outer * rowLen, "out");
+  std::vector<const float*> ptrs;
+  for (const auto& v : inputs) ptrs.push_back(v.data);
+  if (outer * rowLen > 0) concatRows(ptrs, runs, outer, out.data);
+  return nullptr;
+}
+
+// splitV(x, runs, outer, outputs[])
+napi_value splitV(napi_env env, napi_callback_info cb) {
+  napi_value argv[4];
+  getArgs(env, cb, argv, "splitV");
+  auto x = typedArg<float>(env, argv[0], "x");
+  auto runs = shapeArg(env, argv[1], "runs");
+  const int64_t outer = intArg(env, argv[2], "outer");
+  auto outputs = floatArrays(env, argv[3], "outputs");
+  const int64_t rowLen = checkPieces(outputs, runs, outer, "splitV");
+  requireLength(x.length, outer * rowLen, "x");
+  std::vector<float*> ptrs;
+  for (const auto& v : outputs) ptrs.push_back(v.data);
+  if (outer * rowLen > 0) splitRows(x.data, runs, outer, ptrs);
+  return nullptr;
+}
+
+// tile(x, shape, reps, out)
+napi_value tile(napi_env env, napi_callback_info cb) {
+  napi_value argv[4];
+  getArgs(env, cb, argv, "tile");
+  auto x = typedArg<float>(env, argv[0], "x");
+  auto shape = shapeArg(env, argv[1], "shape");
+  auto reps = shapeArg(env, argv[2], "reps");
+  auto out = typedArg<float>(env, argv[3], "out");
+  if (shape.empty() || reps.size() != shape.size()) throw JsError{"tile: shape and reps must share one rank >= 1"};
+  std::vector<int64_t> outShape(shape.size());
+  for (size_t i = 0; i < shape.size(); ++i) outShape[i] = shape[i] * reps[i];
+  requireLength(x.length, product(shape), "x");
+  requireLength(out.length, product(outShape), "out");
+  if (product(outShape) > 0) tileCopy(x.data, shape, reps, out.data);
+  return nullptr;
+}
+
+// pad(x, shape, before, after, value, out)
+napi_value pad(napi_env env, napi_callback_info cb) {
+  napi_value argv[6];
+  getArgs(env, cb, argv, "pad");
+  auto x = typedArg<float>(env, argv[0], "x");
+  auto shape = shapeArg(env, argv[1], "shape");
+  auto before = shapeArg(env, argv[2], "before");
+  auto after = shapeArg(env, argv[3], "after");
+  const float value = static_cast<float>(doubleArg(env, argv[4], "value"));
+  auto out = typedArg<float>(env, argv[5], "out");
+  if (shape.empty() || before.size() != shape.size() || after.size() != shape.size()) throw JsError{"pad: shape, before and after must share one rank >= 1"};
+  std::vector<int64_t> outShape(shape.size());
+  for (size_t i = 0; i < shape.size(); ++i) outShape[i] = before[i] + shape[i] + after[i];
+  requireLength(x.length, product(shape), "x");
+  requireLength(out.length, product(outShape), "out");
+  if (product(shape) == 0) throw JsError{"pad: x must not be empty"};
+  padConstant(x.data, shape, before, after, value, out.data);
+  return nullptr;
+}
+
+// pool(kind, params[12], in, out); kind 0 average forward (x → y), 1 its backward (dy → dx).
+// params: batch inH inW channels outH outW filterH filterW strideH strideW padTop padLeft
+napi_value pool(napi_env env, napi_callback_info cb) {
+  napi_value argv[4];
+  getArgs(env, cb, argv, "pool");
+  const int64_t kind = intArg(env, argv[0], "kind");
+  auto p = typedArg<int32_t>(env, argv[1], "params");
+  if (p.length != 12) throw JsError{"pool: params must hold 12 ints"};
+  const PoolShape s{p.data[0], p.data[1], p.data[2], p.data[3], p.data[4], p.data[5], p.data[6], p.data[7], p.data[8], p.data[9], p.data[10], p.data[11]};
+  for (int i = 0; i < 10; ++i) if (p.data[i] < 1) throw JsError{"pool: sizes and strides must be positive"};
+  if (s.padTop < 0 || s.padLeft < 0) throw JsError{"pool: padding must be non-negative"};
+  auto in = typedArg<float>(env, argv[2], "in");
+  auto out = typedArg<float>(env, argv[3], "out");
+  const int64_t xSize = s.batch * s.inH * s.inW * s.channels, ySize = s.batch * s.outH * s.outW * s.channels;
+  if (kind == 0) {
+    requireLength(in.length, xSize, "x"), requireLength(out.length, ySize, "y");
+    avgPoolForward(s, in.data, out.data);
+  } else if (kind == 1) {
+    requireLength(in.length, ySize, "dy"), requireLength(out.length, xSize, "dx");
+    avgPoolBackward(s, in.data, out.data);
+  } else {
+    throw JsError{"pool: unknown kind"};
+  }
+  return nullptr;
+}
+
+// resize(kind, params[6], alignCorners, halfPixelCenters, in, out); kind 0 bilinear forward,
+// 1 bilinear backward, 2 nearest forward, 3 nearest backward. params: batch inH inW channels outH outW
+napi_value resize(napi_env env, napi_callback_info cb) {
+  napi_value argv[6];
+  getArgs(env, cb, argv, "resize");
+  const int64_t kind = intArg(env, argv[0], "kind");
+  auto p = typedArg<int32_t>(env, argv[1], "params");
+  if (p.length != 6) throw JsError{"resize: params must hold 6 ints"};
+  for (size_t i = 0; i < 6; ++i) if (p.data[i] < 1) throw JsError{"resize: sizes must be positive"};
+  const ResizeShape s{p.data[0], p.data[1], p.data[2], p.data[3], p.data[4], p.data[5], boolArg(env, argv[2], "alignCorners"),
+                      boolArg(env, argv[3], "halfPixelCenters")};
+  auto in = typedArg<float>(env, argv[4], "in");
+  auto out = typedArg<float>(env, argv[5], "out");
+  const int64_t xSize = s.batch * s.inH * s.inW * s.channels, ySize = s.batch * s.outH * s.outW * s.channels;
+  const bool forward = kind == 0 || kind == 2;
+  if (kind < 0 || kind > 3) throw JsError{"resize: unknown kind"};
+  requireLength(in.length, forward ? xSize : ySize, forward ? "x" : "dy");
+  requireLength(out.length, forward ? ySize : xSize, forward ? "y" : "dx");
+  switch (kind) {
+    case 0: resizeBilinearForward(s, in.data, out.data); break;
+    case 1: resizeBilinearBackward(s, in.data, out.data); break;
+    case 2: resizeNearestForward(s, in.data, out.data); break;
+    default: resizeNearestBackward(s, in.data, out.data); break;
+  }
+  return nullptr;
+}
+
 napi_value init(napi_env env, napi_value exports) {
   const napi_property_descriptor props[] = {
       {"info", nullptr, guarded<info>, nullptr, nullptr, nullptr, napi_default, nullptr},
@@ -385,6 +556,13 @@ napi_value init(napi_env env, napi_value exports) {
       {"activation", nullptr, guarded<activation>, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"activationGrad", nullptr, guarded<activationGrad>, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"reduce", nullptr, guarded<reduceAxes>, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"transpose", nullptr, guarded<transpose>, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"concat", nullptr, guarded<concat>, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"splitV", nullptr, guarded<splitV>, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"tile", nullptr, guarded<tile>, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"pad", nullptr, guarded<pad>, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"pool", nullptr, guarded<pool>, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"resize", nullptr, guarded<resize>, nullptr, nullptr, nullptr, napi_default, nullptr},
   };
   napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props);
   return exports;

@@ -43,7 +43,6 @@ export interface NativeAddon {
   softmax(x: Float32Array, y: Float32Array, rows: number, cols: number): void;
   /** out = x[begin : begin + size] of a dense x. */
   slice(x: Float32Array, shape: Int32Array, begin: Int32Array, size: Int32Array, out: Float32Array): void;
-  /** out = op (0 sum, 1 mean, 2 max, 3 min, 4 prod) over the dims where reducedMask is non-zero; accumulates in double. */
   /** Group normalisation of x [n, s, c] (dims = [n, s, c, groups]): y, and per-(n, group) mean and 1/std. */
   groupNorm(x: Float32Array, dims: Int32Array, eps: number, y: Float32Array, mean: Float32Array, rstd: Float32Array): void;
   /** dx of groupNorm's y given dy and the forward's mean and rstd. */
@@ -63,7 +62,22 @@ export interface NativeAddon {
   activation(kind: 0 | 1 | 2 | 3, x: Float32Array, y: Float32Array): void;
   /** dx = dy · f'(x). */
   activationGrad(kind: 0 | 1 | 2 | 3, dy: Float32Array, x: Float32Array, dx: Float32Array): void;
+  /** out = op (0 sum, 1 mean, 2 max, 3 min, 4 prod) over the dims where reducedMask is non-zero; accumulates in double. */
   reduce(op: 0 | 1 | 2 | 3 | 4, x: Float32Array, shape: Int32Array, reducedMask: Int32Array, out: Float32Array): void;
+  /** out = x transposed: out's dim i is x's dim perm[i]. */
+  transpose(x: Float32Array, shape: Int32Array, perm: Int32Array, out: Float32Array): void;
+  /** Row o of out is row o of each input in turn; input k's rows hold runs[k] values. */
+  concat(inputs: Float32Array[], runs: Int32Array, outer: number, out: Float32Array): void;
+  /** The inverse of concat: each row of x cut into one run per output. */
+  splitV(x: Float32Array, runs: Int32Array, outer: number, outputs: Float32Array[]): void;
+  /** out = x repeated reps[i] times along each dim. */
+  tile(x: Float32Array, shape: Int32Array, reps: Int32Array, out: Float32Array): void;
+  /** out = x with `value` padding before/after each dim (x non-empty). */
+  pad(x: Float32Array, shape: Int32Array, before: Int32Array, after: Int32Array, value: number, out: Float32Array): void;
+  /** NHWC average pooling (0 forward x→y, 1 backward dy→dx); params: batch inH inW C outH outW fH fW sH sW padTop padLeft. */
+  pool(kind: 0 | 1, params: Int32Array, input: Float32Array, out: Float32Array): void;
+  /** NHWC resize (0 bilinear, 1 its backward, 2 nearest, 3 its backward); params: batch inH inW C outH outW. */
+  resize(kind: 0 | 1 | 2 | 3, params: Int32Array, alignCorners: boolean, halfPixelCenters: boolean, input: Float32Array, out: Float32Array): void;
 }
 
 export interface NativeInfo {

@@ -1,5 +1,4 @@
 import { tf } from '../tf.js';
-import { resizeBilinearGradCpuConfig } from '../resize_bilinear_grad.js';
 import { loadNativeAddon, type NativeAddon } from './addon.js';
 import { batchMatMulConfig, fusedMatMulConfig } from './matmul.js';
 import { elementwiseConfigs } from './elementwise.js';
@@ -8,6 +7,8 @@ import { normConfigs } from './norm.js';
 import { adamConfig } from './optim.js';
 import { activationConfigs } from './activation.js';
 import { conv2DBackpropFilterConfig, conv2DBackpropInputConfig, conv2DConfig, fusedConv2DConfig } from './conv.js';
+import { layoutConfigs } from './layout.js';
+import { poolResizeConfigs } from './pool_resize.js';
 
 /** tfjs backend name; no underscore (tfjs's getKernelsForBackend splits registry keys on '_'). */
 export const NATIVE_BACKEND = 'native';
@@ -25,8 +26,8 @@ function nativeKernels(addon: NativeAddon): tf.KernelConfig[] {
     ...normConfigs(addon, NATIVE_BACKEND),
     adamConfig(addon, NATIVE_BACKEND),
     ...activationConfigs(addon, NATIVE_BACKEND),
-    // The cpu backend's own ResizeBilinearGrad is wrong (see resize_bilinear_grad.ts).
-    { ...resizeBilinearGradCpuConfig, backendName: NATIVE_BACKEND },
+    ...layoutConfigs(addon, NATIVE_BACKEND),
+    ...poolResizeConfigs(addon, NATIVE_BACKEND),
   ];
 }
 

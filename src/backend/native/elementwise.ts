@@ -3,7 +3,7 @@ import type { NativeAddon } from './addon.js';
 import { cpuKernel, float32Values, sizeOf, type CpuBackendStorage } from './storage.js';
 
 // Memory-bound kernels that profiling an NSP training step showed dominating once matmul and conv
-// were native: the cpu backend's broadcasting arithmetic, softmax and strided slices (SplitV) are
+// were native: the cpu backend's broadcasting arithmetic, softmax and strided slices are
 // index-arithmetic JS loops, 10–100× slower than a plain C++ loop over the same arrays.
 
 const BINARY = { Add: 0, Sub: 1, Multiply: 2, RealDiv: 3 } as const;
@@ -76,36 +76,10 @@ function sliceConfig(addon: NativeAddon, backendName: string): tf.KernelConfig {
   };
 }
 
-function splitVConfig(addon: NativeAddon, backendName: string): tf.KernelConfig {
-  const fallback = cpuKernel('SplitV');
-  return {
-    kernelName: 'SplitV',
-    backendName,
-    kernelFunc: (args) => {
-      const { x } = args.inputs as { x: tf.TensorInfo };
-      const attrs = args.attrs as unknown as { numOrSizeSplits: number | number[]; axis: number };
-      const backend = args.backend as CpuBackendStorage;
-      const xv = float32Values(backend, x);
-      if (!xv || x.shape.length === 0) return fallback(args);
-      const axis = tf.util.parseAxisParam(attrs.axis, x.shape)[0]!;
-      const sizes = tf.backend_util.prepareSplitSize(x as tf.Tensor, attrs.numOrSizeSplits, axis);
-      const begin = new Array<number>(x.shape.length).fill(0);
-      return sizes.map((s) => {
-        const size = [...x.shape];
-        size[axis] = s;
-        const piece = sliceInfo(addon, backend, x, xv, [...begin], size);
-        begin[axis]! += s;
-        return piece;
-      });
-    },
-  };
-}
-
 export function elementwiseConfigs(addon: NativeAddon, backendName: string): tf.KernelConfig[] {
   return [
     ...(Object.keys(BINARY) as (keyof typeof BINARY)[]).map((k) => binaryConfig(addon, backendName, k)),
     softmaxConfig(addon, backendName),
     sliceConfig(addon, backendName),
-    splitVConfig(addon, backendName),
   ];
 }
