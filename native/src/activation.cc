@@ -1,4 +1,5 @@
 #include "activation.h"
+#include "parallel.h"
 
 #include <omp.h>
 
@@ -8,7 +9,6 @@ namespace sfn {
 
 namespace {
 
-constexpr int64_t kParallelElements = 1 << 15;
 constexpr double kSqrt2OverPi = 0.7978845608028654;  // √(2/π)
 constexpr double kGeluCubic = 0.044715;
 constexpr double kInvSqrt2 = 0.7071067811865476;
@@ -45,12 +45,12 @@ inline double apply(SmoothActivation kind, double v) {
 }  // namespace
 
 void activationForward(SmoothActivation kind, const float* x, float* y, int64_t n) {
-#pragma omp parallel for schedule(static) if (n >= kParallelElements)
+#pragma omp parallel for schedule(static) if (n >= kParallelWork)
   for (int64_t i = 0; i < n; ++i) y[i] = static_cast<float>(apply<false>(kind, x[i]));
 }
 
 void activationBackward(SmoothActivation kind, const float* dy, const float* x, float* dx, int64_t n) {
-#pragma omp parallel for schedule(static) if (n >= kParallelElements)
+#pragma omp parallel for schedule(static) if (n >= kParallelWork)
   for (int64_t i = 0; i < n; ++i) dx[i] = static_cast<float>(dy[i] * apply<true>(kind, x[i]));
 }
 

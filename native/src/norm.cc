@@ -1,4 +1,5 @@
 #include "norm.h"
+#include "parallel.h"
 
 #include <omp.h>
 
@@ -10,10 +11,9 @@ namespace sfn {
 
 namespace {
 
-constexpr int64_t kParallelElements = 1 << 15;
 
 // Work is split over samples; LayerNorm calls have many one-position "samples" of one group.
-bool parallel(int64_t n, int64_t s, int64_t c) { return n > 1 && n * s * c >= kParallelElements; }
+bool parallel(int64_t n, int64_t s, int64_t c) { return n > 1 && n * s * c >= kParallelWork; }
 
 }  // namespace
 

@@ -1,4 +1,5 @@
 #include "reduce.h"
+#include "parallel.h"
 
 #include <omp.h>
 
@@ -10,8 +11,6 @@ namespace sfn {
 
 namespace {
 
-// Below this many input elements one thread is faster than starting a parallel region.
-constexpr int64_t kParallelElements = 1 << 15;
 
 // Adjacent dims with the same role merge, size-1 dims vanish: the walk then has the longest
 // possible contiguous inner run and the fewest odometer carries.
@@ -125,7 +124,7 @@ template <typename Acc>
 void reduceWith(const Layout& l, const float* x, float* out, double scale) {
   const int64_t inner = l.dims.back();
   const int64_t rows = l.size / inner;
-  int threads = l.size >= kParallelElements ? omp_get_max_threads() : 1;
+  int threads = l.size >= kParallelWork ? omp_get_max_threads() : 1;
   // Each thread keeps private accumulators for every output; worth it only when the outputs are
   // few compared with the input (always the case for the reductions of a training step).
   if (l.outSize * 8 > l.size || rows < threads) threads = 1;
