@@ -2,9 +2,9 @@
   "targets": [
     {
       "target_name": "scaleforge_native",
-      "sources": ["src/addon.cc", "src/conv.cc", "src/matmul.cc", "src/dnnl_util.cc", "src/elementwise.cc"],
+      "sources": ["src/addon.cc", "src/conv.cc", "src/matmul.cc", "src/dnnl_util.cc", "src/elementwise.cc", "src/unary.cc"],
       "defines": ["NAPI_VERSION=8"],
-      "cflags_cc": ["-std=c++17", "-fexceptions", "-fopenmp"],
+      "cflags_cc": ["-std=c++17", "-fexceptions", "-fopenmp", "-fno-trapping-math", "-fno-math-errno"],
       "cflags_cc!": ["-fno-exceptions", "-std=gnu++17"],
       "cflags": ["<!@(pkg-config --cflags openblas 2>/dev/null || true)"],
       "ldflags": ["-fopenmp"],

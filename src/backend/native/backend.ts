@@ -3,6 +3,8 @@ import { resizeBilinearGradCpuConfig } from '../resize_bilinear_grad.js';
 import { loadNativeAddon, type NativeAddon } from './addon.js';
 import { batchMatMulConfig, fusedMatMulConfig } from './matmul.js';
 import { elementwiseConfigs } from './elementwise.js';
+import { unaryConfigs } from './unary.js';
+import { selectConfig } from './select.js';
 import { conv2DBackpropFilterConfig, conv2DBackpropInputConfig, conv2DConfig, fusedConv2DConfig } from './conv.js';
 
 /** tfjs backend name; no underscore (tfjs's getKernelsForBackend splits registry keys on '_'). */
@@ -17,6 +19,8 @@ function nativeKernels(addon: NativeAddon): tf.KernelConfig[] {
     conv2DBackpropInputConfig(addon, NATIVE_BACKEND),
     conv2DBackpropFilterConfig(addon, NATIVE_BACKEND),
     ...elementwiseConfigs(addon, NATIVE_BACKEND),
+    ...unaryConfigs(addon, NATIVE_BACKEND),
+    selectConfig(addon, NATIVE_BACKEND),
     // The cpu backend's own ResizeBilinearGrad is wrong (see resize_bilinear_grad.ts).
     { ...resizeBilinearGradCpuConfig, backendName: NATIVE_BACKEND },
   ];

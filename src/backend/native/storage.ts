@@ -3,7 +3,7 @@ import { tf } from '../tf.js';
 /** The parts of tfjs's MathBackendCPU that native kernels use (the `native` backend is one). */
 export interface CpuBackendStorage {
   data: { get(dataId: tf.DataId): { values?: unknown } };
-  makeTensorInfo(shape: number[], dtype: tf.DataType, values: Float32Array): tf.TensorInfo;
+  makeTensorInfo(shape: number[], dtype: tf.DataType, values: Float32Array | Uint8Array): tf.TensorInfo;
 }
 
 /** The tensor's own Float32Array (no copy), or undefined for other dtypes / complex storage. */
@@ -11,6 +11,13 @@ export function float32Values(backend: CpuBackendStorage, t: tf.TensorInfo): Flo
   if (t.dtype !== 'float32') return undefined;
   const values = backend.data.get(t.dataId).values;
   return values instanceof Float32Array ? values : undefined;
+}
+
+/** A bool tensor's own Uint8Array of 0/1 bytes (the cpu backend's bool storage), or undefined. */
+export function boolValues(backend: CpuBackendStorage, t: tf.TensorInfo): Uint8Array | undefined {
+  if (t.dtype !== 'bool') return undefined;
+  const values = backend.data.get(t.dataId).values;
+  return values instanceof Uint8Array ? values : undefined;
 }
 
 export const sizeOf = (shape: readonly number[]): number => shape.reduce((a, b) => a * b, 1);

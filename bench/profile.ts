@@ -1,0 +1,98 @@
+/**
+ * Where an NSP training step's time goes, per tfjs kernel: runs one step of each stage under
+ * tf.profile and prints the kernels by total time (count, ms, share). This is the profile behind
+ * the bench's step rows. Run: `npx tsx bench/profile.ts [--backend native] [--stage 2] [--top 25] [--json]`.
+ */
+import { fileURLToPath } from 'node:url';
+import { tf } from '../src/backend/tf.js';
+import { initBackend } from '../src/backend/select.js';
+import { NextScaleGenerator } from '../src/models/nsp/model.js';
+import { AdamW } from '../src/train/optim.js';
+import { Rng } from '../src/util/rng.js';
+import { NSP_BENCH_BATCH, NSP_BENCH_CONFIG } from './kernels.js';
+
+export interface KernelProfileRow {
+  kernel: string;
+  count: number;
+  ms: number;
+}
+
+export interface StageProfile {
+  stage: number;
+  wallMs: number;
+  kernelMs: number;
+  rows: KernelProfileRow[];
+}
+
+function randomTensor(shape: number[], rng: Rng): tf.Tensor {
+  return tf.tensor(rng.fillNormal(new Float32Array(shape.reduce((a, b) => a * b, 1))), shape);
+}
+
+/** Profiles one optimizer step (forward, backward, AdamW) of NSP stage `k` after a warm-up step. */
+export async function profileNspStage(k: number): Promise<StageProfile> {
+  const gen = new NextScaleGenerator(NSP_BENCH_CONFIG, 0);
+  const rng = new Rng(7);
+  const sizes = NSP_BENCH_CONFIG.sizes;
+  const b = NSP_BENCH_BATCH;
+  const s = sizes[k]!;
+  const params = new Map([...gen.stages.at(k).namedParameters()]);
+  const opt = new AdamW(params, {});
+  const varList = [...params.values()];
+  const inSize = k === 0 ? s : sizes[k - 1]!;
+  const input = randomTensor([b, inSize, inSize, 3], rng) as tf.Tensor4D;
+  const target = randomTensor([b, s, s, 3], rng) as tf.Tensor4D;
+  const pooled = randomTensor([b, NSP_BENCH_CONFIG.textDim], rng) as tf.Tensor2D;
+  const tokens = randomTensor([b, 16, NSP_BENCH_CONFIG.textTokenDim], rng) as tf.Tensor3D;
+  const step = () => {
+    const { value, grads } = tf.variableGrads(() => {
+      const diff = gen.predict(k, input, { pooled, tokens }).sub(target);
+      return diff.abs().mean().add(diff.square().mean()) as tf.Scalar;
+    }, varList);
+    value.dataSync();
+    const named = new Map<string, tf.Tensor>();
+    for (const [name, v] of params) named.set(name, grads[v.name]!);
+    opt.step(named, 1e-4);
+    tf.dispose([value, ...Object.values(grads)]);
+    varList[0]!.dataSync();
+  };
+  step();
+  const t0 = performance.now();
+  const info = await tf.profile(step);
+  const wallMs = performance.now() - t0;
+  const byKernel = new Map<string, KernelProfileRow>();
+  for (const kinfo of info.kernels) {
+    const row = byKernel.get(kinfo.name) ?? { kernel: kinfo.name, count: 0, ms: 0 };
+    row.count++;
+    row.ms += Number(await kinfo.kernelTimeMs);
+    byKernel.set(kinfo.name, row);
+  }
+  const rows = [...byKernel.values()].sort((a, b) => b.ms - a.ms);
+  tf.dispose([input, target, pooled, tokens]);
+  opt.dispose();
+  gen.dispose?.();
+  return { stage: k, wallMs, kernelMs: rows.reduce((a, r) => a + r.ms, 0), rows };
+}
+
+if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
+  const args = process.argv.slice(2);
+  const pick = (flag: string) => {
+    const i = args.indexOf(flag);
+    return i >= 0 ? args[i + 1] : undefined;
+  };
+  const backend = pick('--backend') ?? 'native';
+  const top = Number(pick('--top') ?? 20);
+  await initBackend(backend);
+  const stages = pick('--stage') !== undefined ? [Number(pick('--stage'))] : NSP_BENCH_CONFIG.sizes.map((_, k) => k);
+  const out: StageProfile[] = [];
+  for (const k of stages) out.push(await profileNspStage(k));
+  if (args.includes('--json')) {
+    console.log(JSON.stringify({ backend, batch: NSP_BENCH_BATCH, stages: out }, null, 2));
+  } else {
+    for (const p of out) {
+      console.log(`\n${backend} NSP stage ${p.stage}, batch ${NSP_BENCH_BATCH}: wall ${p.wallMs.toFixed(1)} ms (profiled), kernels ${p.kernelMs.toFixed(1)} ms, ${p.rows.reduce((a, r) => a + r.count, 0)} kernel calls`);
+      for (const r of p.rows.slice(0, top)) {
+        console.log(`  ${r.kernel.padEnd(28)} ${String(r.count).padStart(5)}× ${r.ms.toFixed(1).padStart(8)} ms ${((100 * r.ms) / p.kernelMs).toFixed(1).padStart(5)} %`);
+      }
+    }
+  }
+}
