@@ -1,6 +1,6 @@
 /**
  * Kernel and training-step throughput per available tfjs backend: matmul, attention-shaped batch
- * matmuls, 3×3 convolutions (forward, dx, dW) at the NSP shapes, and one NSP training step per
+ * matmuls, 3×3 convolutions (forward, dx, dW) at the NSP shapes, memory-bound elementwise maps, and one NSP training step per
  * stage of the default model (configs/nsp-pixel-tiny.yaml). bench/torch_ref.py prints the same
  * rows for PyTorch. Run: `npx tsx bench/kernels.ts [--json] [--backends native,wasm,cpu] [--repeats N]`.
  */
@@ -57,6 +57,9 @@ const ATTENTION: { name: string; a: number[]; b: number[]; transB: boolean }[] =
   { name: 'attn QK^T [16,1,1024,8]x[16,1,256,8]^T', a: [16, 1, 1024, 8], b: [16, 1, 256, 8], transB: true },
   { name: 'attn PV [16,1,1024,256]x[16,1,256,8]', a: [16, 1, 1024, 256], b: [16, 1, 256, 8], transB: false },
 ];
+
+/** The dense blocks' input at the 64² stage (batch 16, 32 channels), for the elementwise rows. */
+const ACTIVATION_SHAPE = [16, 64, 64, 32];
 
 /** Best wall time of `repeats` runs of `fn` after one warm-up, in ms. */
 function bestMs(fn: () => void, repeats: number): number {
@@ -122,6 +125,16 @@ function kernelRows(backend: string, repeats: number, rng: Rng): BenchRow[] {
     }
     tf.dispose([x, w, dy]);
   }
+  // Memory-bound elementwise work at a 64² activation map: a map (GB/s of input read plus output
+  // written) and the leakyRelu gradient as tfjs computes it (greater, multiply, select).
+  const act = randomTensor(ACTIVATION_SHAPE, rng);
+  const actDy = randomTensor(ACTIVATION_SHAPE, rng);
+  const actBytes = 8 * act.size;
+  const shapeName = `[${ACTIVATION_SHAPE.join(',')}]`;
+  rows.push({ name: `${backend} sigmoid ${shapeName}`, value: actBytes / timeOp(() => tf.sigmoid(act), repeats) / 1e6, unit: 'GB/s' });
+  const leakyBackward = () => tf.where(tf.greater(act, 0), actDy, actDy.mul(0.2));
+  rows.push({ name: `${backend} leakyRelu backward ${shapeName}`, value: timeOp(() => tf.tidy(leakyBackward), repeats), unit: 'ms' });
+  tf.dispose([act, actDy]);
   return rows;
 }
 

@@ -65,6 +65,13 @@ def kernel_rows(repeats):
         dw = lambda: torch.nn.grad.conv2d_weight(x, wt.shape, dy, padding=1)
         for pname, fn in [('fwd', fwd), ('dx', dx), ('dW', dw)]:
             rows.append(dict(name=f'torch conv3x3 {name} {pname}', value=gflops(flop, best_ms(fn, repeats)), unit='GFLOP/s'))
+    # Same rows as kernels.ts's elementwise ones (shape names in tfjs's NHWC order).
+    shape = [16, 64, 64, 32]
+    act, act_dy = torch.randn(*shape), torch.randn(*shape)
+    shape_name = '[' + ','.join(map(str, shape)) + ']'
+    rows.append(dict(name=f'torch sigmoid {shape_name}', value=8 * act.numel() / best_ms(lambda: torch.sigmoid(act), repeats) / 1e6, unit='GB/s'))
+    leaky_backward = lambda: torch.ops.aten.leaky_relu_backward(act_dy, act, 0.2, False)
+    rows.append(dict(name=f'torch leakyRelu backward {shape_name}', value=best_ms(leaky_backward, repeats), unit='ms'))
     return rows
 
 

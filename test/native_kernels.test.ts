@@ -249,6 +249,282 @@ describe.skipIf(skip)('native memory-bound kernels vs cpu', () => {
   });
 });
 
+describe.skipIf(skip)('native elementwise maps, comparisons and Select vs cpu', () => {
+  beforeAll(() => {
+    expect(registerNativeBackend()).toBe(true);
+    tf.env().set('IS_TEST', true);
+  });
+  afterAll(async () => {
+    tf.env().set('IS_TEST', false);
+    await tf.setBackend('cpu');
+  });
+
+  type Values = Float32Array | Uint8Array | Int32Array;
+  interface Input {
+    values: Float32Array | Uint8Array;
+    shape: number[];
+    dtype?: 'float32' | 'bool';
+  }
+  interface Output {
+    values: Values;
+    shape: number[];
+    dtype: tf.DataType;
+  }
+
+  /** The values where tfjs's semantics have cases: NaN, ±Inf, ±0, half-way roundings, exp's range ends. */
+  const SPECIAL = [NaN, Infinity, -Infinity, 0, -0, 1, -1, 0.5, -0.5, 1.5, -2.5, 6, 7, 100, -100, -90, 1e-30, -1e-30, 1e30, 3e-3];
+
+  /** Normal(0, 2) data of `shape` with SPECIAL spliced in at spread-out positions. */
+  function withSpecials(shape: number[]): Input {
+    const values = rng.fillNormal(new Float32Array(shape.reduce((a, b) => a * b, 1)), 0, 2);
+    const stride = Math.max(1, Math.floor(values.length / SPECIAL.length));
+    SPECIAL.forEach((v, i) => {
+      if (i * stride + 1 < values.length) values[i * stride + 1] = v;
+    });
+    return { values, shape };
+  }
+
+  async function runOn(backend: string, inputs: Input[], fn: (...xs: tf.Tensor[]) => tf.Tensor): Promise<Output> {
+    await tf.setBackend(backend);
+    const xs = inputs.map((d) => tf.tensor(d.values, d.shape, d.dtype ?? 'float32'));
+    const y = tf.tidy(() => fn(...xs));
+    const out = { values: y.dataSync() as Values, shape: y.shape, dtype: y.dtype };
+    tf.dispose([...xs, y]);
+    return out;
+  }
+
+  /**
+   * Element by element: NaN where the reference has NaN, the same infinities, and finite values
+   * equal (bit for bit, sign of zero included, when `tolerance` is 0) or within tolerance·(|ref| + 0.1).
+   */
+  function expectSameValues(actual: Output, expected: Output, label: string, tolerance: number) {
+    expect(actual.shape, label).toEqual(expected.shape);
+    expect(actual.dtype, label).toBe(expected.dtype);
+    expect(actual.values.constructor, label).toBe(expected.values.constructor);
+    for (let i = 0; i < expected.values.length; i++) {
+      const [a, e] = [actual.values[i]!, expected.values[i]!];
+      const where = `${label} at ${i}: got ${a}, want ${e}`;
+      if (Number.isNaN(e)) expect(Number.isNaN(a), where).toBe(true);
+      else if (tolerance === 0 || !Number.isFinite(e)) expect(Object.is(a, e), where).toBe(true);
+      else expect(Math.abs(a - e), where).toBeLessThanOrEqual(tolerance * (Math.abs(e) + 0.1));
+    }
+  }
+
+  /** Runs on native (asserting no fallback to the cpu kernel) and on cpu, and compares. */
+  async function compareValues(label: string, inputs: Input[], fn: (...xs: tf.Tensor[]) => tf.Tensor, kernel: string, tolerance: number) {
+    const before = fallbackCounts[kernel] ?? 0;
+    const nat = await runOn(NATIVE_BACKEND, inputs, fn);
+    expect(fallbackCounts[kernel] ?? 0, `${label}: ${kernel} fell back to cpu`).toBe(before);
+    const ref = await runOn('cpu', inputs, fn);
+    expectSameValues(nat, ref, label, tolerance);
+    return nat;
+  }
+
+  // Exact: one correctly rounded operation (or done in double, as tfjs does). Approximate: the
+  // vectorized exp family (≤ 4.3 ulp) and float32 libm against tfjs's float64 Math functions.
+  const exactMaps: [string, (x: tf.Tensor) => tf.Tensor][] = [
+    ['Relu', (x) => tf.relu(x)],
+    ['Relu6', (x) => tf.relu6(x)],
+    ['LeakyRelu', (x) => tf.leakyRelu(x, 0.2)],
+    ['Sqrt', (x) => tf.sqrt(x)],
+    ['Rsqrt', (x) => tf.rsqrt(x)],
+    ['Square', (x) => tf.square(x)],
+    ['Neg', (x) => tf.neg(x)],
+    ['Abs', (x) => tf.abs(x)],
+    ['Step', (x) => tf.step(x, 0.3)],
+    ['Reciprocal', (x) => tf.reciprocal(x)],
+    ['Sign', (x) => tf.sign(x)],
+    ['Floor', (x) => tf.floor(x)],
+    ['Ceil', (x) => tf.ceil(x)],
+    ['Round', (x) => tf.round(x)],
+    ['ClipByValue', (x) => tf.clipByValue(x, -0.75, 1.25)],
+  ];
+  const approximateMaps: [string, (x: tf.Tensor) => tf.Tensor][] = [
+    ['Elu', (x) => tf.elu(x)],
+    ['Selu', (x) => tf.selu(x)],
+    ['Sigmoid', (x) => tf.sigmoid(x)],
+    ['Tanh', (x) => tf.tanh(x)],
+    ['Exp', (x) => tf.exp(x)],
+    ['Expm1', (x) => tf.expm1(x)],
+    ['Log', (x) => tf.log(x)],
+    ['Log1p', (x) => tf.log1p(x)],
+    ['Softplus', (x) => tf.softplus(x)],
+    ['Sin', (x) => tf.sin(x)],
+    ['Cos', (x) => tf.cos(x)],
+    ['Erf', (x) => tf.erf(x)],
+  ];
+  // Both evaluate Abramowitz–Stegun 7.1.26 (itself only 1.5e-7 from erf); near 0 its 1 − p·e^(−x²)
+  // turns the float32 exp's last-bit error into an absolute one, up to ~2e-7.
+  const mapTolerance = (kernel: string) => (kernel === 'Erf' ? 4e-6 : 2e-6);
+  for (const [kernel, f] of exactMaps) {
+    it(`${kernel} equals the cpu kernel bit for bit, NaN/±Inf/±0 included`, async () => {
+      await compareValues(kernel, [withSpecials([3, 7, 11])], (x) => f(x!), kernel, 0);
+      await compareValues(`${kernel} large`, [withSpecials([5, 97, 71])], (x) => f(x!), kernel, 0); // parallel path
+    });
+  }
+  for (const [kernel, f] of approximateMaps) {
+    it(`${kernel} matches the cpu kernel within ${mapTolerance(kernel)}, NaN/±Inf/±0 included`, async () => {
+      await compareValues(kernel, [withSpecials([3, 7, 11])], (x) => f(x!), kernel, mapTolerance(kernel));
+      await compareValues(`${kernel} large`, [withSpecials([5, 97, 71])], (x) => f(x!), kernel, mapTolerance(kernel));
+    });
+  }
+
+  it('activations keep their exact values at the edges (plain JS reference)', async () => {
+    const values = new Float32Array([-0, 0, NaN, -Infinity, Infinity, -1e-20, 1e-20, -200, 200, 0.25]);
+    const x = [{ values: new Float32Array(64).fill(1).map((_, i) => values[i % values.length]!), shape: [64] }];
+    const relu = await runOn(NATIVE_BACKEND, x, (t) => tf.relu(t!));
+    expect(Object.is(relu.values[0], 0), 'relu(-0) is +0').toBe(true);
+    expect(Number.isNaN(relu.values[2]!), 'relu(NaN) is NaN').toBe(true);
+    const sig = await runOn(NATIVE_BACKEND, x, (t) => tf.sigmoid(t!));
+    expect([sig.values[3], sig.values[4], sig.values[7], sig.values[8]]).toEqual([0, 1, 0, 1]);
+    expect(sig.values[5]).toBe(0.5);
+    const tanh = await runOn(NATIVE_BACKEND, x, (t) => tf.tanh(t!));
+    expect(Object.is(tanh.values[0], -0)).toBe(true);
+    expect([tanh.values[3], tanh.values[4], tanh.values[5], tanh.values[6]]).toEqual([-1, 1, Math.fround(-1e-20), Math.fround(1e-20)]);
+    const step = await runOn(NATIVE_BACKEND, x, (t) => tf.step(t!, -2));
+    expect([step.values[0], step.values[1], step.values[3], step.values[4], step.values[6]]).toEqual([-2, -2, -2, 1, 1]);
+    expect(Number.isNaN(step.values[2]!)).toBe(true);
+    const exp = await runOn(NATIVE_BACKEND, x, (t) => tf.exp(t!));
+    expect([exp.values[3], exp.values[4], exp.values[7], exp.values[8]]).toEqual([0, Infinity, 0, Infinity]);
+  });
+
+  it('unary maps on int32 tensors and tiny tensors fall back to the cpu kernel and stay correct', async () => {
+    const before = fallbackCounts.Abs ?? 0;
+    await tf.setBackend(NATIVE_BACKEND);
+    const y = tf.abs(tf.tensor1d([-3, 4, -5], 'int32'));
+    expect(y.dtype).toBe('int32');
+    expect(Array.from(y.dataSync())).toEqual([3, 4, 5]);
+    y.dispose();
+    expect(fallbackCounts.Abs).toBe(before + 1);
+    const small = tf.sigmoid(tf.tensor1d([0, 2]));
+    expect(Array.from(small.dataSync())).toEqual([0.5, Math.fround(1 / (1 + Math.exp(-2)))]);
+    small.dispose();
+  });
+
+  const binaryShapes: [string, number[], number[]][] = [
+    ['same shape', [3, 5, 7], [3, 5, 7]],
+    ['scalar operand', [4, 6, 9], []],
+    ['row vector', [4, 6, 9], [9]],
+    ['mutual broadcast', [3, 1, 5], [1, 6, 1]],
+    ['left operand broadcast', [1, 11], [8, 11]],
+  ];
+  const arithmetic: [string, (a: tf.Tensor, b: tf.Tensor) => tf.Tensor, number][] = [
+    ['Maximum', (a, b) => tf.maximum(a, b), 0],
+    ['Minimum', (a, b) => tf.minimum(a, b), 0],
+    ['SquaredDifference', (a, b) => tf.squaredDifference(a, b), 0],
+    ['Pow', (a, b) => tf.pow(a, b), 1e-6],
+  ];
+  const comparisons: [string, (a: tf.Tensor, b: tf.Tensor) => tf.Tensor][] = [
+    ['Greater', (a, b) => tf.greater(a, b)],
+    ['GreaterEqual', (a, b) => tf.greaterEqual(a, b)],
+    ['Less', (a, b) => tf.less(a, b)],
+    ['LessEqual', (a, b) => tf.lessEqual(a, b)],
+    ['Equal', (a, b) => tf.equal(a, b)],
+    ['NotEqual', (a, b) => tf.notEqual(a, b)],
+  ];
+  /** Operands sharing values often (so ==, >= and ±0 ties occur) with SPECIAL values mixed in. */
+  function binaryInputs(as: number[], bs: number[]): Input[] {
+    const tie = (d: Input) => {
+      d.values.forEach((v, i) => {
+        if (i % 3 === 0) d.values[i] = Math.round(v);
+      });
+      return d;
+    };
+    return [tie(withSpecials(as)), tie(withSpecials(bs.length ? bs : [1]))].map((d, i) => (i === 1 && bs.length === 0 ? { ...d, shape: [] } : d));
+  }
+  for (const [kernel, f, tolerance] of [...arithmetic, ...comparisons.map(([k, g]) => [k, g, 0] as const)]) {
+    for (const [label, as, bs] of binaryShapes) {
+      it(`${kernel} ${label}`, () => compareValues(`${kernel} ${label}`, binaryInputs(as, bs), (a, b) => f(a!, b!), kernel, tolerance));
+    }
+  }
+
+  it('comparisons produce bool tensors stored as 0/1 bytes and handle NaN like JS', async () => {
+    const a = { values: new Float32Array(64).fill(1).map((_, i) => [NaN, 0, -0, 1, Infinity][i % 5]!), shape: [64] };
+    const b = { values: new Float32Array(64).fill(1).map((_, i) => [NaN, -0, 0, NaN, Infinity][i % 5]!), shape: [64] };
+    const eq = await compareValues('== edges', [a, b], (x, y) => tf.equal(x!, y!), 'Equal', 0);
+    expect(eq.dtype).toBe('bool');
+    expect(eq.values).toBeInstanceOf(Uint8Array);
+    expect(Array.from(eq.values.slice(0, 5))).toEqual([0, 1, 1, 0, 1]);
+    const ne = await compareValues('!= edges', [a, b], (x, y) => tf.notEqual(x!, y!), 'NotEqual', 0);
+    expect(Array.from(ne.values.slice(0, 5))).toEqual([1, 0, 0, 1, 0]);
+    const max = await compareValues('max edges', [a, b], (x, y) => tf.maximum(x!, y!), 'Maximum', 0);
+    expect(Object.is(max.values[1], 0) && Object.is(max.values[2], 0), 'max(0, -0) is +0 either way round').toBe(true);
+    const min = await compareValues('min edges', [a, b], (x, y) => tf.minimum(x!, y!), 'Minimum', 0);
+    expect(Object.is(min.values[1], -0) && Object.is(min.values[2], -0), 'min(0, -0) is -0 either way round').toBe(true);
+  });
+
+  it('Pow follows Math.pow where C pow differs (1^NaN, (±1)^±Inf)', async () => {
+    const pairs = [[1, NaN], [1, Infinity], [-1, -Infinity], [NaN, 0], [-8, 1 / 3], [0, -1], [-0, -3], [2, 0.5]];
+    const a = { values: new Float32Array(64).map((_, i) => pairs[i % pairs.length]![0]!), shape: [64] };
+    const b = { values: new Float32Array(64).map((_, i) => pairs[i % pairs.length]![1]!), shape: [64] };
+    const p = await compareValues('pow edges', [a, b], (x, y) => tf.pow(x!, y!), 'Pow', 1e-6);
+    expect(Array.from(p.values.slice(0, 8))).toEqual([NaN, NaN, NaN, 1, NaN, Infinity, -Infinity, Math.fround(Math.SQRT2)]);
+  });
+
+  it('Pow by a scalar 2 or 3 (the products fast path) equals Math.pow bit for bit', async () => {
+    for (const exponent of [2, 3]) {
+      const x = withSpecials([5, 9, 13]);
+      const e = { values: new Float32Array([exponent]), shape: [] };
+      await compareValues(`pow ${exponent}`, [x, e], (a, b) => tf.pow(a!, b!), 'Pow', 0);
+    }
+  });
+
+  it('Select (tf.where) with a same-shape bool condition, and its gradient', async () => {
+    const cond = (shape: number[]): Input => ({ values: Uint8Array.from({ length: shape.reduce((p, q) => p * q, 1) }, () => (rng.uniform() < 0.5 ? 1 : 0)), shape, dtype: 'bool' });
+    const shape = [2, 9, 5, 3];
+    await compareValues('where', [cond(shape), withSpecials(shape), withSpecials(shape)], (c, t, e) => tf.where(c!, t!, e!), 'Select', 0);
+    await compareValues('where large', [cond([4, 130, 70]), withSpecials([4, 130, 70]), withSpecials([4, 130, 70])], (c, t, e) => tf.where(c!, t!, e!), 'Select', 0);
+    await compareValues('where grad', [cond(shape), withSpecials(shape), withSpecials(shape)], (c, t, e) => tf.grad((u: tf.Tensor) => tf.where(c!, u, e!).mul(t!).sum())(t!), 'Select', 0);
+  });
+
+  it('Select with a rank-1 condition picks whole rows (TensorFlow semantics; plain JS reference)', async () => {
+    const [rows, inner] = [6, 35];
+    const c = Uint8Array.from([1, 0, 0, 1, 1, 0]);
+    const t = randn([rows, 5, 7]);
+    const e = randn([rows, 5, 7]);
+    const before = fallbackCounts.Select ?? 0;
+    const out = await runOn(
+      NATIVE_BACKEND,
+      [{ values: c, shape: [rows], dtype: 'bool' }, { values: t, shape: [rows, 5, 7] }, { values: e, shape: [rows, 5, 7] }],
+      (cc, tt, ee) => tf.engine().runKernel('Select', { condition: cc!, t: tt!, e: ee! }) as tf.Tensor,
+    );
+    expect(fallbackCounts.Select ?? 0).toBe(before);
+    const want = new Float32Array(rows * inner).map((_, i) => (c[Math.floor(i / inner)] ? t[i]! : e[i]!));
+    expect(out.shape).toEqual([rows, 5, 7]);
+    expect(Array.from(out.values)).toEqual(Array.from(want));
+  });
+
+  it('the addon rejects a float condition, unknown op codes and short buffers', () => {
+    const f = new Float32Array(8);
+    expect(() => addon!.select(f as unknown as Uint8Array, f, f, f)).toThrow(/condition: expected a Uint8Array/);
+    expect(() => addon!.select(new Uint8Array(3), f, f, f)).toThrow(/condition length must divide/);
+    expect(() => addon!.unary(99, f, f, 0, 0)).toThrow(/unknown op/);
+    expect(() => addon!.unary(0, f, new Float32Array(4), 0, 0)).toThrow(/y: buffer holds 4/);
+    const s = Int32Array.from([8]);
+    expect(() => addon!.binary(8, f, s, f, s, new Float32Array(8), s)).toThrow(/out: expected a Uint8Array/);
+    expect(() => addon!.binary(14, f, s, f, s, f, s)).toThrow(/unknown op/);
+  });
+
+  const activationGrads: [string, (x: tf.Tensor) => tf.Tensor, string][] = [
+    ['leakyRelu', (x) => tf.leakyRelu(x, 0.2), 'Greater'],
+    ['relu', (x) => tf.relu(x), 'Step'],
+    ['sigmoid', (x) => tf.sigmoid(x), 'Sigmoid'],
+    ['tanh', (x) => tf.tanh(x), 'Tanh'],
+    ['elu', (x) => tf.elu(x), 'Elu'],
+  ];
+  // 1 − y² (tanh) and y(1 − y) (sigmoid) near saturation magnify a last-bit difference in y tenfold and more.
+  for (const [name, f, kernel] of activationGrads) {
+    it(`gradient of ${name} through tf.grad matches cpu`, () =>
+      compareValues(
+        `${name} grad`,
+        [withSpecials([4, 9, 9, 8]).values.map((v) => (Number.isFinite(v) ? v : 0)), randn([4, 9, 9, 8])].map((values) => ({ values, shape: [4, 9, 9, 8] })),
+        (x, w) => tf.grad((u: tf.Tensor) => f(u).mul(w!).sum())(x!),
+        kernel,
+        1e-5,
+      ));
+  }
+});
+
 function permutations(n: number): number[][] {
   if (n === 1) return [[0]];
   return permutations(n - 1).flatMap((p) => Array.from({ length: n }, (_, i) => [...p.slice(0, i), n - 1, ...p.slice(i)]));

@@ -4,6 +4,7 @@
 #include <cblas.h>
 #include <omp.h>
 
+#include <exception>
 #include <vector>
 
 #include "activation.h"
@@ -16,6 +17,7 @@
 #include "optim.h"
 #include "reduce.h"
 #include "pool_resize.h"
+#include "unary.h"
 
 namespace sfn {
 namespace {
@@ -28,6 +30,10 @@ napi_value guarded(napi_env env, napi_callback_info info) {
     return F(env, info);
   } catch (const JsError& e) {
     napi_throw_error(env, nullptr, e.message.c_str());
+    return nullptr;
+  } catch (const std::exception& e) {
+    // bad_alloc and the kernels' own argument checks: a JS Error, never a terminated process.
+    napi_throw_error(env, nullptr, e.what());
     return nullptr;
   }
 }
@@ -183,17 +189,26 @@ std::vector<int64_t> shapeArg(napi_env env, napi_value v, const char* name) {
   return dims;
 }
 
-// binary(op, a, aShape, b, bShape, out, outShape): shapes padded to out's rank, numpy broadcasting.
+// binary(op, a, aShape, b, bShape, out, outShape): shapes padded to out's rank, numpy broadcasting;
+// out is a Uint8Array for comparison ops, a Float32Array otherwise.
 napi_value binary(napi_env env, napi_callback_info cb) {
   napi_value argv[7];
   getArgs(env, cb, argv, "binary");
-  const auto op = static_cast<BinaryOp>(intArg(env, argv[0], "op"));
-  if (static_cast<int>(op) < 0 || static_cast<int>(op) > 3) throw JsError{"binary: unknown op"};
+  const int64_t opCode = intArg(env, argv[0], "op");
+  if (opCode < 0 || opCode >= kBinaryOpCount) throw JsError{"binary: unknown op"};
+  const auto op = static_cast<BinaryOp>(opCode);
   auto a = typedArg<float>(env, argv[1], "a");
   auto aShape = shapeArg(env, argv[2], "aShape");
   auto b = typedArg<float>(env, argv[3], "b");
   auto bShape = shapeArg(env, argv[4], "bShape");
-  auto out = typedArg<float>(env, argv[5], "out");
+  TypedView<float> outF;
+  TypedView<uint8_t> outB;
+  if (isComparison(op)) {
+    outB = typedArg<uint8_t>(env, argv[5], "out");
+  } else {
+    outF = typedArg<float>(env, argv[5], "out");
+  }
+  const size_t outLength = isComparison(op) ? outB.length : outF.length;
   auto outShape = shapeArg(env, argv[6], "outShape");
   if (aShape.size() != outShape.size() || bShape.size() != outShape.size() || outShape.empty()) throw JsError{"binary: shapes must share out's rank"};
   for (size_t i = 0; i < outShape.size(); ++i) {
@@ -201,8 +216,45 @@ napi_value binary(napi_env env, napi_callback_info cb) {
   }
   requireLength(a.length, product(aShape), "a");
   requireLength(b.length, product(bShape), "b");
-  requireLength(out.length, product(outShape), "out");
-  if (product(outShape) > 0) broadcastBinary(op, a.data, aShape, b.data, bShape, out.data, outShape);
+  requireLength(outLength, product(outShape), "out");
+  if (product(outShape) == 0) return nullptr;
+  if (isComparison(op)) {
+    broadcastCompare(op, a.data, aShape, b.data, bShape, outB.data, outShape);
+  } else {
+    broadcastBinary(op, a.data, aShape, b.data, bShape, outF.data, outShape);
+  }
+  return nullptr;
+}
+
+// unary(op, x, y, p0, p1): y = op(x) elementwise over x's length; p0/p1 are the op's attributes.
+napi_value unary(napi_env env, napi_callback_info cb) {
+  napi_value argv[5];
+  getArgs(env, cb, argv, "unary");
+  const int64_t opCode = intArg(env, argv[0], "op");
+  if (opCode < 0 || opCode >= kUnaryOpCount) throw JsError{"unary: unknown op"};
+  auto x = typedArg<float>(env, argv[1], "x");
+  auto y = typedArg<float>(env, argv[2], "y");
+  const double p0 = doubleArg(env, argv[3], "p0"), p1 = doubleArg(env, argv[4], "p1");
+  requireLength(y.length, static_cast<int64_t>(x.length), "y");
+  unaryMap(static_cast<UnaryOp>(opCode), x.data, y.data, static_cast<int64_t>(x.length), p0, p1);
+  return nullptr;
+}
+
+// select(condition, t, e, out): out = condition ? t : e; the condition holds one byte per element
+// or one per row of t's first axis (its length decides which).
+napi_value select(napi_env env, napi_callback_info cb) {
+  napi_value argv[4];
+  getArgs(env, cb, argv, "select");
+  auto cond = typedArg<uint8_t>(env, argv[0], "condition");
+  auto t = typedArg<float>(env, argv[1], "t");
+  auto e = typedArg<float>(env, argv[2], "e");
+  auto out = typedArg<float>(env, argv[3], "out");
+  const auto n = static_cast<int64_t>(out.length);
+  requireLength(t.length, n, "t");
+  requireLength(e.length, n, "e");
+  if (n == 0) return nullptr;
+  if (cond.length == 0 || n % static_cast<int64_t>(cond.length) != 0) throw JsError{"select: condition length must divide the output length"};
+  selectRows(cond.data, n / static_cast<int64_t>(cond.length), t.data, e.data, out.data, n);
   return nullptr;
 }
 
@@ -548,6 +600,8 @@ napi_value init(napi_env env, napi_value exports) {
       {"matmul", nullptr, guarded<matmul>, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"conv", nullptr, guarded<conv>, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"binary", nullptr, guarded<binary>, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"unary", nullptr, guarded<unary>, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"select", nullptr, guarded<select>, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"softmax", nullptr, guarded<softmax>, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"slice", nullptr, guarded<slice>, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"groupNorm", nullptr, guarded<groupNorm>, nullptr, nullptr, nullptr, napi_default, nullptr},

@@ -1,9 +1,11 @@
 #include "elementwise.h"
 
-#include <omp.h>
-
 #include <algorithm>
 #include <cmath>
+#include <limits>
+#include <stdexcept>
+
+#include "parallel.h"
 
 namespace sfn {
 
@@ -12,8 +14,10 @@ namespace {
 // Below this many elements a parallel region costs more than the loop.
 constexpr int64_t kParallelElements = 1 << 15;
 
-template <typename F>
-void binaryRow(F f, const float* a, int64_t sa, const float* b, int64_t sb, float* out, int64_t n) {
+constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
+
+template <typename F, typename T>
+void binaryRow(F f, const float* a, int64_t sa, const float* b, int64_t sb, T* out, int64_t n) {
   if (sa == 1 && sb == 1) {
     for (int64_t i = 0; i < n; ++i) out[i] = f(a[i], b[i]);
   } else if (sa == 1) {
@@ -23,13 +27,13 @@ void binaryRow(F f, const float* a, int64_t sa, const float* b, int64_t sb, floa
     const float av = a[0];
     for (int64_t i = 0; i < n; ++i) out[i] = f(av, b[i]);
   } else {
-    const float v = f(a[0], b[0]);
+    const T v = f(a[0], b[0]);
     for (int64_t i = 0; i < n; ++i) out[i] = v;
   }
 }
 
-template <typename F>
-void broadcastWith(F f, const float* a, const std::vector<int64_t>& aShape, const float* b, const std::vector<int64_t>& bShape, float* out,
+template <typename F, typename T>
+void broadcastWith(F f, const float* a, const std::vector<int64_t>& aShape, const float* b, const std::vector<int64_t>& bShape, T* out,
                    const std::vector<int64_t>& outShape) {
   // Merge adjacent dims that broadcast the same way, so the inner loop is as long as possible.
   std::vector<int64_t> dims, aDims, bDims;
@@ -54,8 +58,7 @@ void broadcastWith(F f, const float* a, const std::vector<int64_t>& aShape, cons
   int64_t outer = 1;
   for (int i = 0; i < r - 1; ++i) outer *= dims[i];
   const int64_t saInner = aStride[r - 1], sbInner = bStride[r - 1];
-#pragma omp parallel for schedule(static) if (outer * inner >= kParallelElements && outer > 1)
-  for (int64_t o = 0; o < outer; ++o) {
+  forEachIndex(outer, outer * inner >= kParallelElements, [&](int64_t o) {
     int64_t aOff = 0, bOff = 0, rest = o;
     for (int i = r - 2; i >= 0; --i) {
       const int64_t idx = rest % dims[i];
@@ -63,7 +66,7 @@ void broadcastWith(F f, const float* a, const std::vector<int64_t>& aShape, cons
       aOff += idx * aStride[i], bOff += idx * bStride[i];
     }
     binaryRow(f, a + aOff, saInner, b + bOff, sbInner, out + o * inner, inner);
-  }
+  });
 }
 
 }  // namespace
@@ -75,12 +78,63 @@ void broadcastBinary(BinaryOp op, const float* a, const std::vector<int64_t>& aS
     case BinaryOp::Sub: return broadcastWith([](float x, float y) { return x - y; }, a, aShape, b, bShape, out, outShape);
     case BinaryOp::Mul: return broadcastWith([](float x, float y) { return x * y; }, a, aShape, b, bShape, out, outShape);
     case BinaryOp::Div: return broadcastWith([](float x, float y) { return x / y; }, a, aShape, b, bShape, out, outShape);
+    // Math.max/Math.min semantics: NaN if either is NaN, and +0 ranks above -0.
+    case BinaryOp::Maximum:
+      return broadcastWith([](float x, float y) { return x > y ? x : (x < y ? y : (x == y ? (std::signbit(x) ? y : x) : kNaN)); }, a,
+                           aShape, b, bShape, out, outShape);
+    case BinaryOp::Minimum:
+      return broadcastWith([](float x, float y) { return x < y ? x : (x > y ? y : (x == y ? (std::signbit(x) ? x : y) : kNaN)); }, a,
+                           aShape, b, bShape, out, outShape);
+    // In double, as tfjs computes (a - b)² before rounding once to float32.
+    case BinaryOp::SquaredDifference:
+      return broadcastWith(
+          [](float x, float y) {
+            const double d = static_cast<double>(x) - y;
+            return static_cast<float>(d * d);
+          },
+          a, aShape, b, bShape, out, outShape);
+    // Math.pow, not C pow: a NaN exponent gives NaN even for base 1, and (±1)^±Inf is NaN.
+    case BinaryOp::Pow:
+      if (std::all_of(bShape.begin(), bShape.end(), [](int64_t d) { return d == 1; }) && (b[0] == 2.f || b[0] == 3.f)) {
+        // Squares and cubes (GELU's x³) as products, which vectorize: in double, x² is exact and
+        // x²·x rounds once, so both are the correctly rounded powers that pow returns.
+        if (b[0] == 2.f) {
+          return broadcastWith([](float x, float) { return static_cast<float>(static_cast<double>(x) * x); }, a, aShape, b, bShape, out,
+                               outShape);
+        }
+        return broadcastWith(
+            [](float x, float) {
+              const double d = x;
+              return static_cast<float>(d * d * d);
+            },
+            a, aShape, b, bShape, out, outShape);
+      }
+      return broadcastWith(
+          [](float x, float y) {
+            if (y != y || (std::isinf(y) && std::fabs(x) == 1.f)) return kNaN;
+            return static_cast<float>(std::pow(static_cast<double>(x), static_cast<double>(y)));
+          },
+          a, aShape, b, bShape, out, outShape);
+    default: throw std::invalid_argument("broadcastBinary: not an arithmetic op");
+  }
+}
+
+void broadcastCompare(BinaryOp op, const float* a, const std::vector<int64_t>& aShape, const float* b, const std::vector<int64_t>& bShape,
+                      uint8_t* out, const std::vector<int64_t>& outShape) {
+  using u8 = uint8_t;
+  switch (op) {
+    case BinaryOp::Greater: return broadcastWith([](float x, float y) { return u8(x > y); }, a, aShape, b, bShape, out, outShape);
+    case BinaryOp::GreaterEqual: return broadcastWith([](float x, float y) { return u8(x >= y); }, a, aShape, b, bShape, out, outShape);
+    case BinaryOp::Less: return broadcastWith([](float x, float y) { return u8(x < y); }, a, aShape, b, bShape, out, outShape);
+    case BinaryOp::LessEqual: return broadcastWith([](float x, float y) { return u8(x <= y); }, a, aShape, b, bShape, out, outShape);
+    case BinaryOp::Equal: return broadcastWith([](float x, float y) { return u8(x == y); }, a, aShape, b, bShape, out, outShape);
+    case BinaryOp::NotEqual: return broadcastWith([](float x, float y) { return u8(x != y); }, a, aShape, b, bShape, out, outShape);
+    default: throw std::invalid_argument("broadcastCompare: not a comparison op");
   }
 }
 
 void softmaxRows(const float* x, float* y, int64_t rows, int64_t cols) {
-#pragma omp parallel for schedule(static) if (rows * cols >= kParallelElements && rows > 1)
-  for (int64_t r = 0; r < rows; ++r) {
+  forEachIndex(rows, rows * cols >= kParallelElements, [&](int64_t r) {
     const float* in = x + r * cols;
     float* out = y + r * cols;
     float m = in[0];
@@ -89,7 +143,7 @@ void softmaxRows(const float* x, float* y, int64_t rows, int64_t cols) {
     for (int64_t c = 0; c < cols; ++c) sum += (out[c] = std::exp(in[c] - m));
     const float inv = static_cast<float>(1.0 / sum);
     for (int64_t c = 0; c < cols; ++c) out[c] *= inv;
-  }
+  });
 }
 
 void sliceCopy(const float* x, const std::vector<int64_t>& shape, const std::vector<int64_t>& begin, const std::vector<int64_t>& size,
@@ -101,15 +155,14 @@ void sliceCopy(const float* x, const std::vector<int64_t>& shape, const std::vec
   const int64_t inner = size[r - 1];
   int64_t outer = 1;
   for (int i = 0; i < r - 1; ++i) outer *= size[i];
-#pragma omp parallel for schedule(static) if (outer * inner >= kParallelElements && outer > 1)
-  for (int64_t o = 0; o < outer; ++o) {
+  forEachIndex(outer, outer * inner >= kParallelElements, [&](int64_t o) {
     int64_t off = begin[r - 1], rest = o;
     for (int i = r - 2; i >= 0; --i) {
       off += (begin[i] + rest % size[i]) * stride[i];
       rest /= size[i];
     }
     std::copy(x + off, x + off + inner, out + o * inner);
-  }
+  });
 }
 
 }  // namespace sfn

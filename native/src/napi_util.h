@@ -6,7 +6,6 @@
 #include <cstddef>
 #include <cstdint>
 #include <string>
-#include <type_traits>
 
 namespace sfn {
 
@@ -25,11 +24,29 @@ struct TypedView {
   size_t length = 0;
 };
 
-// A view of a Float32Array/Int32Array argument's own memory (offset included): no copy.
+template <typename T>
+struct TypedArrayKind;
+template <>
+struct TypedArrayKind<float> {
+  static constexpr napi_typedarray_type type = napi_float32_array;
+  static constexpr const char* name = "a Float32Array";
+};
+template <>
+struct TypedArrayKind<int32_t> {
+  static constexpr napi_typedarray_type type = napi_int32_array;
+  static constexpr const char* name = "an Int32Array";
+};
+// tfjs stores bool tensors as Uint8Array.
+template <>
+struct TypedArrayKind<uint8_t> {
+  static constexpr napi_typedarray_type type = napi_uint8_array;
+  static constexpr const char* name = "a Uint8Array";
+};
+
+// A view of a Float32Array/Int32Array/Uint8Array argument's own memory (offset included): no copy.
 template <typename T>
 TypedView<T> typedArg(napi_env env, napi_value v, const char* name) {
-  static_assert(std::is_same_v<T, float> || std::is_same_v<T, int32_t>, "float or int32 views only");
-  constexpr napi_typedarray_type expected = std::is_same_v<T, float> ? napi_float32_array : napi_int32_array;
+  constexpr napi_typedarray_type expected = TypedArrayKind<T>::type;
   bool isTyped = false;
   check(env, napi_is_typedarray(env, v, &isTyped), "is_typedarray");
   if (!isTyped) throw JsError{std::string(name) + ": expected a typed array"};
@@ -39,9 +56,7 @@ TypedView<T> typedArg(napi_env env, napi_value v, const char* name) {
   napi_value buffer;
   size_t offset;
   check(env, napi_get_typedarray_info(env, v, &type, &length, &data, &buffer, &offset), "typedarray_info");
-  if (type != expected) {
-    throw JsError{std::string(name) + (expected == napi_float32_array ? ": expected a Float32Array" : ": expected an Int32Array")};
-  }
+  if (type != expected) throw JsError{std::string(name) + ": expected " + TypedArrayKind<T>::name};
   return {static_cast<T*>(data), length};
 }
 

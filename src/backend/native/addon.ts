@@ -37,8 +37,15 @@ export interface NativeAddon {
   ): string;
   /** oneDNN convolution pass (0 forward, 1 backward data, 2 backward weights); returns the implementation name. */
   conv(kind: 0 | 1 | 2, params: Int32Array, alpha: number, in1: Float32Array, in2: Float32Array, bias: Float32Array | null, out: Float32Array): string;
-  /** out = a ∘ b (0 add, 1 sub, 2 mul, 3 div) with numpy broadcasting; shapes padded to out's rank. */
-  binary(op: 0 | 1 | 2 | 3, a: Float32Array, aShape: Int32Array, b: Float32Array, bShape: Int32Array, out: Float32Array, outShape: Int32Array): void;
+  /**
+   * out = a ∘ b with numpy broadcasting; shapes padded to out's rank. Ops 0–7 (add, sub, mul, div,
+   * maximum, minimum, squared difference, pow) write floats; comparisons 8–13 (>, >=, <, <=, ==, !=) bool bytes.
+   */
+  binary(op: number, a: Float32Array, aShape: Int32Array, b: Float32Array, bShape: Int32Array, out: Float32Array | Uint8Array, outShape: Int32Array): void;
+  /** y = op(x) elementwise (codes in native/src/unary.h); p0/p1 are the op's attributes (alpha, clip bounds). */
+  unary(op: number, x: Float32Array, y: Float32Array, p0: number, p1: number): void;
+  /** out = condition ? t : e; the condition has one byte per element, or one per row of t's first axis. */
+  select(condition: Uint8Array, t: Float32Array, e: Float32Array, out: Float32Array): void;
   /** Softmax of each length-`cols` row. */
   softmax(x: Float32Array, y: Float32Array, rows: number, cols: number): void;
   /** out = x[begin : begin + size] of a dense x. */

@@ -6,6 +6,8 @@ import { reduceConfigs } from './reduce.js';
 import { normConfigs } from './norm.js';
 import { adamConfig } from './optim.js';
 import { activationConfigs } from './activation.js';
+import { unaryConfigs } from './unary.js';
+import { selectConfig } from './select.js';
 import { conv2DBackpropFilterConfig, conv2DBackpropInputConfig, conv2DConfig, fusedConv2DConfig } from './conv.js';
 import { layoutConfigs } from './layout.js';
 import { poolResizeConfigs } from './pool_resize.js';
@@ -28,6 +30,8 @@ function nativeKernels(addon: NativeAddon): tf.KernelConfig[] {
     ...activationConfigs(addon, NATIVE_BACKEND),
     ...layoutConfigs(addon, NATIVE_BACKEND),
     ...poolResizeConfigs(addon, NATIVE_BACKEND),
+    ...unaryConfigs(addon, NATIVE_BACKEND),
+    selectConfig(addon, NATIVE_BACKEND),
   ];
 }
 

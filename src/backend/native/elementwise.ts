@@ -3,14 +3,37 @@ import type { NativeAddon } from './addon.js';
 import { cpuKernel, float32Values, sizeOf, type CpuBackendStorage } from './storage.js';
 
 // Memory-bound kernels that profiling an NSP training step showed dominating once matmul and conv
-// were native: the cpu backend's broadcasting arithmetic, softmax and strided slices are
-// index-arithmetic JS loops, 10–100× slower than a plain C++ loop over the same arrays.
+// were native: the cpu backend's broadcasting arithmetic and comparisons, softmax and strided
+// slices are index-arithmetic JS loops, 10–100× slower than a plain C++ loop over the same arrays.
 
-const BINARY = { Add: 0, Sub: 1, Multiply: 2, RealDiv: 3 } as const;
+/** Broadcasting binary kernels: op code (native/src/elementwise.h) and output dtype. */
+const BINARY = {
+  Add: [0, 'float32'],
+  Sub: [1, 'float32'],
+  Multiply: [2, 'float32'],
+  RealDiv: [3, 'float32'],
+  Maximum: [4, 'float32'],
+  Minimum: [5, 'float32'],
+  SquaredDifference: [6, 'float32'],
+  Pow: [7, 'float32'],
+  Greater: [8, 'bool'],
+  GreaterEqual: [9, 'bool'],
+  Less: [10, 'bool'],
+  LessEqual: [11, 'bool'],
+  Equal: [12, 'bool'],
+  NotEqual: [13, 'bool'],
+} as const satisfies Record<string, readonly [number, 'float32' | 'bool']>;
+
+/** `shape` left-padded with 1s to `rank`, as the addon's broadcasting wants it. */
+function paddedShape(shape: readonly number[], rank: number): Int32Array {
+  const out = new Int32Array(rank).fill(1);
+  out.set(shape, rank - shape.length);
+  return out;
+}
 
 function binaryConfig(addon: NativeAddon, backendName: string, kernelName: keyof typeof BINARY): tf.KernelConfig {
   const fallback = cpuKernel(kernelName);
-  const op = BINARY[kernelName];
+  const [op, dtype] = BINARY[kernelName];
   return {
     kernelName,
     backendName,
@@ -24,10 +47,10 @@ function binaryConfig(addon: NativeAddon, backendName: string, kernelName: keyof
       const size = sizeOf(outShape);
       // Tiny operands (scalars, per-step bookkeeping) cost less in JS than crossing into C++.
       if (size < 64 || outShape.length === 0) return fallback(args);
-      const pad = (s: number[]) => Int32Array.from([...new Array<number>(outShape.length - s.length).fill(1), ...s]);
-      const out = new Float32Array(size);
-      addon.binary(op, av, pad(a.shape), bv, pad(b.shape), out, Int32Array.from(outShape));
-      return backend.makeTensorInfo(outShape, 'float32', out);
+      const rank = outShape.length;
+      const out = dtype === 'bool' ? new Uint8Array(size) : new Float32Array(size);
+      addon.binary(op, av, paddedShape(a.shape, rank), bv, paddedShape(b.shape, rank), out, Int32Array.from(outShape));
+      return backend.makeTensorInfo(outShape, dtype, out);
     },
   };
 }

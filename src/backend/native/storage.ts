@@ -3,7 +3,7 @@ import { tf } from '../tf.js';
 /** The parts of tfjs's MathBackendCPU that native kernels use (the `native` backend is one). */
 export interface CpuBackendStorage {
   data: { get(dataId: tf.DataId): { values?: unknown } };
-  makeTensorInfo(shape: number[], dtype: tf.DataType, values: Float32Array): tf.TensorInfo;
+  makeTensorInfo(shape: number[], dtype: tf.DataType, values: Float32Array | Uint8Array): tf.TensorInfo;
 }
 
 /** The tensor's own Float32Array (no copy), or undefined for other dtypes / complex storage. */
@@ -18,6 +18,13 @@ export function requireFloat32(backend: CpuBackendStorage, t: tf.TensorInfo, ker
   const v = float32Values(backend, t);
   if (!v) throw new Error(`${kernel}: ${what} must be a float32 tensor, got ${t.dtype}`);
   return v;
+}
+
+/** A bool tensor's own Uint8Array of 0/1 bytes (the cpu backend's bool storage), or undefined. */
+export function boolValues(backend: CpuBackendStorage, t: tf.TensorInfo): Uint8Array | undefined {
+  if (t.dtype !== 'bool') return undefined;
+  const values = backend.data.get(t.dataId).values;
+  return values instanceof Uint8Array ? values : undefined;
 }
 
 export const sizeOf = (shape: readonly number[]): number => shape.reduce((a, b) => a * b, 1);
