@@ -2,6 +2,7 @@ import { tf } from '../tf.js';
 import { FUSED_ACTIVATIONS, FUSED_KERNELS, type FusedActivation } from '../fused.js';
 import type { NativeAddon } from './addon.js';
 import { requireFloat32, type CpuBackendStorage } from './storage.js';
+import { nativeBuffers } from './buffer_pool.js';
 
 const KERNEL = FUSED_KERNELS.activation;
 
@@ -24,7 +25,7 @@ export function activationConfigs(addon: NativeAddon, backendName: string): tf.K
         const { x } = args.inputs as { x: tf.TensorInfo };
         const backend = args.backend as CpuBackendStorage;
         const xv = requireFloat32(backend, x, KERNEL, 'x');
-        const y = new Float32Array(xv.length);
+        const y = nativeBuffers.take(xv.length);
         addon.activation(kindCode(args.attrs?.kind), xv, y);
         return backend.makeTensorInfo([...x.shape], 'float32', y);
       },
@@ -36,7 +37,7 @@ export function activationConfigs(addon: NativeAddon, backendName: string): tf.K
         const { dy, x } = args.inputs as { dy: tf.TensorInfo; x: tf.TensorInfo };
         const backend = args.backend as CpuBackendStorage;
         const xv = requireFloat32(backend, x, KERNEL, 'x');
-        const dx = new Float32Array(xv.length);
+        const dx = nativeBuffers.take(xv.length);
         addon.activationGrad(kindCode(args.attrs?.kind), requireFloat32(backend, dy, KERNEL, 'dy'), xv, dx);
         return backend.makeTensorInfo([...x.shape], 'float32', dx);
       },

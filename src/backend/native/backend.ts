@@ -11,6 +11,7 @@ import { selectConfig } from './select.js';
 import { conv2DBackpropFilterConfig, conv2DBackpropInputConfig, conv2DConfig, fusedConv2DConfig } from './conv.js';
 import { layoutConfigs } from './layout.js';
 import { poolResizeConfigs } from './pool_resize.js';
+import { attachPool, nativeBuffers, type PooledBackend } from './buffer_pool.js';
 
 /** tfjs backend name; no underscore (tfjs's getKernelsForBackend splits registry keys on '_'). */
 export const NATIVE_BACKEND = 'native';
@@ -47,7 +48,15 @@ export function registerNativeBackend(): boolean {
   const cpu = tf.findBackend('cpu');
   if (!cpu) throw new Error("tfjs 'cpu' backend is not registered; the native backend builds on it");
   const CpuBackend = cpu.constructor as new () => tf.KernelBackend;
-  tf.registerBackend(NATIVE_BACKEND, () => new CpuBackend(), 0);
+  tf.registerBackend(
+    NATIVE_BACKEND,
+    () => {
+      const backend = new CpuBackend();
+      attachPool(backend as unknown as PooledBackend, nativeBuffers);
+      return backend;
+    },
+    0,
+  );
   tf.copyRegisteredKernels('cpu', NATIVE_BACKEND);
   for (const config of nativeKernels(load.addon)) {
     if (tf.getKernel(config.kernelName, NATIVE_BACKEND)) tf.unregisterKernel(config.kernelName, NATIVE_BACKEND);

@@ -1,6 +1,7 @@
 import { tf } from '../tf.js';
 import type { NativeAddon } from './addon.js';
 import { activationCode, cpuKernel, float32Values, sizeOf, type CpuBackendStorage } from './storage.js';
+import { nativeBuffers } from './buffer_pool.js';
 
 type Conv2DPad = 'valid' | 'same' | number | tf.backend_util.ExplicitPadding;
 
@@ -120,7 +121,7 @@ function forwardConfig(addon: NativeAddon, backendName: string, kernelName: 'Con
         if (!biasValues) return fallback(args);
       }
       if (sizeOf(info.outShape) === 0 || sizeOf(x!.shape) === 0) return fallback(args);
-      const out = new Float32Array(sizeOf(info.outShape));
+      const out = nativeBuffers.take(sizeOf(info.outShape));
       const params = convParams(info, activation);
       if (!tryConv(addon, Pass.Forward, params, attrs.leakyreluAlpha ?? 0.2, xv, wv, biasValues, out)) return fallback(args);
       return backend.makeTensorInfo([...info.outShape], 'float32', out);
@@ -145,7 +146,7 @@ export function conv2DBackpropInputConfig(addon: NativeAddon, backendName: strin
       const inputShape = attrs.inputShape!;
       if (!dyv || !wv || sizeOf(inputShape) === 0 || sizeOf(dy.shape) === 0) return fallback(args);
       const info = convInfo(inputShape, filter.shape, attrs, 1);
-      const out = new Float32Array(sizeOf(inputShape));
+      const out = nativeBuffers.take(sizeOf(inputShape));
       if (!tryConv(addon, Pass.BackwardData, convParams(info, 0), 0, dyv, wv, null, out)) return fallback(args);
       return backend.makeTensorInfo([...inputShape], 'float32', out);
     },
@@ -166,7 +167,7 @@ export function conv2DBackpropFilterConfig(addon: NativeAddon, backendName: stri
       const filterShape = attrs.filterShape!;
       if (!xv || !dyv || sizeOf(x.shape) === 0 || sizeOf(dy.shape) === 0) return fallback(args);
       const info = convInfo(x.shape, filterShape, attrs, 1);
-      const out = new Float32Array(sizeOf(filterShape));
+      const out = nativeBuffers.take(sizeOf(filterShape));
       if (!tryConv(addon, Pass.BackwardWeights, convParams(info, 0), 0, xv, dyv, null, out)) return fallback(args);
       return backend.makeTensorInfo([...filterShape], 'float32', out);
     },

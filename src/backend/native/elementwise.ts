@@ -1,6 +1,7 @@
 import { tf } from '../tf.js';
 import type { NativeAddon } from './addon.js';
 import { cpuKernel, float32Values, sizeOf, type CpuBackendStorage } from './storage.js';
+import { nativeBuffers } from './buffer_pool.js';
 
 // Memory-bound kernels that profiling an NSP training step showed dominating once matmul and conv
 // were native: the cpu backend's broadcasting arithmetic and comparisons, softmax and strided
@@ -48,7 +49,7 @@ function binaryConfig(addon: NativeAddon, backendName: string, kernelName: keyof
       // Tiny operands (scalars, per-step bookkeeping) cost less in JS than crossing into C++.
       if (size < 64 || outShape.length === 0) return fallback(args);
       const rank = outShape.length;
-      const out = dtype === 'bool' ? new Uint8Array(size) : new Float32Array(size);
+      const out = dtype === 'bool' ? new Uint8Array(size) : nativeBuffers.take(size);
       addon.binary(op, av, paddedShape(a.shape, rank), bv, paddedShape(b.shape, rank), out, Int32Array.from(outShape));
       return backend.makeTensorInfo(outShape, dtype, out);
     },
@@ -68,7 +69,7 @@ function softmaxConfig(addon: NativeAddon, backendName: string): tf.KernelConfig
       const rank = logits.shape.length;
       if (!xv || rank === 0 || (dim !== -1 && dim !== rank - 1) || sizeOf(logits.shape) === 0) return fallback(args);
       const cols = logits.shape[rank - 1]!;
-      const out = new Float32Array(sizeOf(logits.shape));
+      const out = nativeBuffers.take(sizeOf(logits.shape));
       addon.softmax(xv, out, sizeOf(logits.shape) / cols, cols);
       return backend.makeTensorInfo([...logits.shape], 'float32', out);
     },
@@ -76,7 +77,7 @@ function softmaxConfig(addon: NativeAddon, backendName: string): tf.KernelConfig
 }
 
 function sliceInfo(addon: NativeAddon, backend: CpuBackendStorage, x: tf.TensorInfo, xv: Float32Array, begin: number[], size: number[]): tf.TensorInfo {
-  const out = new Float32Array(sizeOf(size));
+  const out = nativeBuffers.take(sizeOf(size));
   if (out.length > 0) addon.slice(xv, Int32Array.from(x.shape), Int32Array.from(begin), Int32Array.from(size), out);
   return backend.makeTensorInfo([...size], 'float32', out);
 }

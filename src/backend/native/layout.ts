@@ -1,6 +1,7 @@
 import { tf } from '../tf.js';
 import type { NativeAddon } from './addon.js';
 import { cpuKernel, float32Values, sizeOf, type CpuBackendStorage } from './storage.js';
+import { nativeBuffers } from './buffer_pool.js';
 
 // Data movement: the cpu backend transposes, concatenates, splits, tiles and pads by decoding
 // every element's multi-index in JS. Attention head reshapes (Transpose), densely connected
@@ -18,7 +19,7 @@ function transposeConfig(addon: NativeAddon, backendName: string): tf.KernelConf
       const backend = args.backend as CpuBackendStorage;
       const xv = float32Values(backend, x);
       if (!xv || x.shape.length === 0) return fallback(args);
-      const out = new Float32Array(sizeOf(x.shape));
+      const out = nativeBuffers.take(sizeOf(x.shape));
       if (out.length > 0) addon.transpose(xv, Int32Array.from(x.shape), Int32Array.from(perm), out);
       return backend.makeTensorInfo(perm.map((p) => x.shape[p]!), 'float32', out);
     },
@@ -43,7 +44,7 @@ function concatConfig(addon: NativeAddon, backendName: string): tf.KernelConfig 
       const shapes = inputs.map((t) => t.shape);
       tf.backend_util.assertParamsConsistent(shapes, $axis);
       const outShape = tf.backend_util.computeOutShape(shapes, $axis);
-      const out = new Float32Array(sizeOf(outShape));
+      const out = nativeBuffers.take(sizeOf(outShape));
       if (out.length > 0) {
         const runs = Int32Array.from(shapes.map((s) => rowsOf(s, $axis).run));
         addon.concat(values as Float32Array[], runs, rowsOf(outShape, $axis).outer, out);
@@ -67,7 +68,7 @@ function splitVConfig(addon: NativeAddon, backendName: string): tf.KernelConfig 
       const axis = tf.util.parseAxisParam(attrs.axis, x.shape)[0]!;
       const sizes = tf.backend_util.prepareSplitSize(x, attrs.numOrSizeSplits, axis);
       const shapes = sizes.map((s) => x.shape.map((d, i) => (i === axis ? s : d)));
-      const outs = shapes.map((s) => new Float32Array(sizeOf(s)));
+      const outs = shapes.map((s) => nativeBuffers.take(sizeOf(s)));
       if (xv.length > 0 && sizes.length > 0) {
         const runs = Int32Array.from(shapes.map((s) => rowsOf(s, axis).run));
         addon.splitV(xv, runs, rowsOf(x.shape, axis).outer, outs);
@@ -89,7 +90,7 @@ function tileConfig(addon: NativeAddon, backendName: string): tf.KernelConfig {
       const xv = float32Values(backend, x);
       if (!xv || x.shape.length === 0 || reps.length !== x.shape.length) return fallback(args);
       const outShape = x.shape.map((d, i) => d * reps[i]!);
-      const out = new Float32Array(sizeOf(outShape));
+      const out = nativeBuffers.take(sizeOf(outShape));
       if (out.length > 0) addon.tile(xv, Int32Array.from(x.shape), Int32Array.from(reps), out);
       return backend.makeTensorInfo(outShape, 'float32', out);
     },
@@ -109,7 +110,7 @@ function padV2Config(addon: NativeAddon, backendName: string): tf.KernelConfig {
       const valid = paddings.length === x.shape.length && paddings.every(([b, a]) => b >= 0 && a >= 0);
       if (!xv || x.shape.length === 0 || xv.length === 0 || !valid) return fallback(args);
       const outShape = x.shape.map((d, i) => paddings[i]![0] + d + paddings[i]![1]);
-      const out = new Float32Array(sizeOf(outShape));
+      const out = nativeBuffers.take(sizeOf(outShape));
       const before = Int32Array.from(paddings.map((p) => p[0]));
       const after = Int32Array.from(paddings.map((p) => p[1]));
       addon.pad(xv, Int32Array.from(x.shape), before, after, constantValue, out);

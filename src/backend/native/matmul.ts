@@ -1,6 +1,7 @@
 import { tf } from '../tf.js';
 import type { NativeAddon } from './addon.js';
 import { activationCode, cpuKernel, float32Values, sizeOf, type CpuBackendStorage } from './storage.js';
+import { nativeBuffers } from './buffer_pool.js';
 
 interface MatMulAttrs {
   transposeA: boolean;
@@ -54,7 +55,7 @@ export function nativeMatMul(
   epilogue?: { bias: Float32Array | null; activation: number; alpha: number },
 ): { values: Float32Array; shape: number[] } {
   const s = matmulShapes(aShape, bShape, transA, transB);
-  const out = new Float32Array(sizeOf(s.outShape));
+  const out = nativeBuffers.take(sizeOf(s.outShape));
   const plain = !epilogue || (epilogue.bias === null && epilogue.activation === 0);
   if (plain && s.batchB === 1 && (s.batchA === 1 || !transA)) {
     // One GEMM: a batch of untransposed A against a shared B stacks into [batch·M, K].

@@ -2,6 +2,7 @@ import { tf } from '../tf.js';
 import { FUSED_KERNELS } from '../fused.js';
 import type { NativeAddon } from './addon.js';
 import { requireFloat32, type CpuBackendStorage } from './storage.js';
+import { nativeBuffers } from './buffer_pool.js';
 
 const KERNEL = FUSED_KERNELS.groupNorm;
 
@@ -30,9 +31,9 @@ export function normConfigs(addon: NativeAddon, backendName: string): tf.KernelC
         const { groups, eps } = args.attrs as unknown as GroupNormAttrs;
         const backend = args.backend as CpuBackendStorage;
         const d = dims(x, groups);
-        const y = new Float32Array(d[0]! * d[1]! * d[2]!);
-        const mean = new Float32Array(d[0]! * groups);
-        const rstd = new Float32Array(d[0]! * groups);
+        const y = nativeBuffers.take(d[0]! * d[1]! * d[2]!);
+        const mean = nativeBuffers.take(d[0]! * groups);
+        const rstd = nativeBuffers.take(d[0]! * groups);
         addon.groupNorm(requireFloat32(backend, x, KERNEL, 'x'), d, eps, y, mean, rstd);
         return [
           backend.makeTensorInfo([...x.shape], 'float32', y),
@@ -49,7 +50,7 @@ export function normConfigs(addon: NativeAddon, backendName: string): tf.KernelC
         const { groups } = args.attrs as unknown as GroupNormAttrs;
         const backend = args.backend as CpuBackendStorage;
         const d = dims(x, groups);
-        const dx = new Float32Array(d[0]! * d[1]! * d[2]!);
+        const dx = nativeBuffers.take(d[0]! * d[1]! * d[2]!);
         const [dyv, xv, mv, rv] = ([[dy, 'dy'], [x, 'x'], [mean, 'mean'], [rstd, 'rstd']] as const).map(([t, what]) => requireFloat32(backend, t, KERNEL, what));
         addon.groupNormGrad(dyv!, xv!, mv!, rv!, d, dx);
         return backend.makeTensorInfo([...x.shape], 'float32', dx);

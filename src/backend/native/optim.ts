@@ -2,6 +2,7 @@ import { tf } from '../tf.js';
 import { FUSED_KERNELS, type AdamKernelAttrs } from '../fused.js';
 import type { NativeAddon } from './addon.js';
 import { requireFloat32, type CpuBackendStorage } from './storage.js';
+import { nativeBuffers } from './buffer_pool.js';
 
 const KERNEL = FUSED_KERNELS.adam;
 
@@ -18,7 +19,7 @@ export function adamConfig(addon: NativeAddon, backendName: string): tf.KernelCo
       const a = args.attrs as unknown as AdamKernelAttrs;
       const backend = args.backend as CpuBackendStorage;
       const pv = requireFloat32(backend, param, KERNEL, 'param');
-      const out = [new Float32Array(pv.length), new Float32Array(pv.length), new Float32Array(pv.length)] as const;
+      const out = [nativeBuffers.take(pv.length), nativeBuffers.take(pv.length), nativeBuffers.take(pv.length)] as const;
       addon.adam(
         pv,
         requireFloat32(backend, grad, KERNEL, 'grad'),

@@ -2,6 +2,7 @@ import { tf } from '../tf.js';
 import { resizeBilinearGradCpuConfig } from '../resize_bilinear_grad.js';
 import type { NativeAddon } from './addon.js';
 import { cpuKernel, fallbackCounts, float32Values, sizeOf, type CpuBackendStorage } from './storage.js';
+import { nativeBuffers } from './buffer_pool.js';
 
 // Token-grid pooling and resizing (NSP blocks pool, modulate and resize back; stages upsample the
 // previous scale; the VAE decoder upsamples by nearest neighbour). The cpu kernels index every
@@ -63,7 +64,7 @@ function avgPoolConfig(addon: NativeAddon, backendName: string): tf.KernelConfig
       if (!xv || x.shape.length !== 4 || xv.length === 0) return fallback(args);
       const info = poolInfo(x.shape, attrs, attrs.dimRoundingMode);
       if (sizeOf(info.outShape) === 0 || info.padInfo.top < 0 || info.padInfo.left < 0) return fallback(args);
-      const out = new Float32Array(sizeOf(info.outShape));
+      const out = nativeBuffers.take(sizeOf(info.outShape));
       addon.pool(Pool.AvgForward, poolParams(info), xv, out);
       return backend.makeTensorInfo([...info.outShape], 'float32', out);
     },
@@ -85,7 +86,7 @@ function avgPoolGradConfig(addon: NativeAddon, backendName: string): tf.KernelCo
       const info = poolInfo(input.shape, attrs);
       const consistent = info.outShape.every((d, i) => d === dy.shape[i]);
       if (!consistent || info.padInfo.top < 0 || info.padInfo.left < 0) return fallback(args);
-      const out = new Float32Array(sizeOf(input.shape));
+      const out = nativeBuffers.takeZeroed(sizeOf(input.shape));
       addon.pool(Pool.AvgBackward, poolParams(info), dyv, out);
       return backend.makeTensorInfo([...input.shape], 'float32', out);
     },
@@ -115,7 +116,7 @@ function resizeForwardConfig(addon: NativeAddon, backendName: string, kernelName
       const [outH, outW] = attrs.size ?? [0, 0];
       if (!xv || images.shape.length !== 4 || xv.length === 0 || outH < 1 || outW < 1) return fallback(args);
       const outShape = [images.shape[0]!, outH, outW, images.shape[3]!];
-      const out = new Float32Array(sizeOf(outShape));
+      const out = nativeBuffers.take(sizeOf(outShape));
       addon.resize(kind, resizeParams(images.shape, outH, outW), Boolean(attrs.alignCorners), Boolean(attrs.halfPixelCenters), xv, out);
       return backend.makeTensorInfo(outShape, 'float32', out);
     },
@@ -139,7 +140,7 @@ function resizeGradConfig(
       const dyv = float32Values(backend, dy);
       const fits = images.shape.length === 4 && dy.shape.length === 4 && dy.shape[0] === images.shape[0] && dy.shape[3] === images.shape[3];
       if (!dyv || !fits || images.dtype !== 'float32' || sizeOf(images.shape) === 0 || dyv.length === 0) return fallback(args);
-      const out = new Float32Array(sizeOf(images.shape));
+      const out = nativeBuffers.takeZeroed(sizeOf(images.shape));
       addon.resize(kind, resizeParams(images.shape, dy.shape[1]!, dy.shape[2]!), Boolean(attrs.alignCorners), Boolean(attrs.halfPixelCenters), dyv, out);
       return backend.makeTensorInfo([...images.shape], 'float32', out);
     },

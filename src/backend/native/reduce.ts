@@ -1,6 +1,7 @@
 import { tf } from '../tf.js';
 import type { NativeAddon } from './addon.js';
 import { cpuKernel, float32Values, sizeOf, type CpuBackendStorage } from './storage.js';
+import { nativeBuffers } from './buffer_pool.js';
 
 // The tfjs cpu backend transposes the reduced axes innermost before every reduction, then sums in
 // a JS loop: in an NSP training step the bias/FiLM/GroupNorm gradients made Sum and Mean 70 % of
@@ -34,7 +35,7 @@ function reduceConfig(addon: NativeAddon, backendName: string, kernelName: Reduc
       const mask = new Int32Array(x.shape.length);
       for (const a of axes) mask[a] = 1;
       const outShape = x.shape.filter((_, i) => !mask[i]);
-      const out = new Float32Array(sizeOf(outShape));
+      const out = nativeBuffers.take(sizeOf(outShape));
       addon.reduce(op, xv, Int32Array.from(x.shape), mask, out);
       const shape = attrs.keepDims ? x.shape.map((d, i) => (mask[i] ? 1 : d)) : outShape;
       return backend.makeTensorInfo(shape, 'float32', out);

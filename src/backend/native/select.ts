@@ -1,6 +1,7 @@
 import { tf } from '../tf.js';
 import type { NativeAddon } from './addon.js';
 import { boolValues, cpuKernel, float32Values, sizeOf, type CpuBackendStorage } from './storage.js';
+import { nativeBuffers } from './buffer_pool.js';
 
 // Select (tf.where) picks between two tensors by a bool mask; relu and leakyRelu gradients run it
 // over every activation map. The condition is either shaped like t, or rank 1 choosing whole rows of
@@ -24,7 +25,7 @@ export function selectConfig(addon: NativeAddon, backendName: string): tf.Kernel
       const perRow = condition.shape.length === 1 && t.shape.length > 1 && condition.shape[0] === t.shape[0];
       // Small same-shape selects stay in JS; row selects never do, so their result cannot depend on size.
       if (!(perElement || perRow) || (!perRow && size < 64)) return fallback(args);
-      const out = new Float32Array(size);
+      const out = nativeBuffers.take(size);
       addon.select(cv, tv, ev, out);
       return backend.makeTensorInfo([...t.shape], 'float32', out);
     },

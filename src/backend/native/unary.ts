@@ -1,6 +1,7 @@
 import { tf } from '../tf.js';
 import type { NativeAddon } from './addon.js';
 import { cpuKernel, float32Values, type CpuBackendStorage } from './storage.js';
+import { nativeBuffers } from './buffer_pool.js';
 
 // Elementwise maps (activations, roots, rounding): the cpu backend calls a JS closure per element,
 // and an NSP training step runs them, and the masks of their gradients, over whole feature maps.
@@ -66,7 +67,7 @@ function unaryConfig(addon: NativeAddon, backendName: string, kernelName: UnaryK
       const xv = float32Values(backend, x);
       if (!xv || xv.length < MIN_NATIVE_ELEMENTS) return fallback(args);
       const [p0, p1] = opParams(kernelName, args.attrs ?? {});
-      const out = new Float32Array(xv.length);
+      const out = nativeBuffers.take(xv.length);
       addon.unary(op, xv, out, p0, p1);
       return backend.makeTensorInfo([...x.shape], 'float32', out);
     },
