@@ -8,10 +8,10 @@ import { envCommand } from '../src/cli/commands/env.js';
 import { loadNativeAddon } from '../src/backend/native/addon.js';
 
 const repoRoot = fileURLToPath(new URL('..', import.meta.url));
-// The optional native addon is built where libdnnl-dev/libopenblas-dev are installed (CI); auto still
-// prefers wasm, which is faster on the training step today (see select.ts).
+// The optional native addon is built where libdnnl-dev/libopenblas-dev are installed (CI); auto
+// prefers it there and falls back to wasm where it is missing.
 const nativeBuilt = loadNativeAddon().addon !== undefined;
-const autoHere = 'wasm';
+const autoHere = nativeBuilt ? 'native' : 'wasm';
 
 // The command module alone, so this test does not depend on every other command importing cleanly.
 const runEnv = async (json: boolean): Promise<number> => {
@@ -44,7 +44,7 @@ describe('backend selection', () => {
 
   it('lists every backend in auto order with a reason for each unavailable one', async () => {
     const statuses = await listBackends();
-    expect(statuses.map((s) => s.name)).toEqual(['tensorflow', 'wasm', 'native', 'cpu']);
+    expect(statuses.map((s) => s.name)).toEqual(['tensorflow', 'native', 'wasm', 'cpu']);
     const byName = Object.fromEntries(statuses.map((s) => [s.name, s]));
     // Neither tfjs-node build can be installed in this environment (their install downloads libtensorflow).
     expect(byName.tensorflow!.available).toBe(false);
@@ -56,7 +56,7 @@ describe('backend selection', () => {
     expect(byName.cpu!.available).toBe(true);
   });
 
-  it('auto picks wasm here; wasm gets the missing training kernels and leaves no process error handlers', async () => {
+  it('auto picks native where built, else wasm; wasm gets the missing training kernels and leaves no process error handlers', async () => {
     delete process.env.SCALEFORGE_BACKEND;
     // First wasm initialisation in this test process: emscripten would add one handler of each kind.
     const handlers = () => [process.listenerCount('uncaughtException'), process.listenerCount('unhandledRejection')];
@@ -72,7 +72,7 @@ describe('backend selection', () => {
 
   it('an unknown --backend is a usage error naming the flag and the choices', async () => {
     await expect(initBackend('tpu')).rejects.toThrow(UsageError);
-    await expect(initBackend('tpu')).rejects.toThrow(/--backend: unknown backend 'tpu'; expected one of auto, tensorflow, wasm, native, cpu/);
+    await expect(initBackend('tpu')).rejects.toThrow(/--backend: unknown backend 'tpu'; expected one of auto, tensorflow, native, wasm, cpu/);
   });
 
   it('a forced unavailable backend says why, naming where it was requested', async () => {
@@ -100,7 +100,7 @@ describe('scaleforge env', () => {
     expect(r.node).toBe(process.versions.node);
     expect(r.tfjs['tfjs-core']).toBe(tf.version_core);
     expect(r.tfjs['tfjs-backend-wasm']).toBe(r.wasm.version);
-    expect(r.backends.map((b: { name: string }) => b.name)).toEqual(['tensorflow', 'wasm', 'native', 'cpu']);
+    expect(r.backends.map((b: { name: string }) => b.name)).toEqual(['tensorflow', 'native', 'wasm', 'cpu']);
     if (!nativeBuilt) expect(r.backends.find((b: { name: string }) => b.name === 'native').reason).toMatch(/not built/);
     expect(r.auto).toBe(autoHere);
     expect(r.cpu.cores).toBeGreaterThan(0);

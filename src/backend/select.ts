@@ -145,13 +145,12 @@ const cpuCandidate: BackendCandidate = {
   },
 };
 
-/** Candidates in the order `auto` tries them. */
 /**
- * `auto` order. The native addon is registered and correct, but measured slower than wasm on the NSP
- * training step (reductions, transposes and concats still run as cpu-backend JS), so `auto` prefers
- * wasm and native is used only when asked for (`--backend native`) until its whole-step time wins.
+ * Candidates in the order `auto` tries them: libtensorflow where installed, then the oneDNN/OpenBLAS
+ * addon (several times faster than wasm on a training step, see the README's bench table), then
+ * wasm (single-threaded in Node), then the pure-JS reference kernels.
  */
-export const backendCandidates: readonly BackendCandidate[] = [tensorflowCandidate, wasmCandidate, nativeCandidate, cpuCandidate];
+export const backendCandidates: readonly BackendCandidate[] = [tensorflowCandidate, nativeCandidate, wasmCandidate, cpuCandidate];
 
 /**
  * The emscripten loader of tfjs-backend-wasm installs process handlers that rethrow every
@@ -188,7 +187,7 @@ export const BACKEND_NAMES = ['auto', ...backendCandidates.map((c) => c.name)];
 
 /**
  * Activates a tfjs backend: `requested` (from --backend), else env SCALEFORGE_BACKEND, else
- * `auto` (first that initialises in the order tensorflow → wasm → native → cpu). Choosing wasm
+ * `auto` (first that initialises in the order tensorflow → native → wasm → cpu). Choosing wasm
  * also registers the training kernels it lacks. A named backend that is unavailable is a UsageError.
  */
 export async function initBackend(requested?: string): Promise<{ name: string; statuses: BackendStatus[] }> {
