@@ -1,8 +1,9 @@
 /**
  * Kernel and training-step throughput per available tfjs backend: matmul, attention-shaped batch
- * matmuls, 3×3 convolutions (forward, dx, dW) at the NSP shapes, memory-bound elementwise maps, and one NSP training step per
- * stage of the default model (configs/nsp-pixel-tiny.yaml). bench/torch_ref.py prints the same
- * rows for PyTorch. Run: `npx tsx bench/kernels.ts [--json] [--backends native,wasm,cpu] [--repeats N]`.
+ * matmuls, 3×3 convolutions (forward, dx, dW) at the NSP shapes, memory-bound elementwise maps, one
+ * NSP training step per stage of the default model (configs/nsp-pixel-tiny.yaml), and one DiT-S/2
+ * LoRA step (bench/dit_lora.ts). bench/torch_ref.py prints the same rows for PyTorch.
+ * Run: `npx tsx bench/kernels.ts [--json] [--backends native,wasm,cpu] [--repeats N]`.
  */
 import { fileURLToPath } from 'node:url';
 import { tf } from '../src/backend/tf.js';
@@ -15,6 +16,7 @@ import { modelConfigFromRecipe } from '../src/jobs/nsp/pipeline.js';
 import { nspRecipeSchema } from '../src/jobs/nsp/schema.js';
 import { AdamW } from '../src/train/optim.js';
 import { Rng } from '../src/util/rng.js';
+import { ditLoraStepRow } from './dit_lora.js';
 
 export interface BenchRow {
   name: string;
@@ -192,6 +194,10 @@ export async function runKernelBench(opts: KernelBenchOptions = {}): Promise<Ben
     const rng = new Rng(1);
     for (const row of kernelRows(backend, repeats, rng)) rows.push(row), log(formatRow(row));
     if (opts.trainingSteps ?? true) for (const row of nspStepRows(backend, repeats)) rows.push(row), log(formatRow(row));
+    if (opts.trainingSteps ?? true) {
+      const row = ditLoraStepRow(backend, bestMs, repeats);
+      rows.push(row), log(formatRow(row));
+    }
   }
   return rows;
 }

@@ -2,6 +2,7 @@
 """PyTorch reference for bench/kernels.ts: the same kernel shapes and the same NSP stage
 architecture (configs/nsp-pixel-tiny.yaml), timed the same way (best of N after one warm-up),
 printed as JSON rows {name, value, unit}. Run: /usr/bin/python3 bench/torch_ref.py [--threads 2].
+The DiT-S/2 LoRA step reuses the fixtures' torch DiT (scripts/fixtures/dit_reference.py).
 
 Differences from the TypeScript model, kept small on purpose: attention omits the 2-D rotary
 embedding (an elementwise rotation, a few % of the attention block) and the text encoder is
@@ -9,6 +10,8 @@ replaced by a random pooled text vector in both benches.
 """
 import argparse
 import json
+import os
+import sys
 import time
 
 import torch
@@ -218,14 +221,52 @@ def nsp_rows(repeats):
     return rows
 
 
+# Keep in step with bench/dit_lora.ts (DIT_BENCH).
+DIT = dict(batch=1, rank=16, alpha=16, lr=1e-4, steps=1000, targets=['attn.qkv', 'attn.proj', 'mlp.fc1', 'mlp.fc2'])
+
+
+def dit_lora_rows(repeats, batch=None):
+    """One LoRA step of DiT-S/2 at 32x32x4 latents (256 tokens): the fixtures' hand-written torch DiT
+    (scripts/fixtures/dit_reference.py, the official models.py), rank-16 LoRA done by hand on
+    qkv/proj/fc1/fc2, frozen base, AdamW on the adapters, MSE on the eps half at random t/labels."""
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'scripts', 'fixtures'))
+    from dit_reference import DiT, inject_lora
+    b = batch or DIT['batch']
+    model = DiT(input_size=32, patch_size=2, in_channels=4, hidden_size=384, depth=12, num_heads=6, mlp_ratio=4.0,
+                class_dropout_prob=0.1, num_classes=1000, learn_sigma=True).train()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    adapters = inject_lora(model, DIT['rank'], DIT['alpha'], DIT['targets'])
+    params = [w for a in adapters.values() for w in (a.lora_A.weight, a.lora_B.weight)]
+    opt = torch.optim.AdamW(params, lr=DIT['lr'], weight_decay=0)
+    abar = torch.cumprod(1 - torch.linspace(1e-4, 0.02, DIT['steps'], dtype=torch.float64), 0)
+
+    def step():
+        t = torch.randint(0, DIT['steps'], (b,))
+        y = torch.randint(0, 1000, (b,))
+        x0 = torch.randn(b, 4, 32, 32)
+        eps = torch.randn_like(x0)
+        a = abar[t].float().view(b, 1, 1, 1)
+        out = model(a.sqrt() * x0 + (1 - a).sqrt() * eps, t, y)
+        loss = (out[:, :4] - eps).square().mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    return [dict(name=f'torch dit-s/2 lora step (256 tokens, batch {b})', value=best_ms(step, repeats), unit='ms')]
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument('--threads', type=int, default=2)
     ap.add_argument('--repeats', type=int, default=5)
+    ap.add_argument('--only-dit', action='store_true', help='just the DiT-S/2 LoRA step')
+    ap.add_argument('--dit-batch', type=int, default=DIT['batch'])
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    rows = kernel_rows(args.repeats) + nsp_rows(args.repeats)
+    dit = dit_lora_rows(args.repeats, args.dit_batch)
+    rows = dit if args.only_dit else kernel_rows(args.repeats) + nsp_rows(args.repeats) + dit
     print(json.dumps(dict(torch=torch.__version__, threads=args.threads, rows=rows), indent=2))
 
 

@@ -1,6 +1,7 @@
 import { tf } from './tf.js';
 import { resizeBilinearGradCpuConfig, resizeBilinearGradWasmConfig } from './resize_bilinear_grad.js';
 import { installWasmTrainingKernels } from './wasm/training_kernels.js';
+import { installWasmBatchMatMul } from './wasm/batch_matmul.js';
 import { conv2dBackpropInputConfig } from './wasm/conv2d_backprop_input.js';
 import { splitVCpuConfig, splitVWasmConfig } from './split_v.js';
 
@@ -28,6 +29,9 @@ function replaceKernel(config: tf.KernelConfig): void {
  * kernels over these). Idempotent.
  */
 export function installKernelPatches(backendName: 'cpu' | 'wasm'): void {
-  if (backendName === 'wasm') installWasmTrainingKernels();
+  if (backendName === 'wasm') {
+    installWasmTrainingKernels();
+    installWasmBatchMatMul();
+  }
   for (const config of replacements[backendName]) replaceKernel(config);
 }

@@ -66,6 +66,23 @@ export class Module {
     return child;
   }
 
+  /**
+   * Attach a child to an already built module. Adapters use it to hang their weights on the layer
+   * they adapt, so the names read `blocks.0.attn.qkv.lora_A.weight` as PEFT writes them.
+   */
+  attachModule<M extends Module>(name: string, child: M): M {
+    if (this.children.has(name) || this.params.has(name) || this.buffers.has(name))
+      throw new Error(`cannot attach '${name}': the module already has a member of that name`);
+    return this.module(name, child);
+  }
+
+  /** Remove a child (not disposed: it goes back to the caller); undefined if there is none. */
+  detachModule(name: string): Module | undefined {
+    const child = this.children.get(name);
+    this.children.delete(name);
+    return child;
+  }
+
   namedChildren(): [string, Module][] {
     return [...this.children.entries()];
   }

@@ -1,0 +1,86 @@
+import { tf } from '../../backend/tf.js';
+import { silu } from '../../nn/activations.js';
+import { Attention } from '../../nn/attention.js';
+import { modulate } from '../../nn/film.js';
+import { Linear } from '../../nn/linear.js';
+import { MLP } from '../../nn/mlp.js';
+import { Module } from '../../nn/module.js';
+import { LayerNorm } from '../../nn/norm.js';
+import { Rng } from '../../util/rng.js';
+
+/**
+ * `adaLN_modulation` = Sequential(SiLU, Linear(D, k·D)): the condition c [N, D] → k vectors [N, D].
+ * The linear is child `1` so the names match the official checkpoints.
+ */
+export class AdaLnModulation extends Module {
+  readonly linear: Linear;
+  constructor(hiddenSize: number, readonly chunks: number, rng: Rng) {
+    super();
+    this.linear = this.module('1', new Linear(hiddenSize, chunks * hiddenSize, { rng }));
+  }
+  forward(c: tf.Tensor2D): tf.Tensor2D[] {
+    return tf.tidy(() => tf.split(this.linear.forward(silu(c)), this.chunks, -1) as tf.Tensor2D[]);
+  }
+}
+
+/** gate [N, D] scaling every token of x [N, T, D]. */
+function gated(gate: tf.Tensor2D, x: tf.Tensor): tf.Tensor {
+  const [n, d] = gate.shape;
+  return x.mul(gate.reshape([n, 1, d]));
+}
+
+/**
+ * Transformer block with adaLN-Zero: the condition sets shift/scale of both pre-norms and a gate on
+ * both residual branches; zero-initialised modulation makes a fresh block the identity.
+ */
+export class DiTBlock extends Module {
+  readonly norm1: LayerNorm;
+  readonly attn: Attention;
+  readonly norm2: LayerNorm;
+  readonly mlp: MLP;
+  readonly adaLNModulation: AdaLnModulation;
+
+  constructor(hiddenSize: number, numHeads: number, mlpHidden: number, rng: Rng) {
+    super();
+    this.norm1 = this.module('norm1', new LayerNorm(hiddenSize, 1e-6, false));
+    this.attn = this.module('attn', new Attention(hiddenSize, { numHeads, qkvBias: true, fused: true, rng }));
+    this.norm2 = this.module('norm2', new LayerNorm(hiddenSize, 1e-6, false));
+    this.mlp = this.module('mlp', new MLP(hiddenSize, mlpHidden, hiddenSize, { act: 'gelu_tanh', rng }));
+    this.adaLNModulation = this.module('adaLN_modulation', new AdaLnModulation(hiddenSize, 6, rng));
+  }
+
+  /** x [N, T, D], c [N, D] → [N, T, D]. */
+  forward(x: tf.Tensor3D, c: tf.Tensor2D): tf.Tensor3D {
+    return tf.tidy(() => {
+      const [shiftMsa, scaleMsa, gateMsa, shiftMlp, scaleMlp, gateMlp] = this.adaLNModulation.forward(c) as [
+        tf.Tensor2D, tf.Tensor2D, tf.Tensor2D, tf.Tensor2D, tf.Tensor2D, tf.Tensor2D,
+      ];
+      const attnIn = modulate(this.norm1.forward(x), shiftMsa, scaleMsa) as tf.Tensor3D;
+      const h = x.add(gated(gateMsa, this.attn.forward(attnIn)));
+      const mlpIn = modulate(this.norm2.forward(h), shiftMlp, scaleMlp);
+      return h.add(gated(gateMlp, this.mlp.forward(mlpIn))) as tf.Tensor3D;
+    });
+  }
+}
+
+/** Final adaLN (shift, scale) and the projection of each token to its p·p·C output patch. */
+export class FinalLayer extends Module {
+  readonly normFinal: LayerNorm;
+  readonly linear: Linear;
+  readonly adaLNModulation: AdaLnModulation;
+
+  constructor(hiddenSize: number, patchSize: number, outChannels: number, rng: Rng) {
+    super();
+    this.normFinal = this.module('norm_final', new LayerNorm(hiddenSize, 1e-6, false));
+    this.linear = this.module('linear', new Linear(hiddenSize, patchSize * patchSize * outChannels, { rng }));
+    this.adaLNModulation = this.module('adaLN_modulation', new AdaLnModulation(hiddenSize, 2, rng));
+  }
+
+  /** x [N, T, D], c [N, D] → [N, T, p·p·C]. */
+  forward(x: tf.Tensor3D, c: tf.Tensor2D): tf.Tensor3D {
+    return tf.tidy(() => {
+      const [shift, scale] = this.adaLNModulation.forward(c) as [tf.Tensor2D, tf.Tensor2D];
+      return this.linear.forward(modulate(this.normFinal.forward(x), shift, scale)) as tf.Tensor3D;
+    });
+  }
+}
