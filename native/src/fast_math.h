@@ -1,0 +1,79 @@
+// Vectorizable float32 exp, expm1, sigmoid, tanh and erf for the activation kernels.
+#pragma once
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+
+namespace sfn {
+
+// exp for the activations, in a form GCC vectorizes (glibc's expf/expm1f/tanhf are scalar calls,
+// 4–35 ns each): x = n·ln2 + r with |r| ≤ ln2/2 (Cody–Waite split of ln2 so n·ln2hi is exact),
+// e^r by its Taylor series to r⁷ (truncation < 6e-9), 2^n built in the exponent bits in two halves
+// so that results down in the subnormal range come out right. Measured against double exp over all
+// of [-87, 88]: ≤ 1.3 ulp; expm1 ≤ 4.3 ulp (worst just past |x| = ln2/2), tanh ≤ 2.8, sigmoid ≤ 2.5.
+struct ExpSplit {
+  float n;   // round(x / ln2)
+  float rq;  // e^r − 1
+  float scaleLo, scaleHi;  // 2^n as a product of two powers of two
+};
+
+inline float fromBits(int32_t bits) {
+  float f;
+  std::memcpy(&f, &bits, sizeof f);
+  return f;
+}
+
+inline ExpSplit expSplit(float x) {
+  // Beyond [-104, 89] exp is 0 or Inf in float32 anyway; a NaN becomes -104 here (so the int
+  // conversion below stays defined) and is restored by the callers.
+  const float xc = std::max(-104.f, std::min(x, 89.f));
+  constexpr float kRoundShift = 12582912.f;  // 1.5·2^23: adding and subtracting it rounds to an integer
+  const float n = (xc * 1.44269504088896341f + kRoundShift) - kRoundShift;
+  const float r = (xc - n * 0.693359375f) - n * -2.12194440e-4f;
+  const float q = 1.f + r * (0.5f + r * (1.f / 6 + r * (1.f / 24 + r * (1.f / 120 + r * (1.f / 720 + r * (1.f / 5040))))));
+  const auto ni = static_cast<int32_t>(n);
+  const int32_t half = ni >> 1;
+  return {n, r * q, fromBits((half + 127) << 23), fromBits((ni - half + 127) << 23)};
+}
+
+inline float expFast(float x) {
+  const ExpSplit e = expSplit(x);
+  const float y = (1.f + e.rq) * e.scaleLo * e.scaleHi;
+  return x != x ? x : y;
+}
+
+// With n = 0 the series gives e^x − 1 directly, without the cancellation of exp(x) − 1 near 0.
+inline float expm1Fast(float x) {
+  const ExpSplit e = expSplit(x);
+  const float y = e.n == 0.f ? e.rq : (1.f + e.rq) * e.scaleLo * e.scaleHi - 1.f;
+  return x != x ? x : y;
+}
+
+inline float sigmoidFast(float x) { return 1.f / (1.f + expFast(-x)); }
+
+// From s = e^(−2|x|) ∈ (0, 1], so nothing overflows: tanh|x| = 1 − 2s/(1 + s), which keeps the
+// last bits right towards ±1 (where a gradient's 1 − y² magnifies them), and −m/(m + 2) with
+// m = s − 1 = expm1(−2|x|) below 0.55, free of the cancellation of 1 − … near 0.
+inline float tanhFast(float x) {
+  const float a = std::fabs(x);
+  const ExpSplit e = expSplit(-2.f * a);
+  const float s = (1.f + e.rq) * e.scaleLo * e.scaleHi;
+  const float m = e.n == 0.f ? e.rq : s - 1.f;
+  const float nearZero = -m / (m + 2.f), towardsOne = 1.f - 2.f * s / (1.f + s);
+  const float y = std::copysign(a < 0.55f ? nearZero : towardsOne, x);
+  return x != x ? x : y;
+}
+
+// The same Abramowitz–Stegun 7.1.26 approximation as tfjs's Erf (|error| < 1.5e-7), vectorizable.
+// The polynomial and 1 − p·e^(−x²) in double, as tfjs does: near 0 that difference of two numbers
+// close to 1 would lose a few bits in float.
+inline float erfFast(float x) {
+  const double a = std::fabs(x);
+  const double t = 1.0 / (1.0 + 0.3275911 * a);
+  const double poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))));
+  const float sign = x > 0.f ? 1.f : (x < 0.f ? -1.f : x);  // ±0 and NaN pass through, as Math.sign does
+  return sign * static_cast<float>(1.0 - poly * expFast(static_cast<float>(-a * a)));
+}
+
+}  // namespace sfn
