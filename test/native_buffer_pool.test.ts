@@ -52,7 +52,7 @@ describe('Float32Pool bookkeeping', () => {
       for (const [id, a] of held) pool.stored(id, a);
       for (const [id, a] of held) pool.released(id, a);
     };
-    const roomy = new Float32Pool();
+    const roomy = new Float32Pool(2 ** 40);
     fill(roomy, Float32Pool.MAX_PER_LENGTH + 4);
     expect(roomy.bytes).toBe(Float32Pool.MAX_PER_LENGTH * N * 4);
     const tight = new Float32Pool(N * 4 * 3);

@@ -1,3 +1,4 @@
+import os from 'node:os';
 import type { tf } from '../tf.js';
 
 /**
@@ -14,8 +15,11 @@ import type { tf } from '../tf.js';
 export class Float32Pool {
   /** Arrays shorter than this are cheap to allocate; they are neither tracked nor recycled. */
   static readonly MIN_LENGTH = 1 << 14;
-  /** Arrays of one length kept for reuse at most. */
-  static readonly MAX_PER_LENGTH = 16;
+  /**
+   * Arrays of one length kept for reuse at most. A training step's forward pass keeps hundreds of
+   * same-shaped activations alive for the backward pass, and the next step needs them all again.
+   */
+  static readonly MAX_PER_LENGTH = 1024;
 
   private readonly free = new Map<number, Float32Array[]>();
   /** Arrays handed out and still recyclable → the tensor data holding them (undefined until stored). */
@@ -92,8 +96,8 @@ export class Float32Pool {
   }
 }
 
-/** The pool of the native backend's kernel outputs. */
-export const nativeBuffers = new Float32Pool();
+/** The pool of the native backend's kernel outputs: up to an eighth of the machine's memory. */
+export const nativeBuffers = new Float32Pool(Math.min(4 * 2 ** 30, Math.floor(os.totalmem() / 8)));
 
 export interface PooledBackend {
   data: { get(id: tf.DataId): { values?: unknown } | undefined; set(id: tf.DataId, v: { values?: unknown }): void; has(id: tf.DataId): boolean };
