@@ -135,3 +135,15 @@ describe('errors after wasm has loaded', () => {
     expect(r.status).toBe(1);
   });
 });
+
+describe('native thread count', () => {
+  it('uses every core on an idle machine and leaves the cores other processes keep busy', async () => {
+    const { defaultThreads } = await import('../src/backend/native/addon.js');
+    expect(defaultThreads(2, 0.05)).toBe(2);
+    expect(defaultThreads(2, 0.6)).toBe(2);
+    expect(defaultThreads(2, 1.0)).toBe(1);
+    expect(defaultThreads(2, 5.3)).toBe(1);
+    expect(defaultThreads(16, 3.9)).toBe(12);
+    expect(defaultThreads(1, 0)).toBe(1);
+  });
+});

@@ -119,6 +119,16 @@ function buildFailure(): string | undefined {
 let loaded: NativeLoad | undefined;
 
 /**
+ * Threads for the libraries: every core, less the cores other processes already keep busy (the
+ * 1-minute load average, read before this process starts working). An OpenMP team waits at every
+ * kernel for its slowest thread; with a thread that has to queue for a busy core, a small matmul
+ * measured 40× slower on 2 threads than on 1.
+ */
+export function defaultThreads(cores: number, loadAverage: number): number {
+  return Math.max(1, Math.min(cores, Math.round(cores - loadAverage + 0.25)));
+}
+
+/**
  * Loads the addon once. Threads: every core for both oneDNN (OpenMP) and OpenBLAS unless the
  * user set OMP_NUM_THREADS / OPENBLAS_NUM_THREADS, which the libraries read at load time.
  * SCALEFORGE_NO_NATIVE=1 turns the backend off.
@@ -137,7 +147,7 @@ export function loadNativeAddon(): NativeLoad {
   try {
     const addon = createRequire(import.meta.url)(addonPath) as NativeAddon;
     const userChoseThreads = process.env.OMP_NUM_THREADS || process.env.OPENBLAS_NUM_THREADS;
-    if (!userChoseThreads) addon.setThreads(Math.max(1, os.availableParallelism()));
+    if (!userChoseThreads) addon.setThreads(defaultThreads(os.availableParallelism(), os.loadavg()[0]!));
     return (loaded = { addon, info: addon.info() });
   } catch (e) {
     const message = e instanceof Error ? e.message.split('\n')[0]! : String(e);
