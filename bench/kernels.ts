@@ -142,41 +142,56 @@ function kernelRows(backend: string, repeats: number, rng: Rng): BenchRow[] {
   return rows;
 }
 
-/** ms for one optimizer step (forward, backward, AdamW) of each NSP stage at batch 16. */
+/**
+ * One optimizer step (forward, backward, AdamW) of NSP stage `k` of `gen` at batch 16 on random
+ * data, as a closure; `dispose` frees its tensors and optimizer state. bench/profile.ts profiles it.
+ */
+export function nspStep(gen: NextScaleGenerator, k: number, rng: Rng): { step: () => void; dispose: () => void } {
+  const sizes = NSP_BENCH_CONFIG.sizes;
+  const b = NSP_BENCH_BATCH;
+  const s = sizes[k]!;
+  const params = new Map([...gen.stages.at(k).namedParameters()]);
+  const opt = new AdamW(params, {});
+  const varList = [...params.values()];
+  const inSize = k === 0 ? s : sizes[k - 1]!;
+  const input = randomTensor([b, inSize, inSize, 3], rng) as tf.Tensor4D;
+  const target = randomTensor([b, s, s, 3], rng) as tf.Tensor4D;
+  const pooled = randomTensor([b, NSP_BENCH_CONFIG.textDim], rng) as tf.Tensor2D;
+  // 16 text tokens, the builtin encoder's context, for the stages that cross-attend.
+  const tokens = randomTensor([b, 16, NSP_BENCH_CONFIG.textTokenDim], rng) as tf.Tensor3D;
+  const text = { pooled, tokens };
+  const step = () => {
+    const { value, grads } = tf.variableGrads(() => {
+      const diff = gen.predict(k, input, text).sub(target);
+      return diff.abs().mean().add(diff.square().mean()) as tf.Scalar;
+    }, varList);
+    value.dataSync();
+    const named = new Map<string, tf.Tensor>();
+    for (const [name, v] of params) named.set(name, grads[v.name]!);
+    opt.step(named, 1e-4);
+    tf.dispose([value, ...Object.values(grads)]);
+    varList[0]!.dataSync();
+  };
+  return {
+    step,
+    dispose: () => {
+      tf.dispose([input, target, pooled, tokens]);
+      opt.dispose();
+    },
+  };
+}
+
+/** ms for one optimizer step of each NSP stage at batch 16. */
 function nspStepRows(backend: string, repeats: number): BenchRow[] {
   const rows: BenchRow[] = [];
   const gen = new NextScaleGenerator(NSP_BENCH_CONFIG, 0);
   const rng = new Rng(7);
-  const sizes = NSP_BENCH_CONFIG.sizes;
-  const b = NSP_BENCH_BATCH;
-  for (let k = 0; k < sizes.length; k++) {
-    const s = sizes[k]!;
-    const params = new Map([...gen.stages.at(k).namedParameters()]);
-    const opt = new AdamW(params, {});
-    const varList = [...params.values()];
-    const input = randomTensor([b, k === 0 ? s : sizes[k - 1]!, k === 0 ? s : sizes[k - 1]!, 3], rng) as tf.Tensor4D;
-    const target = randomTensor([b, s, s, 3], rng) as tf.Tensor4D;
-    const pooled = randomTensor([b, NSP_BENCH_CONFIG.textDim], rng) as tf.Tensor2D;
-    // 16 text tokens, the builtin encoder's context, for the stages that cross-attend.
-    const tokens = randomTensor([b, 16, NSP_BENCH_CONFIG.textTokenDim], rng) as tf.Tensor3D;
-    const text = { pooled, tokens };
-    const step = () => {
-      const { value, grads } = tf.variableGrads(() => {
-        const diff = gen.predict(k, input, text).sub(target);
-        return diff.abs().mean().add(diff.square().mean()) as tf.Scalar;
-      }, varList);
-      value.dataSync();
-      const named = new Map<string, tf.Tensor>();
-      for (const [name, v] of params) named.set(name, grads[v.name]!);
-      opt.step(named, 1e-4);
-      tf.dispose([value, ...Object.values(grads)]);
-      varList[0]!.dataSync();
-    };
+  NSP_BENCH_CONFIG.sizes.forEach((s, k) => {
+    const { step, dispose } = nspStep(gen, k, rng);
     const ms = bestMs(step, backend === 'cpu' ? 1 : repeats);
-    rows.push({ name: `${backend} nsp train step stage ${k} (${s}x${s}, batch ${b})`, value: ms, unit: 'ms' });
-    tf.dispose([input, target, pooled, tokens]);
-    opt.dispose();
-  }
+    rows.push({ name: `${backend} nsp train step stage ${k} (${s}x${s}, batch ${NSP_BENCH_BATCH})`, value: ms, unit: 'ms' });
+    dispose();
+  });
   gen.dispose?.();
   return rows;
 }

@@ -7,9 +7,8 @@ import { fileURLToPath } from 'node:url';
 import { tf } from '../src/backend/tf.js';
 import { initBackend } from '../src/backend/select.js';
 import { NextScaleGenerator } from '../src/models/nsp/model.js';
-import { AdamW } from '../src/train/optim.js';
 import { Rng } from '../src/util/rng.js';
-import { NSP_BENCH_BATCH, NSP_BENCH_CONFIG } from './kernels.js';
+import { NSP_BENCH_BATCH, NSP_BENCH_CONFIG, nspStep } from './kernels.js';
 
 export interface KernelProfileRow {
   kernel: string;
@@ -24,37 +23,10 @@ export interface StageProfile {
   rows: KernelProfileRow[];
 }
 
-function randomTensor(shape: number[], rng: Rng): tf.Tensor {
-  return tf.tensor(rng.fillNormal(new Float32Array(shape.reduce((a, b) => a * b, 1))), shape);
-}
-
 /** Profiles one optimizer step (forward, backward, AdamW) of NSP stage `k` after a warm-up step. */
 export async function profileNspStage(k: number): Promise<StageProfile> {
   const gen = new NextScaleGenerator(NSP_BENCH_CONFIG, 0);
-  const rng = new Rng(7);
-  const sizes = NSP_BENCH_CONFIG.sizes;
-  const b = NSP_BENCH_BATCH;
-  const s = sizes[k]!;
-  const params = new Map([...gen.stages.at(k).namedParameters()]);
-  const opt = new AdamW(params, {});
-  const varList = [...params.values()];
-  const inSize = k === 0 ? s : sizes[k - 1]!;
-  const input = randomTensor([b, inSize, inSize, 3], rng) as tf.Tensor4D;
-  const target = randomTensor([b, s, s, 3], rng) as tf.Tensor4D;
-  const pooled = randomTensor([b, NSP_BENCH_CONFIG.textDim], rng) as tf.Tensor2D;
-  const tokens = randomTensor([b, 16, NSP_BENCH_CONFIG.textTokenDim], rng) as tf.Tensor3D;
-  const step = () => {
-    const { value, grads } = tf.variableGrads(() => {
-      const diff = gen.predict(k, input, { pooled, tokens }).sub(target);
-      return diff.abs().mean().add(diff.square().mean()) as tf.Scalar;
-    }, varList);
-    value.dataSync();
-    const named = new Map<string, tf.Tensor>();
-    for (const [name, v] of params) named.set(name, grads[v.name]!);
-    opt.step(named, 1e-4);
-    tf.dispose([value, ...Object.values(grads)]);
-    varList[0]!.dataSync();
-  };
+  const { step, dispose } = nspStep(gen, k, new Rng(7));
   step();
   const t0 = performance.now();
   const info = await tf.profile(step);
@@ -67,8 +39,7 @@ export async function profileNspStage(k: number): Promise<StageProfile> {
     byKernel.set(kinfo.name, row);
   }
   const rows = [...byKernel.values()].sort((a, b) => b.ms - a.ms);
-  tf.dispose([input, target, pooled, tokens]);
-  opt.dispose();
+  dispose();
   gen.dispose?.();
   return { stage: k, wallMs, kernelMs: rows.reduce((a, r) => a + r.ms, 0), rows };
 }
