@@ -134,6 +134,35 @@ describe('NextScaleGenerator', () => {
     g.dispose();
   });
 
+  it('adds a learned per-position embedding to the base stage only, right after conv_in', () => {
+    const plain = new NextScaleGenerator(cfg, 6);
+    expect([...plain.namedParameters()].some(([n]) => n.includes('pos_embed'))).toBe(false);
+    plain.dispose();
+    const g = new NextScaleGenerator({ ...cfg, basePositionEmbedding: true }, 6);
+    const posEmbeds = [...g.namedParameters()].filter(([n]) => n.includes('pos_embed'));
+    expect(posEmbeds.map(([n, p]) => [n, p.shape])).toEqual([['stages.0.pos_embed', [1, 8, 8, 16]]]);
+    const stage = g.stages.at(0);
+    stage.convOut.weight.assign(randn(stage.convOut.weight.shape, 32).mul(0.1));
+    const x = randn([1, 8, 8, 3], 30) as tf.Tensor4D;
+    const text = randn([1, 12], 31) as tf.Tensor2D;
+    const run = () => g.predict(0, x, text).dataSync();
+    // An embedding equal at every position is the same as that vector added to conv_in's bias.
+    const v = randn([16], 33).mul(0.5);
+    stage.posEmbed!.assign(v.reshape([1, 1, 1, 16]).tile([1, 8, 8, 1]));
+    const withEmbedding = run();
+    stage.posEmbed!.assign(tf.zerosLike(stage.posEmbed!));
+    stage.convIn.bias!.assign(stage.convIn.bias!.add(v));
+    const withBias = run();
+    let maxErr = 0;
+    for (let i = 0; i < withBias.length; i++) maxErr = Math.max(maxErr, Math.abs(withBias[i]! - withEmbedding[i]!));
+    expect(maxErr).toBeLessThan(1e-5);
+    // It is trained: the loss has a gradient with respect to it.
+    const { value, grads } = tf.variableGrads(() => g.predict(0, x, text).square().sum() as tf.Scalar, [stage.posEmbed!]);
+    expect(tf.tidy(() => grads[stage.posEmbed!.name]!.abs().max().dataSync()[0]!)).toBeGreaterThan(0);
+    tf.dispose([value, ...Object.values(grads)]);
+    g.dispose();
+  });
+
   it('self-attention mixes information across the whole token grid', () => {
     const block = new AttentionBlock(16, 8, 4, 1, new Rng(2));
     const cond = randn([1, 8], 3) as tf.Tensor2D;

@@ -4,10 +4,12 @@ import { installWasmTrainingKernels } from './wasm/training_kernels.js';
 import { installWasmBatchMatMul } from './wasm/batch_matmul.js';
 import { conv2dBackpropInputConfig } from './wasm/conv2d_backprop_input.js';
 import { splitVCpuConfig, splitVWasmConfig } from './split_v.js';
+import { gatherScatterCpuConfigs } from './gather_scatter.js';
 
 /**
  * Stock kernels we override: wrong (ResizeBilinearGrad), far slower than the forward pass (wasm dx),
- * or copying element by element (SplitV, the gradient of every concat).
+ * or copying element by element (SplitV, the gradient of every concat; GatherV2 and its gradient,
+ * UnsortedSegmentSum, in gather_scatter.ts).
  */
 const replacements: Record<'cpu' | 'wasm', tf.KernelConfig[]> = {
   cpu: [resizeBilinearGradCpuConfig, splitVCpuConfig],
@@ -34,4 +36,5 @@ export function installKernelPatches(backendName: 'cpu' | 'wasm'): void {
     installWasmBatchMatMul();
   }
   for (const config of replacements[backendName]) replaceKernel(config);
+  if (backendName === 'cpu') for (const config of gatherScatterCpuConfigs('cpu')) replaceKernel(config);
 }

@@ -11,6 +11,7 @@ import { selectConfig } from './select.js';
 import { conv2DBackpropFilterConfig, conv2DBackpropInputConfig, conv2DConfig, fusedConv2DConfig } from './conv.js';
 import { layoutConfigs } from './layout.js';
 import { poolResizeConfigs } from './pool_resize.js';
+import { gatherScatterCpuConfigs } from '../gather_scatter.js';
 import { attachPool, nativeBuffers, type PooledBackend } from './buffer_pool.js';
 
 /** tfjs backend name; no underscore (tfjs's getKernelsForBackend splits registry keys on '_'). */
@@ -33,6 +34,7 @@ function nativeKernels(addon: NativeAddon): tf.KernelConfig[] {
     ...poolResizeConfigs(addon, NATIVE_BACKEND),
     ...unaryConfigs(addon, NATIVE_BACKEND),
     selectConfig(addon, NATIVE_BACKEND),
+    ...gatherScatterCpuConfigs(NATIVE_BACKEND),
   ];
 }
 

@@ -1,4 +1,5 @@
 import { tf } from '../tf.js';
+import { segmentSumRows } from '../gather_scatter.js';
 
 /** The part of tfjs-backend-wasm's BackendWasm this kernel uses: heap allocation and heap views. */
 interface WasmHeap {
@@ -30,13 +31,7 @@ export const unsortedSegmentSumConfig: tf.KernelConfig = {
     const xView = heap.typedArrayFromHeap(x);
     const idView = heap.typedArrayFromHeap(segmentIds);
     outView.fill(0);
-    for (let i = 0; i < idView.length; i++) {
-      const s = idView[i];
-      if (s < 0 || s >= numSegments) continue;
-      const src = i * rowSize;
-      const dst = s * rowSize;
-      for (let k = 0; k < rowSize; k++) outView[dst + k] += xView[src + k];
-    }
+    segmentSumRows(xView, idView, rowSize, numSegments, outView);
     return out;
   },
 };

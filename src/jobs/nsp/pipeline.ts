@@ -49,6 +49,7 @@ export function modelConfigFromRecipe(r: NspRecipe, imageChannels: number, textD
     crossAttention: m.cross_attention,
     groupNormGroups: m.group_norm_groups,
     coordChannels: m.coord_channels,
+    basePositionEmbedding: m.base_position_embedding,
     baseNoiseStd: m.base_noise_std,
   };
 }

@@ -25,6 +25,7 @@ export const nspModelSchema = z.strictObject({
   group_norm_groups: positiveInt.default(8),
   base_noise_std: z.number().min(0).default(0.1).describe('σ of the noise latent stage 0 starts from'),
   coord_channels: z.boolean().default(true).describe('append (y, x) coordinate channels to every stage input'),
+  base_position_embedding: z.boolean().default(false).describe('a learned embedding per position of the base stage (added after conv_in)'),
 });
 
 export const builtinTextSchema = z.strictObject({
@@ -87,6 +88,10 @@ export const nspTrainSchema = z.strictObject({
   precision: z.enum(['fp32', 'bf16', 'fp16']).default('fp32'),
   loss: lossSchema.prefault({}),
   input_noise: z.number().min(0).default(0.05).describe('σ of Gaussian noise added to the teacher-forced input'),
+  generated_inputs: z
+    .union([z.number().min(0).max(1), z.array(z.number().min(0).max(1)).min(1)])
+    .default(0)
+    .describe("share of each batch whose input is the cascade's own output at the previous scale instead of ground truth: one value or one per stage"),
   fade_in_steps: z.number().int().min(0).default(0),
   init_from_previous: z.boolean().default(true),
 });

@@ -65,6 +65,27 @@ class StageTrainables extends Module {
   }
 }
 
+/**
+ * The teacher-forced input with its first `captions.length` samples replaced by what the cascade
+ * itself draws for those captions at scale k−1 (from fresh noise, through the finished stages).
+ * Ground truth alone teaches a stage to sharpen details its input already has; at sampling time
+ * the input comes from the earlier stages instead, where a small cross may arrive as a blob, and
+ * only a stage that has seen such inputs learns to take the shape from the text.
+ */
+function withOwnOutputs(pipeline: NspPipeline, truth: tf.Tensor4D, captions: string[], k: number, noiseRng: Rng): tf.Tensor4D {
+  return tf.tidy(() => {
+    const g = pipeline.generator;
+    const n = captions.length;
+    const s = g.config.sizes[0]!;
+    const c = g.config.imageChannels;
+    const noise = tf.tensor4d(noiseRng.fillNormal(new Float32Array(n * s * s * c), 0, g.config.baseNoiseStd), [n, s, s, c]);
+    const enc = pipeline.textEncoder.encode(captions);
+    const own = g.generate(noise, enc, { lastStage: k - 1 })[k - 1]!;
+    if (n === truth.shape[0]) return own;
+    return tf.concat([own, truth.slice([n, 0, 0, 0], [-1, -1, -1, -1])], 0) as tf.Tensor4D;
+  });
+}
+
 export function stagePlan(r: NspRecipe, datasetLength: number): { stages: number[]; steps: number[] } {
   const n = r.model.sizes.length;
   const first = r.train.start_scale;
@@ -216,7 +237,9 @@ export async function trainNspProgressive(opts: NspTrainOptions): Promise<NspTra
               const [b, s, , c] = tgt.shape;
               inp = tf.tensor4d(noiseRng.fillNormal(new Float32Array(b * s * s * c), 0, gen.config.baseNoiseStd), [b, s, s, c]);
             } else {
-              inp = r.train.input_noise > 0 ? addNoise(pyr[k - 1]!, r.train.input_noise, noiseRng) : pyr[k - 1]!;
+              const own = Math.round(perStageValue(r.train.generated_inputs, k) * batch.captions.length);
+              inp = own > 0 ? withOwnOutputs(pipeline, pyr[k - 1]!, batch.captions.slice(0, own), k, noiseRng) : pyr[k - 1]!;
+              if (r.train.input_noise > 0) inp = addNoise(inp, r.train.input_noise, noiseRng);
             }
             return { input: inp, target: tgt };
           });

@@ -36,6 +36,13 @@ export interface NspModelConfig {
   baseNoiseStd: number;
   /** Feed normalised pixel coordinates as two extra input channels to every stage. */
   coordChannels: boolean;
+  /**
+   * A learned embedding per base-stage position, added after conv_in (ViT's pos_embed). The base
+   * input is noise, so the scene layout has to come from somewhere: with it, which pixels a
+   * (shape, size, place) covers is one product of a per-position vector and the conditioning,
+   * which coordinates alone must build through several nonlinear layers. Absent in older checkpoints.
+   */
+  basePositionEmbedding?: boolean;
 }
 
 export function perStage(values: number[], stage: number, what: string): number {

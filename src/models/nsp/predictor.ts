@@ -17,6 +17,7 @@ import { NspCondition, NspModelConfig, perStage } from './config.js';
 export class ScalePredictor extends Module {
   readonly condMlp: ModuleList<Linear>;
   readonly convIn: Conv2d;
+  readonly posEmbed: tf.Variable | null = null;
   readonly coordChannels: number;
   readonly blocks: ModuleList<DenseBlock | AttentionBlock | CrossAttentionBlock>;
   readonly normOut: GroupNorm;
@@ -35,6 +36,9 @@ export class ScalePredictor extends Module {
     );
     this.coordChannels = cfg.coordChannels ? 2 : 0;
     this.convIn = this.module('conv_in', new Conv2d(cfg.imageChannels + this.coordChannels, channels, 3, { padding: 1, rng }));
+    if (stage === 0 && cfg.basePositionEmbedding) {
+      this.posEmbed = this.param('pos_embed', tf.tensor4d(rng.fillNormal(new Float32Array(size * size * channels), 0, 0.02), [1, size, size, channels]));
+    }
     const blocks: (DenseBlock | AttentionBlock | CrossAttentionBlock)[] = [];
     for (let i = 0; i < nBlocks; i++) {
       blocks.push(new DenseBlock(channels, cfg.condDim, cfg.groupNormGroups, cfg.growthChannels, cfg.denseLayers, cfg.residualScale, rng));
@@ -67,6 +71,7 @@ export class ScalePredictor extends Module {
       const condIn = tf.concat([text.pooled as tf.Tensor2D, tf.tile(scaleEmb.reshape([1, -1]), [b, 1])], 1);
       const cond = this.condMlp.at(1).forward(silu(this.condMlp.at(0).forward(condIn))) as tf.Tensor2D;
       let h = this.convIn.forward(this.coordChannels ? withCoordinates(x) : x);
+      if (this.posEmbed) h = h.add(this.posEmbed) as tf.Tensor4D;
       for (const block of this.blocks) {
         if (block instanceof CrossAttentionBlock) {
           if (!text.tokens) throw new Error('this NSP stage cross-attends to text tokens; pass tokens with the pooled vector');
