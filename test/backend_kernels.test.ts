@@ -2,6 +2,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { tf } from '../src/backend/tf.js';
 import { initBackend } from '../src/backend/select.js';
 import { installKernelPatches } from '../src/backend/kernel_patches.js';
+import { NATIVE_BACKEND, registerNativeBackend } from '../src/backend/native/backend.js';
 import { Rng } from '../src/util/rng.js';
 
 // Direct checks of the kernels we register: semantics at the edges, and that none leaks memory
@@ -119,9 +120,11 @@ describe('Conv2DBackpropInput on wasm (replacement)', () => {
   }
 });
 
-describe('UnsortedSegmentSum on wasm', () => {
-  it('sums rows by id and drops negative and out-of-range ids', async () => {
-    await tf.setBackend('wasm');
+const gatherBackends = ['wasm', 'cpu', ...(registerNativeBackend() ? [NATIVE_BACKEND] : [])];
+
+describe.each(gatherBackends)('embedding lookups on %s: GatherV2 and UnsortedSegmentSum', (backend) => {
+  it('UnsortedSegmentSum sums rows by id and drops negative and out-of-range ids', async () => {
+    await tf.setBackend(backend);
     const ids = [2, 0, 2, -1, 5, 1, 3];
     const rows = ids.map((_, i) => [i + 1, 10 * (i + 1)]);
     const expected = [0, 1, 2, 3].map((s) => {
@@ -141,14 +144,35 @@ describe('UnsortedSegmentSum on wasm', () => {
     }
   });
 
-  it('handles multi-dimensional ids (gather gradient of a 2-D index tensor)', async () => {
-    await tf.setBackend('wasm');
+  it('the gradient of a gather with a 2-D index tensor counts each row once per lookup', async () => {
+    await tf.setBackend(backend);
     const table = tf.variable(tf.tensor2d([[1, 2], [3, 4], [5, 6]]));
     const ids = tf.tensor2d([[0, 2], [2, 2]], undefined, 'int32');
-    const { grads } = tf.variableGrads(() => tf.gather(table, ids).sum() as tf.Scalar, [table]);
-    // Row r's gradient is the number of times r was gathered, in each column.
+    const { value, grads } = tf.variableGrads(() => tf.gather(table, ids).sum() as tf.Scalar, [table]);
     expect(grads[table.name]!.arraySync()).toEqual([[1, 1], [0, 0], [3, 3]]);
-    tf.dispose([table, ids, grads[table.name]!]);
+    tf.dispose([table, ids, value, grads[table.name]!]);
+  });
+
+  it('GatherV2 picks whole slices along any axis, for index tensors of any rank', async () => {
+    await tf.setBackend(backend);
+    const shape = [3, 4, 5];
+    const values = Float32Array.from({ length: 60 }, (_, i) => i * 0.5 - 7);
+    const at = (i: number, j: number, k: number) => values[(i * 4 + j) * 5 + k]!;
+    const x = tf.tensor3d(values, shape as [number, number, number]);
+    // axis 1, ids [[3, 0, 3], [1, 2, 2]] → [3, 2, 3, 5]
+    const ids = [[3, 0, 3], [1, 2, 2]];
+    const out = tf.gather(x, tf.tensor2d(ids, undefined, 'int32'), 1);
+    expect(out.shape).toEqual([3, 2, 3, 5]);
+    const want = [0, 1, 2].map((i) => ids.map((row) => row.map((j) => [0, 1, 2, 3, 4].map((k) => at(i, j, k)))));
+    expect(out.arraySync()).toEqual(want);
+    // axis 0 with int32 data, the long-row path (rows of 100 values).
+    const wide = tf.tensor2d(Int32Array.from({ length: 300 }, (_, i) => i * 7 - 40), [3, 100], 'int32');
+    const picked = tf.gather(wide, tf.tensor1d([2, 2, 0], 'int32'));
+    const w = wide.arraySync() as number[][];
+    expect(picked.dtype).toBe('int32');
+    expect(picked.arraySync()).toEqual([w[2], w[2], w[0]]);
+    expect(() => tf.gather(x, tf.tensor1d([4], 'int32'), 1).dataSync()).toThrow(/not in \[0, 3\]/);
+    tf.dispose([x, out, wide, picked]);
   });
 });
 

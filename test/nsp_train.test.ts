@@ -10,7 +10,8 @@ import { generate } from '../src/jobs/nsp/sampling.js';
 import { loadNspForSampling } from '../src/jobs/nsp/load.js';
 import { nspRecipeSchema, NspRecipe } from '../src/jobs/nsp/schema.js';
 import { pixelSource } from '../src/jobs/nsp/source.js';
-import { stagePlan, trainNspProgressive } from '../src/jobs/nsp/train.js';
+import { stagePlan, trainNspProgressive, withOwnOutputs } from '../src/jobs/nsp/train.js';
+import { Rng } from '../src/util/rng.js';
 import { CheckpointManager } from '../src/train/checkpoint.js';
 import { createRunDir } from '../src/train/run_dir.js';
 
@@ -29,7 +30,7 @@ function tinyRecipe(over: Record<string, unknown> = {}): NspRecipe {
       group_norm_groups: 4,
     },
     text_encoder: { builtin: { dim: 16, layers: 1, heads: 2, context: 12 } },
-    train: { steps_per_scale: [3, 3], schedule: { warmup_steps: 1 }, ema: { decay: 0.9 }, input_noise: 0.1 },
+    train: { steps_per_scale: [3, 3], schedule: { warmup_steps: 1 }, ema: { decay: 0.9 }, input_noise: 0.1, generated_inputs: 0.5 },
     log: { every: 1, sample_every: 100, checkpoint_every: 2, histogram_every: 100 },
     sample: { prompts: ['a red circle in the top left on a blue background'], fidelity_samples: 4 },
     ...over,
@@ -126,6 +127,29 @@ describe('NSP progressive training', () => {
     expect(Array.from(last(d).dataSync())).toEqual(Array.from(last(b).dataSync()));
     pipeline.dispose();
     loaded.pipeline.dispose();
+  });
+
+  it("replaces the first samples of a stage's input by the cascade's own output from fresh noise", async () => {
+    const r = tinyRecipe();
+    const dataset = await ProceduralDataset.create({ size: 16, count: 24, seed: 1, cacheDir: null });
+    const { pipeline } = buildPipeline(r, 3, pixelSource(dataset).captions());
+    const g = pipeline.generator;
+    const captions = ['a red circle in the top left on a blue background', 'a small green square in the center on a white background'];
+    const truth = tf.randomNormal([3, 8, 8, 3], 0, 1, 'float32', 5) as tf.Tensor4D;
+    const rng = new Rng(11);
+    const mixed = withOwnOutputs(pipeline, truth, captions, 1, rng);
+    // The same noise drawn by hand, then the base stage alone.
+    const noise = tf.tensor4d(new Rng(11).fillNormal(new Float32Array(2 * 8 * 8 * 3), 0, g.config.baseNoiseStd), [2, 8, 8, 3]);
+    const own = g.predict(0, noise, pipeline.textEncoder.encode(captions));
+    expect(mixed.shape).toEqual([3, 8, 8, 3]);
+    expect(Array.from(mixed.slice([0, 0, 0, 0], [2, -1, -1, -1]).dataSync())).toEqual(Array.from(own.dataSync()));
+    expect(Array.from(mixed.slice([2, 0, 0, 0], [1, -1, -1, -1]).dataSync())).toEqual(Array.from(truth.slice([2, 0, 0, 0], [1, -1, -1, -1]).dataSync()));
+    // The shared noise stream moved on by exactly what was drawn.
+    const after = new Rng(11);
+    after.fillNormal(new Float32Array(2 * 8 * 8 * 3));
+    expect(rng.nextU32()).toBe(after.nextU32());
+    tf.dispose([truth, mixed, noise, own]);
+    pipeline.dispose();
   });
 
   it('keeps the tensor count flat across training steps', async () => {

@@ -72,7 +72,7 @@ class StageTrainables extends Module {
  * the input comes from the earlier stages instead, where a small cross may arrive as a blob, and
  * only a stage that has seen such inputs learns to take the shape from the text.
  */
-function withOwnOutputs(pipeline: NspPipeline, truth: tf.Tensor4D, captions: string[], k: number, noiseRng: Rng): tf.Tensor4D {
+export function withOwnOutputs(pipeline: NspPipeline, truth: tf.Tensor4D, captions: string[], k: number, noiseRng: Rng): tf.Tensor4D {
   return tf.tidy(() => {
     const g = pipeline.generator;
     const n = captions.length;
