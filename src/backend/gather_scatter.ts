@@ -47,9 +47,11 @@ interface CpuStorage {
 const ctorOf = (dtype: tf.DataType): new (n: number) => Values =>
   dtype === 'int32' ? Int32Array : dtype === 'bool' ? Uint8Array : Float32Array;
 
+// Taken when this module loads, before anything replaces it: batched gathers still go there.
+const stockGather = tf.getKernel('GatherV2', 'cpu')!.kernelFunc;
+
 /** GatherV2 and UnsortedSegmentSum for a backend that keeps tensors as JS typed arrays (cpu, native). */
 export function gatherScatterCpuConfigs(backendName: string): tf.KernelConfig[] {
-  const stockGather = tf.getKernel('GatherV2', 'cpu')!.kernelFunc;
   return [
     {
       kernelName: 'GatherV2',
