@@ -1,11 +1,11 @@
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { expect } from 'vitest';
 import { tf } from '../src/backend/tf.js';
 import { loadSafetensors } from '../src/io/safetensors.js';
 import { type DitConfig, validateDitConfig } from '../src/models/dit/config.js';
 import { DiT } from '../src/models/dit/model.js';
 import type { HostTensor } from '../src/nn/module.js';
+import { expectClose } from './nn_fixture_util.js';
 
 // Written by scripts/fixtures/dit_reference.py: an independent plain-torch DiT (official names and
 // init, then perturbed), reference forward/backward in float64.
@@ -66,20 +66,8 @@ export function loadFixtureDit(): DiT {
   return model.eval();
 }
 
-/** |got − want| ≤ atol + rtol·|want| elementwise; on failure names the worst element. */
+/** expectClose against a reference that may be missing from the fixture. */
 export function expectCloseTo(got: tf.Tensor, want: HostTensor | undefined, what: string, atol = 1e-5, rtol = 1e-4): void {
   if (!want) throw new Error(`${what}: no reference`);
-  expect(got.shape, `${what}: shape`).toEqual(want.shape);
-  const a = got.dataSync();
-  let worst = -1;
-  let worstExcess = 0;
-  for (let i = 0; i < a.length; i++) {
-    const e = want.data[i]!;
-    const excess = Math.abs(a[i]! - e) - (atol + rtol * Math.abs(e));
-    if (!(excess <= worstExcess)) {
-      worstExcess = Number.isNaN(excess) ? Infinity : excess;
-      worst = i;
-    }
-  }
-  if (worst >= 0) expect.fail(`${what}: element ${worst} is ${a[worst]}, expected ${want.data[worst]} (atol ${atol}, rtol ${rtol})`);
+  expectClose(got, want, what, atol, rtol);
 }

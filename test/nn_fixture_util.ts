@@ -37,7 +37,7 @@ export function toTensor(t: FixtureTensor): tf.Tensor {
 }
 
 /** Elementwise |a − e| ≤ atol + rtol·|e|; on failure reports the worst element. */
-export function expectClose(actual: tf.Tensor, expected: FixtureTensor, what: string, atol = 1e-5, rtol = 1e-4): void {
+export function expectClose(actual: tf.Tensor, expected: { shape: number[]; data: ArrayLike<number> }, what: string, atol = 1e-5, rtol = 1e-4): void {
   expect(actual.shape, `${what}: shape`).toEqual(expected.shape);
   const a = actual.dataSync();
   let worst = -1;

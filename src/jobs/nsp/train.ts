@@ -72,15 +72,19 @@ class StageTrainables extends Module {
  * the input comes from the earlier stages instead, where a small cross may arrive as a blob, and
  * only a stage that has seen such inputs learns to take the shape from the text.
  */
+/** The base stage's noise latent for `n` samples, drawn from the run's teacher-noise stream. */
+function baseNoise(g: NspPipeline['generator'], n: number, noiseRng: Rng): tf.Tensor4D {
+  const s = g.config.sizes[0]!;
+  const c = g.config.imageChannels;
+  return tf.tensor4d(noiseRng.fillNormal(new Float32Array(n * s * s * c), 0, g.config.baseNoiseStd), [n, s, s, c]);
+}
+
 export function withOwnOutputs(pipeline: NspPipeline, truth: tf.Tensor4D, captions: string[], k: number, noiseRng: Rng): tf.Tensor4D {
   return tf.tidy(() => {
     const g = pipeline.generator;
     const n = captions.length;
-    const s = g.config.sizes[0]!;
-    const c = g.config.imageChannels;
-    const noise = tf.tensor4d(noiseRng.fillNormal(new Float32Array(n * s * s * c), 0, g.config.baseNoiseStd), [n, s, s, c]);
     const enc = pipeline.textEncoder.encode(captions);
-    const own = g.generate(noise, enc, { lastStage: k - 1 })[k - 1]!;
+    const own = g.generate(baseNoise(g, n, noiseRng), enc, { lastStage: k - 1 })[k - 1]!;
     if (n === truth.shape[0]) return own;
     return tf.concat([own, truth.slice([n, 0, 0, 0], [-1, -1, -1, -1])], 0) as tf.Tensor4D;
   });
@@ -234,8 +238,7 @@ export async function trainNspProgressive(opts: NspTrainOptions): Promise<NspTra
             const tgt = pyr[k]!;
             let inp: tf.Tensor4D;
             if (k === 0) {
-              const [b, s, , c] = tgt.shape;
-              inp = tf.tensor4d(noiseRng.fillNormal(new Float32Array(b * s * s * c), 0, gen.config.baseNoiseStd), [b, s, s, c]);
+              inp = baseNoise(gen, tgt.shape[0], noiseRng);
             } else {
               const own = Math.round(perStageValue(r.train.generated_inputs, k) * batch.captions.length);
               inp = own > 0 ? withOwnOutputs(pipeline, pyr[k - 1]!, batch.captions.slice(0, own), k, noiseRng) : pyr[k - 1]!;
