@@ -7,15 +7,15 @@ import { MetricsLog, type MetricValue } from '../io/metrics_log.js';
 import { SummaryWriter } from '../io/tensorboard.js';
 import { setComputeCast } from '../nn/compute_cast.js';
 import { Module, StateDictError } from '../nn/module.js';
-import { UsageError } from '../util/errors.js';
+import { JobError, UsageError } from '../util/errors.js';
 import { Progress } from '../util/progress.js';
 import { Rng } from '../util/rng.js';
-import { CheckpointManager, type LoadedCheckpoint } from './checkpoint.js';
+import { CheckpointManager, checkpointFileName, type LoadedCheckpoint } from './checkpoint.js';
 import type { EMA } from './ema.js';
 import { DynamicLossScaler } from './loss_scaler.js';
 import type { Optimizer } from './optim.js';
 import { castTo, needsLossScaling, type Precision } from './precision.js';
-import { createRunDir, findLatestRun, openRunDir, type RunDir } from './run_dir.js';
+import { acquireRunLock, createRunDir, findLatestRun, openRunDir, releaseRunLock, type RunDir } from './run_dir.js';
 import type { StepResult } from './step.js';
 
 /**
@@ -144,22 +144,27 @@ export function findResumePoint<J>(req: RunRequest, kind: string, jobSchema: z.Z
     }
   }
   const run = openRunDir(dir);
+  acquireRunLock(run, req.log);
   const mgr = new CheckpointManager(run.checkpoints);
   const checkpoint = file ? mgr.load(file) : mgr.loadLatest();
   if (!checkpoint) throw new UsageError(`--resume: ${run.checkpoints} holds no checkpoint yet`);
-  if (checkpoint.fellBackFrom) req.log(`warning: ${checkpoint.fellBackFrom} was unreadable; using ${checkpoint.file}`);
+  if (checkpoint.fellBackFrom) {
+    req.log(`warning: ${checkpoint.fellBackFrom} is unreadable (${checkpoint.fallbackReason}); resuming from the newest valid one, ${checkpoint.file}`);
+  }
   return { run, ...readCheckpointState(checkpoint, kind, jobSchema) };
 }
 
 /** A fresh run folder for this recipe (`--out`, or `<runsRoot>/<recipe>-<time>/`). */
 export function createRun(req: RunRequest, info: Record<string, unknown>): RunDir {
-  return createRunDir({
+  const run = createRunDir({
     recipeName: req.recipeArg,
     resolvedYaml: req.loaded.resolvedYaml,
     root: req.runsRoot ?? 'checkpoints',
     ...(req.out ? { out: req.out } : {}),
     info: { ...info, recipe: req.loaded.sourcePath },
   });
+  acquireRunLock(run, req.log);
+  return run;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -256,6 +261,7 @@ export class TrainingSession<J> {
     this.say = opts.say ?? ((l) => process.stdout.write(`${l}\n`));
     this.resume = opts.resume ?? null;
     this.root = new Rng(opts.seed);
+    acquireRunLock(opts.run, this.say);
     this.checkpoints = new CheckpointManager(opts.run.checkpoints, { keepLast: opts.log.keep_last });
     this.tb = new SummaryWriter(opts.run.tb);
     this.metrics = MetricsLog.open(opts.run.metricsFile, this.resume ? { resumeStep: this.resume.checkpoint.step } : {});
@@ -384,7 +390,7 @@ export class TrainingSession<J> {
       this.progress.update(step, { ...(p.tags ?? {}), loss: r.loss.toFixed(4), lr: lr.toExponential(2) });
       if (step % log.every === 0 || phaseEnd) this.logStep(p, r, lr);
       await p.afterStep?.(step);
-      if (p.sample && step % log.sample_every === 0 && !phaseEnd) await this.withEma(this.ema, () => p.sample!(step));
+      if (p.sample && step % log.sample_every === 0 && !phaseEnd) await this.writeSamples(() => this.withEma(this.ema, () => p.sample!(step)));
       if (step % log.checkpoint_every === 0 && !phaseEnd) await this.checkpoint();
     }
     return 'done';
@@ -402,7 +408,11 @@ export class TrainingSession<J> {
     if (r.lossScale !== undefined) this.tb.scalar('loss_scale', r.lossScale, this.step);
   }
 
-  /** Writes a checkpoint of where training stands now (model, current optimizer and EMA, every stream). */
+  /**
+   * Writes a checkpoint of where training stands now (model, current optimizer and EMA, every
+   * stream). A write that fails (disk full) leaves the previous checkpoint in place and stops the
+   * run with an error naming the file and how to continue.
+   */
   async checkpoint(): Promise<string> {
     const state: SessionState = {
       kind: this.kind,
@@ -414,12 +424,34 @@ export class TrainingSession<J> {
       lossScaler: this.lossScaler ? this.lossScaler.stateDict() : null,
       job: this.opts.jobState(),
     };
-    return this.checkpoints.save(this.step, {
-      model: this.opts.model,
-      ...(this.optimizer ? { optimizer: this.optimizer } : {}),
-      ...(this.ema ? { ema: this.ema } : {}),
-      extra: state,
-    });
+    const previous = this.checkpoints.latestPath();
+    try {
+      return await this.checkpoints.save(this.step, {
+        model: this.opts.model,
+        ...(this.optimizer ? { optimizer: this.optimizer } : {}),
+        ...(this.ema ? { ema: this.ema } : {}),
+        extra: state,
+      });
+    } catch (e) {
+      throw this.writeFailure(`could not write the checkpoint ${path.join(this.run.checkpoints, checkpointFileName(this.step))}`, e, previous);
+    }
+  }
+
+  /** Runs a job's sample writer; a failed write is reported like a failed checkpoint. */
+  async writeSamples(f: () => Promise<void>): Promise<void> {
+    try {
+      await f();
+    } catch (e) {
+      if (!isWriteError(e)) throw e;
+      throw this.writeFailure(`could not write samples into ${this.run.samples}`, e, this.checkpoints.latestPath());
+    }
+  }
+
+  private writeFailure(what: string, e: unknown, previous: string | null): JobError {
+    const cause = e instanceof Error ? e.message : String(e);
+    const hint = isWriteError(e) && ['ENOSPC', 'EDQUOT'].includes(e.code ?? '') ? 'free some space, then ' : '';
+    const last = previous ? `the previous checkpoint ${previous} is intact; ${hint}continue with --resume ${this.run.dir}` : `no checkpoint was written yet; ${hint}start the run again`;
+    return new JobError(`${what}: ${cause}\n${last}`);
   }
 
   /** Runs `f` with the EMA weights swapped into the model (no-op without EMA). */
@@ -446,6 +478,7 @@ export class TrainingSession<J> {
     setComputeCast(null);
     this.metrics.close();
     this.tb.close();
+    releaseRunLock(this.run);
   }
 
   /**
@@ -476,4 +509,8 @@ export class TrainingSession<J> {
 
 function signalExitCode(sig: NodeJS.Signals): number {
   return 128 + (sig === 'SIGINT' ? 2 : sig === 'SIGTERM' ? 15 : 1);
+}
+
+function isWriteError(e: unknown): e is NodeJS.ErrnoException {
+  return e instanceof Error && typeof (e as NodeJS.ErrnoException).code === 'string';
 }

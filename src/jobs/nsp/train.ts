@@ -186,7 +186,7 @@ export async function trainNspProgressive(opts: NspTrainOptions): Promise<NspTra
       // The stage is done: its averaged weights become the weights later stages build on.
       ema?.copyTo(trainables);
       await session.checkpoint();
-      await writeSamples(session.step, k);
+      await session.writeSamples(() => writeSamples(session.step, k));
       session.progress.log(`stage ${k} done at step ${session.step}, loss ${session.lastLoss?.toFixed(4)}`);
     }
     optimizer.dispose();

@@ -78,7 +78,7 @@ export async function trainVae(opts: VaeTrainOptions): Promise<VaeTrainResult> {
     // The averaged weights are the result; the checkpoint keeps the raw ones with the EMA beside them.
     await session.checkpoint();
     ema?.copyTo();
-    await writeGrid(session.step);
+    await session.writeSamples(() => writeGrid(session.step));
     psnrDb = reconstructionPsnr(model, evalImages);
     if (r.model.scaling_factor === 'auto') {
       // The config object is the model's own copy; the factor only affects encodeToLatents/decodeLatents.
