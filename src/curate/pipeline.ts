@@ -10,6 +10,7 @@ import { clipFilterRejections } from './clip_filter.js';
 import { cleanCaption, findCaption, readCaptionManifest, withTrigger, type CaptionSource } from './captions.js';
 import { decide, type DuplicateGroup } from './decide.js';
 import { manifestLines, readState, StateWriter, type Analysis, type ManifestRow } from './manifest.js';
+import { AnalysisPool } from './pool.js';
 import { writeFolderOutput, writeWebDatasetOutput, type OutputSample, type WriteStats } from './output.js';
 import { buildReport, writeReport, type CurateReport } from './report.js';
 import { scanInputs, shardOf, type ShardSpec, type SourceFile } from './scan.js';
@@ -83,6 +84,11 @@ export async function runCurate(cfg: CurateConfig, opts: CurateRunOptions): Prom
   });
   const concurrency = resolveConcurrency(cfg);
   log(`curate: ${sources.length} files${shard.count > 1 ? ` in shard ${shard.index}/${shard.count} (of ${scanned.length})` : ''}, ${known.size} already analysed, ${concurrency} in parallel → ${opts.outDir}`);
+  // concurrency 1 analyses in this thread; more runs that many worker threads, started when a file needs one.
+  const pool = concurrency > 1 ? new AnalysisPool(concurrency, cfg, opts.outDir) : undefined;
+  const analyse = (bytes: Uint8Array, sha256: string) => (pool ? pool.analyse(bytes, sha256) : analyseFile(bytes, sha256, cfg, opts.outDir));
+  // Twice as many files in flight as workers, so a worker finds its next file read and hashed when it finishes one.
+  const inFlight = pool ? concurrency * 2 : concurrency;
 
   const rows: (ManifestRow | undefined)[] = new Array(sources.length);
   let analysed = 0;
@@ -90,7 +96,7 @@ export async function runCurate(cfg: CurateConfig, opts: CurateRunOptions): Prom
   let reused = 0;
   let done = 0;
   let stopped = false;
-  const limit = pLimit(concurrency);
+  const limit = pLimit(inFlight);
   const one = async (src: SourceFile, index: number) => {
     if (stopped) return;
     const [bytes, caption] = await Promise.all([readSource(src), captionFor(src, cfg, manifest)]);
@@ -107,7 +113,7 @@ export async function runCurate(cfg: CurateConfig, opts: CurateRunOptions): Prom
       }
       started++;
       try {
-        analysis = await analyseFile(bytes!, sha256, cfg, opts.outDir);
+        analysis = await analyse(bytes!, sha256);
       } catch (e) {
         throw new JobError(`curate: failed while processing ${src.abs}: ${(e as Error).message}`);
       }
@@ -132,12 +138,15 @@ export async function runCurate(cfg: CurateConfig, opts: CurateRunOptions): Prom
   try {
     for (let i = 0; i < sources.length && !stopped; i++) {
       const p: Promise<void> = limit(() => one(sources[i]!, i)).finally(() => inflight.delete(p));
+      // Marked handled: when one file fails the run stops, and files still in flight may then fail too.
+      p.catch(() => undefined);
       inflight.add(p);
-      if (inflight.size >= concurrency * 4) await Promise.race(inflight);
+      if (inflight.size >= inFlight * 4) await Promise.race(inflight);
     }
     await Promise.all(inflight);
   } finally {
     state.close();
+    await pool?.close();
   }
   progress.finish({ analysed, reused });
   const present = rows.filter((r): r is ManifestRow => r !== undefined);

@@ -26,6 +26,12 @@ export const curateInputSchema = z.strictObject({
 export const curateDecodeSchema = z.strictObject({
   background: colour.default('#ffffff').describe('alpha is matted onto this colour'),
   max_pixels: positiveInt.default(100_000_000).describe('larger images are rejected as decompression bombs'),
+  mode: z
+    .enum(['fast', 'exact'])
+    .default('fast')
+    .describe(
+      "fast: decode once straight to the output scale (JPEG shrink-on-load) and derive hashes, measures and output from it; exact: full-resolution decode, perceptual hashes bit-for-bit as imagededup's",
+    ),
 });
 
 export const curateDedupSchema = z.strictObject({
@@ -94,7 +100,7 @@ export const CurateRecipeSchema = z.strictObject({
   resize: curateResizeSchema.prefault({}),
   captions: curateCaptionsSchema.prefault({}),
   output: curateOutputSchema.prefault({}),
-  concurrency: z.number().int().min(0).default(0).describe('parallel images; 0 = number of CPU cores'),
+  concurrency: z.number().int().min(0).default(0).describe('worker threads analysing images in parallel; 0 = number of CPU cores, 1 = in the calling thread'),
 });
 
 export type CurateConfig = z.output<typeof CurateRecipeSchema>;
