@@ -36,6 +36,8 @@ export interface CurateRunOptions {
   progressStream?: ProgressStream;
   /** Stop after analysing this many new files, as a crash would (tests of resumability). */
   stopAfter?: number;
+  /** Worker threads to analyse in, kept open by the caller across runs; by default the run starts its own. */
+  pool?: AnalysisPool;
 }
 
 export interface RunCounts {
@@ -85,10 +87,12 @@ export async function runCurate(cfg: CurateConfig, opts: CurateRunOptions): Prom
   const concurrency = resolveConcurrency(cfg);
   log(`curate: ${sources.length} files${shard.count > 1 ? ` in shard ${shard.index}/${shard.count} (of ${scanned.length})` : ''}, ${known.size} already analysed, ${concurrency} in parallel → ${opts.outDir}`);
   // concurrency 1 analyses in this thread; more runs that many worker threads, started when a file needs one.
-  const pool = concurrency > 1 ? new AnalysisPool(concurrency, cfg, opts.outDir) : undefined;
-  const analyse = (bytes: Uint8Array, sha256: string) => (pool ? pool.analyse(bytes, sha256) : analyseFile(bytes, sha256, cfg, opts.outDir));
+  const ownPool = !opts.pool && concurrency > 1 ? new AnalysisPool(concurrency) : undefined;
+  const pool = opts.pool ?? ownPool;
+  const analyse = (bytes: Uint8Array, sha256: string) =>
+    pool ? pool.analyse(bytes, sha256, cfg, opts.outDir) : analyseFile(bytes, sha256, cfg, opts.outDir);
   // Twice as many files in flight as workers, so a worker finds its next file read and hashed when it finishes one.
-  const inFlight = pool ? concurrency * 2 : concurrency;
+  const inFlight = pool ? pool.size * 2 : concurrency;
 
   const rows: (ManifestRow | undefined)[] = new Array(sources.length);
   let analysed = 0;
@@ -146,7 +150,7 @@ export async function runCurate(cfg: CurateConfig, opts: CurateRunOptions): Prom
     await Promise.all(inflight);
   } finally {
     state.close();
-    await pool?.close();
+    await ownPool?.close();
   }
   progress.finish({ analysed, reused });
   const present = rows.filter((r): r is ManifestRow => r !== undefined);

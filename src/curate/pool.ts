@@ -6,7 +6,7 @@ import { createRequire } from 'node:module';
 import { Worker } from 'node:worker_threads';
 import sharp from 'sharp';
 import type { Analysis } from './manifest.js';
-import type { PoolReply, PoolRequest, PoolWorkerData } from './pool_worker.js';
+import type { PoolReply, PoolRequest } from './pool_worker.js';
 import type { CurateConfig } from './schema.js';
 
 /**
@@ -61,25 +61,26 @@ export class AnalysisPool {
   private closed = false;
   private failure: Error | undefined;
   private readonly previousVipsThreads: number;
-  private readonly data: PoolWorkerData;
 
   /** `size` workers at most, started when first needed. */
-  constructor(
-    private readonly size: number,
-    cfg: CurateConfig,
-    cacheRoot: string,
-  ) {
-    this.data = { cfg, cacheRoot };
+  constructor(readonly size: number) {
     this.previousVipsThreads = sharp.concurrency();
     sharp.concurrency(vipsThreadsFor(size));
   }
 
-  analyse(bytes: Uint8Array, sha256: string): Promise<Analysis> {
+  /** Starts every worker and waits until each has loaded its modules (a warm pool for timing or many runs). */
+  async warm(cfg: CurateConfig, cacheRoot: string): Promise<void> {
+    const empty = new Uint8Array(0);
+    await Promise.all(Array.from({ length: this.size }, () => this.analyse(empty, '', cfg, cacheRoot)));
+  }
+
+  /** analyseFile(bytes, sha256, cfg, cacheRoot) in the next free worker. */
+  analyse(bytes: Uint8Array, sha256: string, cfg: CurateConfig, cacheRoot: string): Promise<Analysis> {
     if (this.closed) return Promise.reject(new Error('analysis pool is closed'));
     if (this.failure) return Promise.reject(this.failure);
     return new Promise<Analysis>((resolve, reject) => {
       // Copied, not transferred: the caller still reads the buffer (its length) after handing it over.
-      this.queue.push({ request: { id: this.nextId++, bytes, sha256 }, pending: { resolve, reject } });
+      this.queue.push({ request: { id: this.nextId++, bytes, sha256, cfg, cacheRoot }, pending: { resolve, reject } });
       this.dispatch();
     });
   }
@@ -106,7 +107,7 @@ export class AnalysisPool {
   }
 
   private spawn(): Slot {
-    const worker = new Worker(bootstrapSource(), { eval: true, workerData: this.data, execArgv: [] });
+    const worker = new Worker(bootstrapSource(), { eval: true, execArgv: [] });
     const slot: Slot = { worker };
     worker.on('message', (reply: PoolReply) => {
       const job = slot.busy;
