@@ -101,6 +101,7 @@ export async function runCurate(cfg: CurateConfig, opts: CurateRunOptions): Prom
   let done = 0;
   let stopped = false;
   const limit = pLimit(inFlight);
+  const running = new Map<string, Promise<Analysis | undefined>>();
   const one = async (src: SourceFile, index: number) => {
     if (stopped) return;
     const [bytes, caption] = await Promise.all([readSource(src), captionFor(src, cfg, manifest)]);
@@ -109,17 +110,29 @@ export async function runCurate(cfg: CurateConfig, opts: CurateRunOptions): Prom
     if (analysis?.ok && (await stat(join(opts.outDir, analysis.cached.path)).catch(() => null))?.size !== analysis.cached.bytes) {
       analysis = undefined; // the cached output went missing: redo
     }
+    const twin = analysis ? undefined : running.get(sha256);
     if (analysis) reused++;
-    else {
+    else if (twin) {
+      // The same bytes are being analysed for another file: wait for that analysis instead of repeating it, so the
+      // counts and the state file do not depend on which files happened to be in flight together.
+      const settled = await twin;
+      if (!settled) return; // that file failed; its error stops the run
+      analysis = settled;
+      reused++;
+    } else {
       if (opts.stopAfter !== undefined && started >= opts.stopAfter) {
         stopped = true;
         return;
       }
       started++;
+      const job = analyse(bytes!, sha256);
+      running.set(sha256, job.catch(() => undefined));
       try {
-        analysis = await analyse(bytes!, sha256);
+        analysis = await job;
       } catch (e) {
         throw new JobError(`curate: failed while processing ${src.abs}: ${(e as Error).message}`);
+      } finally {
+        running.delete(sha256);
       }
       state.append({ sha256, analysis });
       known.set(sha256, analysis);
