@@ -33,7 +33,7 @@ export interface CurateBenchOptions {
   size?: number;
   /** Workers for the all-cores figures (default: all cores). */
   concurrency?: number;
-  /** Interleaved repeats of every measurement (default 3); figures are medians. */
+  /** Interleaved repeats of every measurement (default 5); figures are medians. */
   repeats?: number;
   /** Python with python3-opencv, -pil, -numpy, -scipy for the peer (default /usr/bin/python3). */
   peerPython?: string;
@@ -74,13 +74,19 @@ function peerAvailable(python: string): string | undefined {
   return probe.status === 0 ? undefined : `${python} cannot import cv2/PIL/numpy/scipy (apt-get install python3-opencv python3-pil python3-numpy python3-scipy)`;
 }
 
-/** One peer run (bench/curate_peer.py) over the input folder: images/s of the pool.map, pool start excluded. */
-function runPeer(python: string, inDir: string, outDir: string, procs: number, size: number): number {
+/** A run's figures: images per wall-clock second and per CPU-second (all threads or processes of the run). */
+interface RunFigures {
+  perSecond: number;
+  perCpuSecond: number;
+}
+
+/** One peer run (bench/curate_peer.py) over the input folder; its pool start is excluded. */
+function runPeer(python: string, inDir: string, outDir: string, procs: number, size: number): RunFigures {
   rmSync(outDir, { recursive: true, force: true });
   const script = fileURLToPath(new URL('./curate_peer.py', import.meta.url));
   const out = execFileSync(python, [script, '--dir', inDir, '--out', outDir, '--procs', String(procs), '--size', String(size)], { encoding: 'utf8' });
-  const r = JSON.parse(out.trim().split('\n').pop()!) as { images: number; seconds: number };
-  return r.images / r.seconds;
+  const r = JSON.parse(out.trim().split('\n').pop()!) as { images: number; seconds: number; cpu_seconds: number };
+  return { perSecond: r.images / r.seconds, perCpuSecond: r.images / r.cpu_seconds };
 }
 
 /**
@@ -94,7 +100,7 @@ export async function runCurateBench(opts: CurateBenchOptions = {}): Promise<Ben
   const width = opts.width ?? 1024;
   const height = opts.height ?? 768;
   const size = opts.size ?? 512;
-  const repeats = opts.repeats ?? 3;
+  const repeats = opts.repeats ?? 5;
   const cores = opts.concurrency ?? resolveConcurrency(curateConfig({ input: { paths: ['.'] } }));
   const python = opts.peerPython ?? PEER_PYTHON;
   const log = opts.log ?? (() => undefined);
@@ -116,11 +122,16 @@ export async function runCurateBench(opts: CurateBenchOptions = {}): Promise<Ben
         concurrency,
       });
     const outDir = join(root, 'out');
-    const ours = async (cfg: CurateConfig, pool?: AnalysisPool) => {
+    const ours = async (cfg: CurateConfig, pool?: AnalysisPool): Promise<RunFigures> => {
       rmSync(outDir, { recursive: true, force: true });
       const t0 = performance.now();
+      const cpu0 = process.cpuUsage();
       const r = await runCurate(cfg, { outDir, progressStream: quiet, ...(pool ? { pool } : {}) });
-      return r.counts.inShard / ((performance.now() - t0) / 1000);
+      const cpu = process.cpuUsage(cpu0);
+      return {
+        perSecond: r.counts.inShard / ((performance.now() - t0) / 1000),
+        perCpuSecond: r.counts.inShard / ((cpu.user + cpu.system) / 1e6),
+      };
     };
 
     const tStart = performance.now();
@@ -128,11 +139,11 @@ export async function runCurateBench(opts: CurateBenchOptions = {}): Promise<Ben
     await pool.warm(config('fast', cores), outDir);
     const startupSeconds = (performance.now() - tStart) / 1000;
     const peerMissing = peerAvailable(python);
-    const fig: Record<string, number[]> = { ours1: [], oursAll: [], exactAll: [], peer1: [], peerAll: [] };
+    const fig: Record<string, RunFigures[]> = { ours1: [], oursAll: [], exactAll: [], peer1: [], peerAll: [] };
     try {
       for (let r = 0; r < repeats; r++) {
         // Alternating order, so a burst of outside load does not always land on the same contender.
-        const steps: [keyof typeof fig, () => Promise<number>][] = [
+        const steps: [keyof typeof fig, () => Promise<RunFigures>][] = [
           ['ours1', () => ours(config('fast', 1))],
           ['peer1', async () => runPeer(python, inDir, join(root, 'peer'), 1, size)],
           ['oursAll', () => ours(config('fast', cores), pool)],
@@ -144,7 +155,7 @@ export async function runCurateBench(opts: CurateBenchOptions = {}): Promise<Ben
           if (peerMissing && name.startsWith('peer')) continue;
           const v = await run();
           fig[name]!.push(v);
-          log(`curate bench repeat ${r + 1}/${repeats}: ${name} ${v.toFixed(1)} images/s`);
+          log(`curate bench repeat ${r + 1}/${repeats}: ${name} ${v.perSecond.toFixed(1)} images/s, ${v.perCpuSecond.toFixed(1)} images/CPU-s`);
         }
       }
     } finally {
@@ -153,23 +164,38 @@ export async function runCurateBench(opts: CurateBenchOptions = {}): Promise<Ben
     const t1 = performance.now();
     await runCurate(config('fast', cores), { outDir, progressStream: quiet });
     const resumeSeconds = (performance.now() - t1) / 1000;
-    const m = (k: keyof typeof fig) => (fig[k]!.length ? median(fig[k]!) : NaN);
-    const where = `${n} JPEGs ${width}x${height} → ${size} border jpg q95, median of ${repeats}, uptime load ${os.loadavg()[0]!.toFixed(1)}`;
+    const m = (k: keyof typeof fig) => (fig[k]!.length ? median(fig[k]!.map((f) => f.perSecond)) : NaN);
+    const cpu = (k: keyof typeof fig) => (fig[k]!.length ? median(fig[k]!.map((f) => f.perCpuSecond)) : NaN);
+    // Ratios of runs made next to each other (same repeat), then the median: outside load cancels better.
+    const paired = (a: keyof typeof fig, b: keyof typeof fig, per: (f: RunFigures) => number) =>
+      fig[b]!.length ? median(fig[a]!.map((f, i) => per(f) / per(fig[b]![i]!))) : NaN;
+    const wall = (f: RunFigures) => f.perSecond;
+    const perCpu = (f: RunFigures) => f.perCpuSecond;
+    const where = `${n} JPEGs ${width}x${height} → ${size} border jpg q95, median of ${repeats}, load average ${os.loadavg()[0]!.toFixed(1)} on ${os.cpus().length} cores`;
     const rows: BenchRow[] = [
       { name: 'curate.throughput.1', value: m('ours1'), unit: 'images/s', note: `decode.mode fast, 1 thread; ${where}` },
       { name: `curate.throughput.${cores}`, value: m('oursAll'), unit: 'images/s', note: `decode.mode fast, ${cores} workers (started)` },
       { name: `curate.throughput.exact.${cores}`, value: m('exactAll'), unit: 'images/s', note: `decode.mode exact (imagededup-exact pHash), ${cores} workers` },
+      { name: 'curate.per_cpu.1', value: cpu('ours1'), unit: 'images/CPU-s', note: 'fast, 1 thread: images per second of CPU time (all threads)' },
+      { name: `curate.per_cpu.${cores}`, value: cpu('oursAll'), unit: 'images/CPU-s', note: `fast, ${cores} workers` },
+      { name: `curate.per_cpu.exact.${cores}`, value: cpu('exactAll'), unit: 'images/CPU-s', note: `exact, ${cores} workers` },
       { name: 'curate.pool_startup', value: startupSeconds, unit: 's', note: `${cores} workers loading tsx + sharp, once per run` },
       { name: 'curate.resume_rescan', value: n / resumeSeconds, unit: 'images/s', note: 'second run, everything reused (read + sha256 + outputs unchanged)' },
     ];
     if (peerMissing) rows.push({ name: 'curate.peer unavailable', value: NaN, unit: '', note: peerMissing });
     else {
+      const peerNote = 'img2dataset resizer (cv2 INTER_AREA, q95) + imagededup PHash (PIL)';
       rows.push(
-        { name: 'curate.peer.1', value: m('peer1'), unit: 'images/s', note: 'img2dataset resizer (cv2 INTER_AREA, q95) + imagededup PHash (PIL), 1 process' },
+        { name: 'curate.peer.1', value: m('peer1'), unit: 'images/s', note: `${peerNote}, 1 process` },
         { name: `curate.peer.${cores}`, value: m('peerAll'), unit: 'images/s', note: `the same, ${cores} processes` },
-        { name: 'curate.ratio.1', value: m('ours1') / m('peer1'), unit: '×', note: 'ours ÷ peer, one core each (> 1: faster)' },
-        { name: `curate.ratio.${cores}`, value: m('oursAll') / m('peerAll'), unit: '×', note: `ours ÷ peer, ${cores} cores each` },
-        { name: `curate.ratio.exact.${cores}`, value: m('exactAll') / m('peerAll'), unit: '×', note: `exact mode ÷ peer, ${cores} cores each` },
+        { name: 'curate.peer.per_cpu.1', value: cpu('peer1'), unit: 'images/CPU-s', note: 'peer, 1 process' },
+        { name: `curate.peer.per_cpu.${cores}`, value: cpu('peerAll'), unit: 'images/CPU-s', note: `peer, ${cores} processes` },
+        { name: 'curate.ratio.1', value: paired('ours1', 'peer1', wall), unit: '×', note: 'ours ÷ peer, images/s, one core each (> 1: faster); median of paired repeats' },
+        { name: `curate.ratio.${cores}`, value: paired('oursAll', 'peerAll', wall), unit: '×', note: `ours ÷ peer, images/s, ${cores} cores each` },
+        { name: `curate.ratio.exact.${cores}`, value: paired('exactAll', 'peerAll', wall), unit: '×', note: `exact mode ÷ peer, images/s, ${cores} cores each` },
+        { name: 'curate.ratio_per_cpu.1', value: paired('ours1', 'peer1', perCpu), unit: '×', note: 'ours ÷ peer, images per CPU-second (per core), 1 each' },
+        { name: `curate.ratio_per_cpu.${cores}`, value: paired('oursAll', 'peerAll', perCpu), unit: '×', note: `ours ÷ peer, images per CPU-second, ${cores} each` },
+        { name: `curate.ratio_per_cpu.exact.${cores}`, value: paired('exactAll', 'peerAll', perCpu), unit: '×', note: `exact ÷ peer, images per CPU-second, ${cores} each` },
       );
     }
 
