@@ -30,6 +30,7 @@ export function analysisFingerprint(cfg: CurateConfig): string {
     resize: cfg.resize,
     image_format: cfg.output.image_format,
     quality: cfg.output.quality,
+    optimize_coding: cfg.output.optimize_coding,
   };
   return createHash('sha256').update(JSON.stringify(relevant)).digest('hex').slice(0, 12);
 }
@@ -51,6 +52,7 @@ export async function analyseFile(bytes: Uint8Array, sha256: string, cfg: Curate
     format: cfg.output.image_format,
     quality: cfg.output.quality,
     padColour: parseHexColour(cfg.resize.border_colour),
+    optimizeCoding: cfg.output.optimize_coding,
   });
   const rel = join(CACHE_DIR, analysisFingerprint(cfg), `${sha256}.${cfg.output.image_format}`);
   const abs = join(cacheRoot, rel);
