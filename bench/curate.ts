@@ -1,5 +1,5 @@
 import { execFileSync, spawnSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import os, { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -35,6 +35,12 @@ export interface CurateBenchOptions {
   concurrency?: number;
   /** Interleaved repeats of every measurement (default 5); figures are medians. */
   repeats?: number;
+  /**
+   * A folder of photographs to use instead of the generated images: each JPEG/PNG/WebP in it is cover-resized to
+   * width × height and saved as JPEG q90, repeated until there are `images` inputs (repeats are re-encoded at a
+   * different quality so their bytes differ).
+   */
+  photos?: string;
   /** Python with python3-opencv, -pil, -numpy, -scipy for the peer (default /usr/bin/python3). */
   peerPython?: string;
   log?: (line: string) => void;
@@ -108,8 +114,16 @@ export async function runCurateBench(opts: CurateBenchOptions = {}): Promise<Ben
   try {
     const inDir = join(root, 'in');
     mkdirSync(inDir);
+    const photos = opts.photos ? readdirSync(opts.photos).filter((f) => /\.(jpe?g|png|webp)$/i.test(f)).sort() : [];
+    if (opts.photos && photos.length === 0) throw new Error(`${opts.photos}: no JPEG/PNG/WebP files`);
     for (let k = 0; k < n; k++) {
-      const jpg = await sharp(texture(width, height, k + 1), { raw: { width, height, channels: 3 } }).jpeg({ quality: 90 }).toBuffer();
+      const jpg = photos.length
+        ? await sharp(join(opts.photos!, photos[k % photos.length]!))
+            .rotate()
+            .resize(width, height, { fit: 'cover' })
+            .jpeg({ quality: 90 - Math.floor(k / photos.length) })
+            .toBuffer()
+        : await sharp(texture(width, height, k + 1), { raw: { width, height, channels: 3 } }).jpeg({ quality: 90 }).toBuffer();
       writeFileSync(join(inDir, `${String(k).padStart(5, '0')}.jpg`), jpg);
     }
     const quiet = { write: () => true };
@@ -171,7 +185,7 @@ export async function runCurateBench(opts: CurateBenchOptions = {}): Promise<Ben
       fig[b]!.length ? median(fig[a]!.map((f, i) => per(f) / per(fig[b]![i]!))) : NaN;
     const wall = (f: RunFigures) => f.perSecond;
     const perCpu = (f: RunFigures) => f.perCpuSecond;
-    const where = `${n} JPEGs ${width}x${height} → ${size} border jpg q95, median of ${repeats}, load average ${os.loadavg()[0]!.toFixed(1)} on ${os.cpus().length} cores`;
+    const where = `${n} ${photos.length ? `photographs from ${opts.photos}, ` : 'generated '}JPEGs ${width}x${height} → ${size} border jpg q95, median of ${repeats}, load average ${os.loadavg()[0]!.toFixed(1)} on ${os.cpus().length} cores`;
     const rows: BenchRow[] = [
       { name: 'curate.throughput.1', value: m('ours1'), unit: 'images/s', note: `decode.mode fast, 1 thread; ${where}` },
       { name: `curate.throughput.${cores}`, value: m('oursAll'), unit: 'images/s', note: `decode.mode fast, ${cores} workers (started)` },
@@ -230,5 +244,7 @@ export async function runCurateBench(opts: CurateBenchOptions = {}): Promise<Ben
 }
 
 if (import.meta.url === `file://${process.argv[1]}`) {
-  for (const r of await runCurateBench({ log: (l) => process.stderr.write(`  ${l}\n`) })) console.log(`${r.name.padEnd(28)} ${r.value.toFixed(2).padStart(9)} ${r.unit}${r.note ? `  (${r.note})` : ''}`);
+  const photosAt = process.argv.indexOf('--photos');
+  const photos = photosAt > 0 ? process.argv[photosAt + 1] : undefined;
+  for (const r of await runCurateBench({ ...(photos ? { photos } : {}), log: (l) => process.stderr.write(`  ${l}\n`) })) console.log(`${r.name.padEnd(28)} ${r.value.toFixed(2).padStart(9)} ${r.unit}${r.note ? `  (${r.note})` : ''}`);
 }
