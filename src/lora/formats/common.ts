@@ -1,0 +1,72 @@
+import { JobError } from '../../util/errors.js';
+import type { TensorEntry } from '../../io/safetensors.js';
+import type { HostTensor } from '../../nn/module.js';
+import { type LoraModuleWeights, type LoraWeights, loraRank, loraScale } from '../weights.js';
+import type { LoraSource, LoraWriteOptions } from './types.js';
+
+export function entry(t: HostTensor, opts: LoraWriteOptions): TensorEntry {
+  return { shape: [...t.shape], data: Float32Array.from(t.data), dtype: opts.dtype ?? 'F32' };
+}
+
+/** B·scale with alpha = r: the same update for loaders that apply no alpha (ComfyUI and diffusers without metadata read scale 1). */
+export function foldScale(m: LoraModuleWeights): LoraModuleWeights {
+  const s = loraScale(m);
+  return { ...m, up: { shape: [...m.up.shape], data: Float32Array.from(m.up.data, (v) => v * s) }, alpha: loraRank(m) };
+}
+
+/** Group tensor names `<stem><suffix>` by stem for the given suffix → role table; other names are reported. */
+export function groupBySuffix(
+  names: readonly string[],
+  suffixes: Readonly<Record<string, string>>,
+  file: string,
+): Map<string, Map<string, string>> {
+  const groups = new Map<string, Map<string, string>>();
+  const unknown: string[] = [];
+  for (const n of names) {
+    const hit = Object.entries(suffixes).find(([suffix]) => n.endsWith(suffix));
+    if (!hit) {
+      unknown.push(n);
+      continue;
+    }
+    const stem = n.slice(0, n.length - hit[0].length);
+    const g = groups.get(stem) ?? new Map<string, string>();
+    g.set(hit[1], n);
+    groups.set(stem, g);
+  }
+  if (unknown.length) throw new JobError(`${file}: tensors that are not part of a LoRA: ${unknown.slice(0, 5).join(', ')}${unknown.length > 5 ? ', …' : ''}`);
+  return groups;
+}
+
+/** down/up (and optional alpha/magnitude) of one module; errors name the module and the missing part. */
+export function readModule(src: LoraSource, stem: string, roles: Map<string, string>, defaultAlpha: (rank: number) => number): LoraModuleWeights {
+  const downKey = roles.get('down');
+  const upKey = roles.get('up');
+  if (!downKey || !upKey) throw new JobError(`${src.path}: module '${stem}' has ${downKey ? 'no up/B' : 'no down/A'} matrix`);
+  const down = src.read(downKey);
+  const up = src.read(upKey);
+  if (down.shape.length !== 2 && down.shape.length !== 4) throw new JobError(`${src.path}: ${downKey} is [${down.shape}], expected [r, in] or [r, in, kh, kw]`);
+  const rank = down.shape[0]!;
+  if (up.shape[1] !== rank) throw new JobError(`${src.path}: ${upKey} is [${up.shape}] but ${downKey} is [${down.shape}]: the ranks differ`);
+  let alpha = defaultAlpha(rank);
+  const alphaKey = roles.get('alpha');
+  if (alphaKey) {
+    const a = src.read(alphaKey);
+    if (a.data.length !== 1) throw new JobError(`${src.path}: ${alphaKey} should hold one number, has shape [${a.shape}]`);
+    alpha = a.data[0]!;
+  }
+  const magKey = roles.get('magnitude');
+  const magnitude = magKey ? src.read(magKey) : undefined;
+  // 1×1 conv B [out, r, 1, 1] is kept as is; a Linear's stays [out, r].
+  return { down, up, alpha, ...(magnitude ? { magnitude: { shape: [magnitude.data.length], data: magnitude.data } } : {}) };
+}
+
+export function weights(modules: Map<string, LoraModuleWeights>, metadata: Record<string, string>): LoraWeights {
+  return { modules, metadata: { ...metadata } };
+}
+
+/** The rank used by most modules (the "network dim" of a file with a per-module rank). */
+export function commonRank(lora: LoraWeights): number {
+  const counts = new Map<number, number>();
+  for (const m of lora.modules.values()) counts.set(loraRank(m), (counts.get(loraRank(m)) ?? 0) + 1);
+  return [...counts.entries()].sort((a, b) => b[1] - a[1] || b[0] - a[0])[0]?.[0] ?? 0;
+}

@@ -1,0 +1,100 @@
+import { JobError } from '../../util/errors.js';
+import type { TensorEntry } from '../../io/safetensors.js';
+import { type LoraModuleWeights, loraRank } from '../weights.js';
+import { commonRank, entry, groupBySuffix, readModule, weights } from './common.js';
+import { kohyaHashes } from './kohya_hash.js';
+import type { LoraFormat, LoraReadOptions } from './types.js';
+
+const PREFIX = 'lora_unet_';
+const KOHYA_SUFFIXES = {
+  '.lora_down.weight': 'down',
+  '.lora_up.weight': 'up',
+  '.alpha': 'alpha',
+  '.dora_scale': 'magnitude',
+} as const;
+
+/**
+ * Segments of the official DiT's module paths that contain `_` themselves; kohya joins path segments
+ * with `_`, so these are glued back together when no base model is at hand to resolve names.
+ */
+const COMPOUND_SEGMENTS = ['adaLN_modulation', 'x_embedder', 't_embedder', 'y_embedder', 'final_layer', 'norm_final', 'embedding_table', 'cross_attn', 'q_linear', 'kv_linear', 'pos_embed'];
+
+export function kohyaName(module: string): string {
+  return PREFIX + module.replace(/\./g, '_');
+}
+
+/** `blocks_0_adaLN_modulation_1` → `blocks.0.adaLN_modulation.1`: exactly via the base's module names when given. */
+export function kohyaFlatToModule(flat: string, known?: ReadonlySet<string>): string {
+  if (known) {
+    for (const name of known) if (name.replace(/\./g, '_') === flat) return name;
+  }
+  const parts = flat.split('_');
+  const out: string[] = [];
+  for (let i = 0; i < parts.length; ) {
+    const compound = COMPOUND_SEGMENTS.find((c) => {
+      const n = c.split('_').length;
+      return parts.slice(i, i + n).join('_') === c;
+    });
+    const take = compound ? compound.split('_').length : 1;
+    out.push(parts.slice(i, i + take).join('_'));
+    i += take;
+  }
+  return out.join('.');
+}
+
+function str(v: string | number | boolean): string {
+  // kohya stores str(value): Python spells booleans True/False.
+  return typeof v === 'boolean' ? (v ? 'True' : 'False') : String(v);
+}
+
+/**
+ * kohya sd-scripts layout: `lora_unet_<module path, . → _>.lora_down.weight` [r, in],
+ * `.lora_up.weight` [out, r], `.alpha` (0-dim; scale = alpha / r), DoRA magnitude as `.dora_scale` [out, 1];
+ * `ss_*` training metadata and the sshs_* hashes computed as kohya does.
+ */
+export const kohyaFormat: LoraFormat = {
+  name: 'kohya',
+  description: 'kohya sd-scripts: lora_unet_<path>.lora_down/lora_up.weight + .alpha, ss_* metadata, sshs_* hashes',
+  detect: (names) => names.length > 0 && names.some((n) => n.startsWith(PREFIX) && n.endsWith('.lora_down.weight')),
+  read(src, opts: LoraReadOptions) {
+    const groups = groupBySuffix(src.names(), KOHYA_SUFFIXES, src.path);
+    const modules = new Map<string, LoraModuleWeights>();
+    for (const [stem, roles] of groups) {
+      if (!stem.startsWith(PREFIX)) throw new JobError(`${src.path}: '${stem}' is not a ${PREFIX}… module (text-encoder LoRAs are not supported)`);
+      // kohya's loader: a module without alpha gets alpha = rank (scale 1).
+      modules.set(kohyaFlatToModule(stem.slice(PREFIX.length), opts.moduleNames), readModule(src, stem, roles, (r) => r));
+    }
+    return weights(modules, src.metadata);
+  },
+  write(lora, opts) {
+    const tensors = new Map<string, TensorEntry>();
+    for (const [name, m] of lora.modules) {
+      const key = kohyaName(name);
+      tensors.set(`${key}.lora_down.weight`, entry(m.down, opts));
+      tensors.set(`${key}.lora_up.weight`, entry(m.up, opts));
+      tensors.set(`${key}.alpha`, { shape: [], data: Float32Array.of(m.alpha), dtype: opts.dtype ?? 'F32' });
+      if (m.magnitude) tensors.set(`${key}.dora_scale`, { ...entry(m.magnitude, opts), shape: [m.magnitude.data.length, 1] });
+    }
+    const dim = commonRank(lora);
+    const alphas = [...lora.modules.values()].filter((m) => loraRank(m) === dim).map((m) => m.alpha);
+    const mixed = [...lora.modules.values()].some((m) => loraRank(m) !== dim);
+    const networkArgs: Record<string, string> = {};
+    if (mixed) networkArgs.rank_per_module = 'true';
+    if ([...lora.modules.values()].some((m) => m.magnitude)) networkArgs.dora_wd = 'true';
+    const ss: Record<string, string> = {
+      ss_network_module: 'networks.lora',
+      ss_network_dim: String(dim),
+      ss_network_alpha: str(alphas[0] ?? dim),
+      ss_network_args: JSON.stringify(networkArgs),
+      ss_base_model_version: opts.baseModel ?? 'dit',
+      ss_v2: 'False',
+      ss_output_name: opts.outputName ?? 'lora',
+      ss_training_comment: opts.trainingComment ?? 'None',
+      ss_tag_frequency: JSON.stringify(opts.tagFrequency ?? {}),
+    };
+    for (const [k, v] of Object.entries(opts.trainingMetadata ?? {})) ss[k.startsWith('ss_') ? k : `ss_${k}`] = str(v);
+    for (const [k, v] of Object.entries(lora.metadata)) if (k.startsWith('ss_') && !(k in ss)) ss[k] = v;
+    const { modelHash, legacyHash } = kohyaHashes(tensors, ss);
+    return { tensors, metadata: { ...ss, sshs_model_hash: modelHash, sshs_legacy_hash: legacyHash } };
+  },
+};
