@@ -17,3 +17,4 @@ export * from './weights.js';
 export * from './formats/index.js';
 export * from './resize.js';
 export { svd, svdOfProduct, truncatedSvd, type Svd } from './linalg.js';
+export * from './files.js';
