@@ -1,0 +1,119 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import fg from 'fast-glob';
+import sharp from 'sharp';
+import { findCaption, readCaptionManifest, withTrigger } from '../curate/captions.js';
+import { UsageError } from '../util/errors.js';
+import { type BucketOptions, type BucketReport, assignBuckets } from './buckets.js';
+import { checkTriggerWord } from './caption_ops.js';
+import { IMAGE_EXTENSIONS } from './image_folder.js';
+
+/**
+ * A LoRA training folder in kohya's DreamBooth layout: sub-folders `N_name` repeat their images N
+ * times per epoch (`10_brandx logo` → 10 repeats, class words "brandx logo"); images directly in the
+ * root repeat once. Captions come from a sidecar `name.txt`/`name.caption` or a `metadata.jsonl`
+ * (Hugging Face imagefolder: {"file_name", "text"}) in the image's folder, else the folder's class
+ * words (kohya's fallback); the trigger word is put first. Images are sized (header only) and
+ * bucketed; every file found is either an item or a skip with its reason.
+ */
+export interface BrandFolderOptions {
+  root: string;
+  trigger?: string;
+  buckets: BucketOptions;
+}
+
+export interface BrandItem {
+  file: string;
+  /** Path relative to the root, forward slashes. */
+  id: string;
+  folder: string;
+  repeats: number;
+  caption: string;
+  captionSource: 'sidecar' | 'manifest' | 'folder';
+  width: number;
+  height: number;
+  bucket: { width: number; height: number };
+  resized: { width: number; height: number };
+}
+
+export interface BrandFolderReport {
+  folders: { folder: string; repeats: number; images: number; note?: string }[];
+  skipped: { file: string; reason: string }[];
+  buckets: BucketReport;
+}
+
+const FOLDER = /^(\d+)_(.+)$/;
+
+async function imageSize(file: string): Promise<{ width: number; height: number } | { reason: string }> {
+  try {
+    const meta = await sharp(file).metadata();
+    if (!meta.width || !meta.height) return { reason: 'image has no size' };
+    const swap = (meta.orientation ?? 1) >= 5;
+    return swap ? { width: meta.height, height: meta.width } : { width: meta.width, height: meta.height };
+  } catch (e) {
+    return { reason: `cannot read the image: ${(e as Error).message.split('\n')[0]}` };
+  }
+}
+
+export async function scanBrandFolder(opts: BrandFolderOptions): Promise<{ items: BrandItem[]; report: BrandFolderReport }> {
+  const root = path.resolve(opts.root);
+  if (!fs.existsSync(root) || !fs.statSync(root).isDirectory()) throw new UsageError(`${opts.root}: no such folder`);
+  const trigger = opts.trigger === undefined ? undefined : checkTriggerWord(opts.trigger);
+  const files = (await fg(`**/*.{${IMAGE_EXTENSIONS.join(',')}}`, { cwd: root, onlyFiles: true, caseSensitiveMatch: false })).sort();
+  const folders = new Map<string, { repeats: number; classWords: string; files: string[]; note?: string }>();
+  for (const d of fs.readdirSync(root, { withFileTypes: true })) {
+    if (!d.isDirectory()) continue;
+    const m = FOLDER.exec(d.name);
+    folders.set(d.name, m ? { repeats: Number(m[1]), classWords: m[2]!.trim(), files: [] } : { repeats: 1, classWords: d.name, files: [], note: `no N_ prefix: repeats 1` });
+    if (m && Number(m[1]) < 1) throw new UsageError(`${path.join(opts.root, d.name)}: repeat count must be at least 1`);
+  }
+  folders.set('.', { repeats: 1, classWords: '', files: [] });
+  for (const f of files) {
+    const top = f.includes('/') ? f.slice(0, f.indexOf('/')) : '.';
+    folders.get(top)!.files.push(f);
+  }
+  // Keyed by absolute image path; file names are relative to each manifest's own folder.
+  const manifest = new Map<string, string>();
+  for (const m of (await fg('**/metadata.jsonl', { cwd: root, onlyFiles: true })).sort()) {
+    for (const [k, v] of await readCaptionManifest(path.join(root, m))) manifest.set(k, v);
+  }
+
+  const skipped: BrandFolderReport['skipped'] = [];
+  const pending: Omit<BrandItem, 'bucket' | 'resized'>[] = [];
+  const folderReport: BrandFolderReport['folders'] = [];
+  for (const [folder, info] of [...folders].sort(([a], [b]) => a.localeCompare(b))) {
+    if (folder === '.' && info.files.length === 0) continue;
+    if (info.files.length === 0) {
+      folderReport.push({ folder, repeats: info.repeats, images: 0, note: `no images (${IMAGE_EXTENSIONS.join('/')})` });
+      continue;
+    }
+    let used = 0;
+    for (const id of info.files) {
+      const file = path.join(root, id);
+      const cap = await findCaption({ abs: file, id }, ['txt', 'caption'], manifest);
+      if (cap.error) {
+        skipped.push({ file, reason: cap.error });
+        continue;
+      }
+      const size = await imageSize(file);
+      if ('reason' in size) {
+        skipped.push({ file, reason: size.reason });
+        continue;
+      }
+      const text = cap.text.replace(/\s+/g, ' ').trim();
+      const source = cap.source === 'none' ? 'folder' : cap.source;
+      const base = source === 'folder' ? info.classWords : text;
+      pending.push({ file, id, folder, repeats: info.repeats, caption: withTrigger(base, trigger), captionSource: source, ...size });
+      used++;
+    }
+    folderReport.push({ folder, repeats: info.repeats, images: used, ...(info.note ? { note: info.note } : {}) });
+  }
+  const buckets = assignBuckets(pending, opts.buckets);
+  for (const s of buckets.skipped) skipped.push({ file: pending[s.index]!.file, reason: s.reason });
+  const items = buckets.assigned.map((a) => ({ ...pending[a.index]!, bucket: a.bucket, resized: a.resized }));
+  if (items.length === 0) {
+    const why = skipped.slice(0, 3).map((s) => `${s.file}: ${s.reason}`).join('; ');
+    throw new UsageError(`${opts.root}: no usable training images (${files.length} found${why ? `; ${why}` : ''})`);
+  }
+  return { items, report: { folders: folderReport, skipped, buckets } };
+}
