@@ -193,6 +193,9 @@ describe('LoRA file formats', () => {
       expect(h.legacyHash).toBe(c.sshs_legacy_hash);
     }
     expect(fixture.cases[1]!.sshs_legacy_hash).not.toBe('e3b0c442');
+    // The same hashes from kohya's own steps on safetensors.torch.save (scripts/fixtures/lora_peft_reference.py).
+    const real = JSON.parse(fs.readFileSync(new URL('./fixtures/lora/peft_reference.json', import.meta.url), 'utf8')) as { kohya_hashes: { sshs_model_hash: string; sshs_legacy_hash: string }[] };
+    expect(real.kohya_hashes).toEqual(fixture.cases.map((c) => ({ sshs_model_hash: c.sshs_model_hash, sshs_legacy_hash: c.sshs_legacy_hash })));
   });
 
   it('kohya names resolve back to module paths, underscores inside segments included', () => {

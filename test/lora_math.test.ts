@@ -43,6 +43,11 @@ interface DoraFixture {
   weight_norm_at_init: number[];
 }
 const dora = JSON.parse(fs.readFileSync(new URL('./fixtures/lora/dora.json', import.meta.url), 'utf8')) as DoraFixture;
+/** The same layer run through peft itself (scripts/fixtures/lora_peft_reference.py). */
+const peftRef = JSON.parse(fs.readFileSync(new URL('./fixtures/lora/peft_reference.json', import.meta.url), 'utf8')) as Pick<
+  DoraFixture,
+  'y' | 'grad_A' | 'grad_B' | 'grad_magnitude' | 'merged_weight'
+> & { magnitude_at_init: number[]; state_dict_keys: string[] };
 
 function expectNear(got: tf.Tensor, want: number[] | number[][], tol: number, what: string): void {
   const g = got.dataSync();
@@ -63,12 +68,13 @@ describe('DoRA (PEFT formulation) against the float64 reference fixture', () => 
   it('magnitude starts at ‖W‖ per output row, so a fresh DoRA adapter changes nothing', () => {
     const { lin, lora } = doraLayer();
     expectNear(lora.magnitude!.weight, dora.weight_norm_at_init, 1e-6, 'm0');
+    expectNear(lora.magnitude!.weight, peftRef.magnitude_at_init, 1e-6, 'peft m0');
     const x = tf.tensor2d(dora.x);
     const plain = tf.tidy(() => tf.matMul(x, lin.weight, false, true).add(lin.bias!));
     expect(tf.abs(lin.forward(x).sub(plain)).max().dataSync()[0]).toBeLessThan(1e-6);
   });
 
-  it('output, gradients (weight norm detached) and merged weight match', () => {
+  it('output, gradients (weight norm detached) and merged weight match the formula fixture and peft itself', () => {
     const { lin, lora } = doraLayer();
     lora.loraA.weight.assign(tf.tensor2d(dora.A));
     lora.loraB.weight.assign(tf.tensor2d(dora.B));
@@ -81,6 +87,13 @@ describe('DoRA (PEFT formulation) against the float64 reference fixture', () => 
     expectNear(grads[lora.loraA.weight.name]!, dora.grad_A, 1e-5, 'dA');
     expectNear(grads[lora.loraB.weight.name]!, dora.grad_B, 1e-5, 'dB');
     expectNear(grads[lora.magnitude!.weight.name]!, dora.grad_magnitude, 1e-5, 'dm');
+    expectNear(lin.forward(x), peftRef.y, 1e-5, 'peft y');
+    expectNear(grads[lora.loraA.weight.name]!, peftRef.grad_A, 1e-5, 'peft dA');
+    expectNear(grads[lora.loraB.weight.name]!, peftRef.grad_B, 1e-5, 'peft dB');
+    expectNear(grads[lora.magnitude!.weight.name]!, peftRef.grad_magnitude, 1e-5, 'peft dm');
+    expectNear(tf.tensor2d(dora.merged_weight), peftRef.merged_weight, 1e-6, 'formula vs peft merge');
+    // peft saves the magnitude as `<module>.lora_magnitude_vector`, the key our peft layout writes.
+    expect(peftRef.state_dict_keys).toContain('base_model.model.proj.lora_magnitude_vector');
     const y = lin.forward(x).dataSync().slice();
     lora.merge();
     expectNear(lin.weight, dora.merged_weight, 1e-6, 'merged W');
