@@ -140,11 +140,14 @@ describe('LoRA layers and injection', () => {
       rankPattern: { 'blocks\\.1\\.mlp\\.fc1': 2 },
       alphaPattern: { 'attn.qkv': 8 },
       rslora: false,
+      trainable: ['adaLN_modulation.1.bias'],
     });
     expect([...lm.adapters.keys()].sort()).toEqual(
       ['blocks.0.adaLN_modulation.1', 'blocks.0.attn.qkv', 'blocks.0.mlp.fc1', 'blocks.1.adaLN_modulation.1', 'blocks.1.attn.qkv', 'blocks.1.mlp.fc1', 'x_embedder.proj'].sort(),
     );
     expect(lm.adapters.get('blocks.1.mlp.fc1')!.r).toBe(2);
+    expect([...lm.extraParameters().keys()]).toEqual(['blocks.0.adaLN_modulation.1.bias', 'blocks.1.adaLN_modulation.1.bias', 'final_layer.adaLN_modulation.1.bias']);
+    expect([...model.trainableParameters().keys()].sort()).toEqual([...lm.trainableParameters().keys()].sort());
     expect(lm.adapters.get('blocks.0.mlp.fc1')!.r).toBe(4);
     expect(lm.adapters.get('blocks.0.attn.qkv')!.scaling).toBe(2);
     expect(lm.adapters.get('x_embedder.proj')!.loraA.weight.shape).toEqual([4, 4, 2, 2]);
@@ -156,7 +159,7 @@ describe('LoRA layers and injection', () => {
     const { grads } = tf.variableGrads(() => model.forward(x, t, y).square().mean() as tf.Scalar, all.map(([, v]) => v));
     for (const [name, v] of all) {
       const g = grads[v.name];
-      if (name.includes('lora_')) expect(g ? tf.abs(g).max().dataSync()[0] : 0, name).toBeGreaterThan(0);
+      if (name.includes('lora_') || name.endsWith('adaLN_modulation.1.bias')) expect(g ? tf.abs(g).max().dataSync()[0] : 0, name).toBeGreaterThan(0);
       else expect(g ?? null, name).toBeNull();
     }
     model.dispose();

@@ -34,6 +34,11 @@ export interface LoraConfig extends Omit<LoraLayerOptions, 'rng'> {
   rankPattern?: Readonly<Record<string, number>>;
   /** alpha per module, PEFT alpha_pattern (same matching). */
   alphaPattern?: Readonly<Record<string, number>>;
+  /**
+   * Extra base parameters (full dotted parameter names, same matching as targets, e.g. `adaLN_modulation.1.bias`)
+   * left trainable next to the adapters; they are reported by `extraParameters()`.
+   */
+  trainable?: readonly LoraTarget[];
   /** Seed material for the A matrices (each layer draws from its own stream, keyed by its name). */
   rng?: Rng;
 }
@@ -92,6 +97,17 @@ export class LoraModel {
     return { modules, metadata: { ...metadata } };
   }
 
+  /** Base parameters chosen to train along (config.trainable), by name. */
+  extraParameters(): Map<string, tf.Variable> {
+    const wanted = this.config.trainable ?? [];
+    return new Map([...this.model.namedParameters()].filter(([name]) => !name.includes('lora_') && wanted.length > 0 && matchesLoraTarget(name, wanted)));
+  }
+
+  /** Everything the optimizer updates: the adapters, then the chosen extra parameters. */
+  trainableParameters(): Map<string, tf.Variable> {
+    return new Map([...this.parameters(), ...this.extraParameters()]);
+  }
+
   get merged(): boolean {
     return [...this.adapters.values()].some((a) => a.merged);
   }
@@ -146,5 +162,11 @@ export function injectLora(model: Module, config: LoraConfig): LoraModel {
     const opts: LoraLayerOptions = { ...config, r, alpha, rng: rng.fork(`lora:${name}`) };
     adapters.set(name, m instanceof Linear ? new LoraLinear(m, opts) : new LoraConv2d(m as Conv2d, opts));
   }
-  return new LoraModel(model, adapters, wasTrainable, config);
+  const lm = new LoraModel(model, adapters, wasTrainable, config);
+  if (config.trainable?.length) {
+    const extra = lm.extraParameters();
+    if (extra.size === 0) throw new Error(`LoRA: trainable patterns ${config.trainable.map(String).join(', ')} match no base parameter`);
+    for (const v of extra.values()) v.trainable = true;
+  }
+  return lm;
 }

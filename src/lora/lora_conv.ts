@@ -1,8 +1,9 @@
 import { tf } from '../backend/tf.js';
 import { Conv2d, type Conv2dAdapter } from '../nn/conv.js';
-import { Dropout } from '../nn/dropout.js';
+import type { Dropout } from '../nn/dropout.js';
 import { normal } from '../nn/init.js';
 import { Rng } from '../util/rng.js';
+import { attachLoraParts, branchDropout, checkRank, detachLoraParts } from './branch.js';
 import { type LoraLayerOptions, loraScaling, replace } from './lora_linear.js';
 
 /**
@@ -24,7 +25,7 @@ export class LoraConv2d implements Conv2dAdapter {
   enabled = true;
 
   constructor(readonly base: Conv2d, opts: LoraLayerOptions) {
-    if (!(Number.isInteger(opts.r) && opts.r > 0)) throw new RangeError(`LoRA rank must be a positive integer, got ${opts.r}`);
+    checkRank(opts.r);
     if (opts.dora) throw new Error('LoRA: DoRA is implemented for Linear layers only, not Conv2d');
     if (base.adapter) throw new Error('LoRA: this Conv2d already carries an adapter');
     const rng = opts.rng ?? new Rng(0);
@@ -36,12 +37,8 @@ export class LoraConv2d implements Conv2dAdapter {
     if (opts.init === 'gaussian') replace(this.loraA.weight, normal(this.loraA.weight.shape, 1 / this.r, rng));
     this.loraB = new Conv2d(this.r, base.outChannels, 1, { bias: false, rng });
     replace(this.loraB.weight, tf.zerosLike(this.loraB.weight));
-    const p = opts.dropout ?? 0;
-    this.dropout = p > 0 ? new Dropout(p, { rng: rng.fork('lora-dropout') }) : null;
-    base.attachModule('lora_A', this.loraA);
-    base.attachModule('lora_B', this.loraB);
-    if (this.dropout) base.attachModule('lora_dropout', this.dropout);
-    this.dropout?.train(base.training);
+    this.dropout = branchDropout(opts.dropout, rng);
+    attachLoraParts(base, this);
     base.setAdapter(this);
   }
 
@@ -81,10 +78,6 @@ export class LoraConv2d implements Conv2dAdapter {
 
   remove(): void {
     this.base.setAdapter(null);
-    this.base.detachModule('lora_A');
-    this.base.detachModule('lora_B');
-    if (this.dropout) this.base.detachModule('lora_dropout');
-    this.loraA.dispose();
-    this.loraB.dispose();
+    detachLoraParts(this.base, this);
   }
 }

@@ -1,9 +1,10 @@
 import { tf } from '../backend/tf.js';
-import { Dropout } from '../nn/dropout.js';
+import type { Dropout } from '../nn/dropout.js';
 import { normal } from '../nn/init.js';
 import { Linear, type LinearAdapter } from '../nn/linear.js';
 import { Module } from '../nn/module.js';
 import { Rng } from '../util/rng.js';
+import { attachLoraParts, branchDropout, checkRank, detachLoraParts } from './branch.js';
 
 export interface LoraLayerOptions {
   /** Rank r of the update B·A. */
@@ -75,7 +76,7 @@ export class LoraLinear implements LinearAdapter {
   enabled = true;
 
   constructor(readonly base: Linear, opts: LoraLayerOptions) {
-    if (!(Number.isInteger(opts.r) && opts.r > 0)) throw new RangeError(`LoRA rank must be a positive integer, got ${opts.r}`);
+    checkRank(opts.r);
     if (base.adapter) throw new Error('LoRA: this Linear already carries an adapter');
     const rng = opts.rng ?? new Rng(0);
     this.r = opts.r;
@@ -87,14 +88,9 @@ export class LoraLinear implements LinearAdapter {
     if (opts.init === 'gaussian') replace(this.loraA.weight, normal(this.loraA.weight.shape, 1 / this.r, rng));
     this.loraB = new Linear(this.r, base.outFeatures, { bias: false, rng });
     replace(this.loraB.weight, tf.zerosLike(this.loraB.weight));
-    const p = opts.dropout ?? 0;
-    this.dropout = p > 0 ? new Dropout(p, { rng: rng.fork('lora-dropout') }) : null;
+    this.dropout = branchDropout(opts.dropout, rng);
     this.magnitude = opts.dora ? new DoraMagnitude(rowNorm(base.weight as tf.Tensor2D)) : null;
-    base.attachModule('lora_A', this.loraA);
-    base.attachModule('lora_B', this.loraB);
-    if (this.dropout) base.attachModule('lora_dropout', this.dropout);
-    if (this.magnitude) base.attachModule('lora_magnitude_vector', this.magnitude);
-    this.dropout?.train(base.training);
+    attachLoraParts(base, this);
     base.setAdapter(this);
   }
 
@@ -162,13 +158,7 @@ export class LoraLinear implements LinearAdapter {
   /** Take the adapter off the layer and free A and B; a merged update stays in the base weight. */
   remove(): void {
     this.base.setAdapter(null);
-    this.base.detachModule('lora_A');
-    this.base.detachModule('lora_B');
-    if (this.dropout) this.base.detachModule('lora_dropout');
-    if (this.magnitude) this.base.detachModule('lora_magnitude_vector');
-    this.loraA.dispose();
-    this.loraB.dispose();
-    this.magnitude?.dispose();
+    detachLoraParts(this.base, this);
     this.mergedNorm?.dispose();
   }
 }
