@@ -198,6 +198,26 @@ describe('LoRA file formats', () => {
     expect(real.kohya_hashes).toEqual(fixture.cases.map((c) => ({ sshs_model_hash: c.sshs_model_hash, sshs_legacy_hash: c.sshs_legacy_hash })));
   });
 
+  it('DoRA magnitudes travel in peft (lora_magnitude_vector) and diffusers (split by rows with qkv); kohya/comfy refuse them', async () => {
+    const withDora = randomLora({ 'blocks.0.attn.qkv': [96, 32, 4, 2], 'blocks.0.mlp.fc2': [32, 128, 4, 8] }, 5);
+    for (const m of withDora.modules.values()) m.magnitude = { shape: [m.up.shape[0]!], data: Float32Array.from({ length: m.up.shape[0]! }, (_, i) => 1 + i / 10) };
+    for (const format of ['peft', 'diffusers'] as const) {
+      const file = path.join(dir, `dora-${format}.safetensors`);
+      await writeLoraFile(file, withDora, format);
+      const keys = Object.keys(readSafetensorsHeader(file).tensors);
+      expect(keys).toContain(format === 'peft' ? 'transformer.blocks.0.attn.qkv.lora_magnitude_vector' : 'transformer.transformer_blocks.0.attn1.to_v.lora_magnitude_vector');
+      const back = readLoraFile(file).lora;
+      for (const [n, m] of withDora.modules) {
+        expect(back.modules.get(n)!.magnitude!.data, `${format} ${n}`).toEqual(m.magnitude!.data);
+        expect(maxRelDiff(loraDelta(back.modules.get(n)!), loraDelta(m))).toBeLessThan(1e-6);
+      }
+    }
+    for (const format of ['kohya', 'comfy'] as const) {
+      await expect(writeLoraFile(path.join(dir, `dora-${format}.safetensors`), withDora, format)).rejects.toThrow(/cannot hold PEFT DoRA adapters/);
+      expect(fs.existsSync(path.join(dir, `dora-${format}.safetensors`))).toBe(false);
+    }
+  });
+
   it('kohya names resolve back to module paths, underscores inside segments included', () => {
     expect(kohyaFlatToModule('blocks_11_adaLN_modulation_1')).toBe('blocks.11.adaLN_modulation.1');
     expect(kohyaFlatToModule('final_layer_adaLN_modulation_1')).toBe('final_layer.adaLN_modulation.1');

@@ -1,7 +1,7 @@
 import { JobError } from '../../util/errors.js';
 import type { TensorEntry } from '../../io/safetensors.js';
 import type { LoraModuleWeights } from '../weights.js';
-import { entry, groupBySuffix, readModule, weights } from './common.js';
+import { entry, groupBySuffix, readModule, refuseDora, refuseDoraScale, weights } from './common.js';
 import type { LoraFormat } from './types.js';
 
 const PREFIX = 'diffusion_model.';
@@ -11,7 +11,6 @@ const COMFY_SUFFIXES = {
   '.lora_down.weight': 'down',
   '.lora_up.weight': 'up',
   '.alpha': 'alpha',
-  '.dora_scale': 'magnitude',
 } as const;
 
 /**
@@ -23,6 +22,7 @@ export const comfyFormat: LoraFormat = {
   description: 'ComfyUI: diffusion_model.<path>.lora_A/lora_B.weight + .alpha',
   detect: (names) => names.length > 0 && names.every((n) => n.startsWith(PREFIX)),
   read(src) {
+    refuseDoraScale(src);
     const groups = groupBySuffix(src.names(), COMFY_SUFFIXES, src.path);
     const modules = new Map<string, LoraModuleWeights>();
     for (const [stem, roles] of groups) {
@@ -32,13 +32,13 @@ export const comfyFormat: LoraFormat = {
     return weights(modules, src.metadata);
   },
   write(lora, opts) {
+    refuseDora(lora, 'comfy');
     const tensors = new Map<string, TensorEntry>();
     for (const [name, m] of lora.modules) {
       const key = PREFIX + name;
       tensors.set(`${key}.lora_A.weight`, entry(m.down, opts));
       tensors.set(`${key}.lora_B.weight`, entry(m.up, opts));
       tensors.set(`${key}.alpha`, { shape: [], data: Float32Array.of(m.alpha), dtype: opts.dtype ?? 'F32' });
-      if (m.magnitude) tensors.set(`${key}.dora_scale`, { ...entry(m.magnitude, opts), shape: [m.magnitude.data.length, 1] });
     }
     return { tensors, metadata: { format: 'pt', ...(opts.baseModel ? { base_model: opts.baseModel } : {}) } };
   },

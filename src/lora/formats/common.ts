@@ -1,4 +1,4 @@
-import { JobError } from '../../util/errors.js';
+import { JobError, UsageError } from '../../util/errors.js';
 import type { TensorEntry } from '../../io/safetensors.js';
 import type { HostTensor } from '../../nn/module.js';
 import { type LoraModuleWeights, type LoraWeights, loraRank, loraScale } from '../weights.js';
@@ -69,4 +69,19 @@ export function commonRank(lora: LoraWeights): number {
   const counts = new Map<number, number>();
   for (const m of lora.modules.values()) counts.set(loraRank(m), (counts.get(loraRank(m)) ?? 0) + 1);
   return [...counts.entries()].sort((a, b) => b[1] - a[1] || b[0] - a[0])[0]?.[0] ?? 0;
+}
+
+/**
+ * kohya/ComfyUI layouts carry DoRA as LyCORIS `dora_scale`, which ComfyUI divides by the norm of the
+ * *base* weight (comfy weight_decompose, output axis), not of W + ΔW as PEFT trains it: the same
+ * magnitude would apply at a different strength, so DoRA adapters are written as peft/diffusers only.
+ */
+export function refuseDora(lora: LoraWeights, format: string): void {
+  const dora = [...lora.modules].filter(([, m]) => m.magnitude).map(([n]) => n);
+  if (dora.length) throw new UsageError(`${format} layout cannot hold PEFT DoRA adapters (${dora.slice(0, 3).join(', ')}${dora.length > 3 ? ', …' : ''}): ComfyUI normalises dora_scale by the base weight, not W + ΔW; write peft or diffusers`);
+}
+
+export function refuseDoraScale(src: LoraSource): void {
+  const hit = src.names().find((n) => n.endsWith('.dora_scale'));
+  if (hit) throw new JobError(`${src.path}: '${hit}' is a LyCORIS DoRA scale (normalised against the base weight); only PEFT DoRA (lora_magnitude_vector) is supported`);
 }

@@ -1,7 +1,7 @@
 import { JobError } from '../../util/errors.js';
 import type { TensorEntry } from '../../io/safetensors.js';
 import { type LoraModuleWeights, loraRank } from '../weights.js';
-import { commonRank, entry, groupBySuffix, readModule, weights } from './common.js';
+import { commonRank, entry, groupBySuffix, readModule, refuseDora, refuseDoraScale, weights } from './common.js';
 import { kohyaHashes } from './kohya_hash.js';
 import type { LoraFormat, LoraReadOptions } from './types.js';
 
@@ -10,7 +10,6 @@ const KOHYA_SUFFIXES = {
   '.lora_down.weight': 'down',
   '.lora_up.weight': 'up',
   '.alpha': 'alpha',
-  '.dora_scale': 'magnitude',
 } as const;
 
 /**
@@ -57,6 +56,7 @@ export const kohyaFormat: LoraFormat = {
   description: 'kohya sd-scripts: lora_unet_<path>.lora_down/lora_up.weight + .alpha, ss_* metadata, sshs_* hashes',
   detect: (names) => names.length > 0 && names.some((n) => n.startsWith(PREFIX) && n.endsWith('.lora_down.weight')),
   read(src, opts: LoraReadOptions) {
+    refuseDoraScale(src);
     const groups = groupBySuffix(src.names(), KOHYA_SUFFIXES, src.path);
     const modules = new Map<string, LoraModuleWeights>();
     for (const [stem, roles] of groups) {
@@ -67,20 +67,19 @@ export const kohyaFormat: LoraFormat = {
     return weights(modules, src.metadata);
   },
   write(lora, opts) {
+    refuseDora(lora, 'kohya');
     const tensors = new Map<string, TensorEntry>();
     for (const [name, m] of lora.modules) {
       const key = kohyaName(name);
       tensors.set(`${key}.lora_down.weight`, entry(m.down, opts));
       tensors.set(`${key}.lora_up.weight`, entry(m.up, opts));
       tensors.set(`${key}.alpha`, { shape: [], data: Float32Array.of(m.alpha), dtype: opts.dtype ?? 'F32' });
-      if (m.magnitude) tensors.set(`${key}.dora_scale`, { ...entry(m.magnitude, opts), shape: [m.magnitude.data.length, 1] });
     }
     const dim = commonRank(lora);
     const alphas = [...lora.modules.values()].filter((m) => loraRank(m) === dim).map((m) => m.alpha);
     const mixed = [...lora.modules.values()].some((m) => loraRank(m) !== dim);
     const networkArgs: Record<string, string> = {};
     if (mixed) networkArgs.rank_per_module = 'true';
-    if ([...lora.modules.values()].some((m) => m.magnitude)) networkArgs.dora_wd = 'true';
     const ss: Record<string, string> = {
       ss_network_module: 'networks.lora',
       ss_network_dim: String(dim),
