@@ -4,9 +4,9 @@ import path from 'node:path';
 import { afterAll, describe, expect, it, vi } from 'vitest';
 import { main } from '../src/cli/main.js';
 import { loadSafetensors, readSafetensorsHeader, saveSafetensors } from '../src/io/safetensors.js';
-import { loraDelta, readLoraFile, writeLoraFile } from '../src/lora/index.js';
+import { applyLoraFiles, loraDelta, readLoraFile, writeLoraFile } from '../src/lora/index.js';
 import type { HostTensor } from '../src/nn/module.js';
-import { ditState } from './dit_fixture.js';
+import { ditState, loadFixtureDit } from './dit_fixture.js';
 import { maxRelDiff, randomLora, tinyDitLoraSpec } from './helpers/lora.js';
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sf-lora-cli-'));
@@ -81,6 +81,20 @@ describe('scaleforge lora', () => {
     const got = readLoraFile(ex).lora;
     expect([...got.modules.keys()].sort()).toEqual([...lora.modules.keys()].sort());
     for (const [n, m] of lora.modules) expect(maxRelDiff(loraDelta(got.modules.get(n)!), loraDelta(m)), n).toBeLessThan(1e-4);
+  });
+
+  it('applyLoraFiles (sample --lora FILE[:strength]) applies files of any layout and removes them exactly', async () => {
+    const model = loadFixtureDit();
+    const w0 = new Map([...model.namedParameters()].map(([k, v]) => [k, v.dataSync().slice()]));
+    const applied = applyLoraFiles(model, [`${loraPath}:0.5`, path.join(dir, 'c-diffusers.safetensors:0.5')]);
+    const w = [...model.namedParameters()].find(([k]) => k === 'blocks.0.mlp.fc2.weight')![1].dataSync();
+    const d = loraDelta(lora.modules.get('blocks.0.mlp.fc2')!);
+    const base = w0.get('blocks.0.mlp.fc2.weight')!;
+    for (let i = 0; i < base.length; i += 11) expect(w[i]!).toBeCloseTo(base[i]! + d[i]!, 5);
+    applied.remove();
+    for (const [k, v] of model.namedParameters()) expect(v.dataSync(), k).toEqual(w0.get(k));
+    expect(() => applyLoraFiles(model, [`${loraPath}:abc`])).toThrow(/no such LoRA file/);
+    model.dispose();
   });
 
   it('usage errors exit 2 and write nothing: LoRA that does not fit, unknown layout, missing file', async () => {

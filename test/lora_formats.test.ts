@@ -146,6 +146,15 @@ describe('LoRA file formats', () => {
     }
   });
 
+  it('cross-attention adapters map to diffusers attn2 and back', async () => {
+    const x = randomLora({ 'blocks.0.cross_attn.to_q': [32, 32, 2, 2], 'blocks.0.cross_attn.to_out.0': [32, 32, 2, 4] }, 8);
+    const file = path.join(dir, 'xattn.safetensors');
+    await writeLoraFile(file, x, 'diffusers');
+    expect(Object.keys(readSafetensorsHeader(file).tensors)).toContain('transformer.transformer_blocks.0.attn2.to_out.0.lora_B.weight');
+    const back = readLoraFile(file).lora;
+    for (const [n, m] of x.modules) expect(maxRelDiff(loraDelta(back.modules.get(n)!), loraDelta(m)), n).toBeLessThan(1e-6);
+  });
+
   it('diffusers: a fused qkv adapter is split exactly (shared A, B by rows) and q/k/v adapters with different A fuse exactly', async () => {
     const file = path.join(dir, 'split.safetensors');
     await writeLoraFile(file, lora, 'diffusers');
@@ -223,6 +232,7 @@ describe('LoRA file formats', () => {
     expect(kohyaFlatToModule('final_layer_adaLN_modulation_1')).toBe('final_layer.adaLN_modulation.1');
     expect(kohyaFlatToModule('x_embedder_proj')).toBe('x_embedder.proj');
     expect(kohyaFlatToModule('blocks_0_mlp_fc1')).toBe('blocks.0.mlp.fc1');
+    expect(kohyaFlatToModule('blocks_3_cross_attn_to_out_0')).toBe('blocks.3.cross_attn.to_out.0');
     expect(kohyaFlatToModule('my_odd_name', new Set(['my_odd.name']))).toBe('my_odd.name');
     const { metadata } = loraFormat('kohya').write(lora, { tagFrequency: { '10_brand': { brandx: 3 } }, trainingComment: 'c' });
     expect(JSON.parse(metadata.ss_tag_frequency!)).toEqual({ '10_brand': { brandx: 3 } });

@@ -16,7 +16,7 @@ export const DIT_LORA_TARGETS: readonly string[] = ['attn.qkv', 'attn.proj', 'ml
  */
 export const DIT_LORA_EXTRA_TARGETS: Readonly<Record<string, readonly string[]>> = {
   adaln: ['adaLN_modulation.1'],
-  cross_attn: ['cross_attn.q', 'cross_attn.kv', 'cross_attn.proj', 'cross_attn.q_linear', 'cross_attn.kv_linear'],
+  cross_attn: ['cross_attn.to_q', 'cross_attn.to_k', 'cross_attn.to_v', 'cross_attn.to_out.0'],
   patch_embed: ['x_embedder.proj'],
 };
 

@@ -14,6 +14,11 @@ const BLOCK_RULES: [RegExp, (i: string) => string][] = [
   [/^blocks\.(\d+)\.mlp\.fc1$/, (i) => `transformer_blocks.${i}.ff.net.0.proj`],
   [/^blocks\.(\d+)\.mlp\.fc2$/, (i) => `transformer_blocks.${i}.ff.net.2`],
   [/^blocks\.(\d+)\.adaLN_modulation\.1$/, (i) => `transformer_blocks.${i}.norm1.linear`],
+  // PixArt-α-style cross-attention of text-conditioned DiTs: diffusers' attn2.
+  [/^blocks\.(\d+)\.cross_attn\.to_q$/, (i) => `transformer_blocks.${i}.attn2.to_q`],
+  [/^blocks\.(\d+)\.cross_attn\.to_k$/, (i) => `transformer_blocks.${i}.attn2.to_k`],
+  [/^blocks\.(\d+)\.cross_attn\.to_v$/, (i) => `transformer_blocks.${i}.attn2.to_v`],
+  [/^blocks\.(\d+)\.cross_attn\.to_out\.0$/, (i) => `transformer_blocks.${i}.attn2.to_out.0`],
 ];
 const FIXED: Record<string, string> = {
   'final_layer.adaLN_modulation.1': 'proj_out_1',
@@ -37,11 +42,12 @@ export function officialToDiffusers(name: string): string | string[] {
   );
 }
 
-const REVERSE_BLOCK: [RegExp, (i: string) => string][] = [
+const REVERSE_BLOCK: [RegExp, (i: string, part?: string) => string][] = [
   [/^transformer_blocks\.(\d+)\.attn1\.to_out\.0$/, (i) => `blocks.${i}.attn.proj`],
   [/^transformer_blocks\.(\d+)\.ff\.net\.0\.proj$/, (i) => `blocks.${i}.mlp.fc1`],
   [/^transformer_blocks\.(\d+)\.ff\.net\.2$/, (i) => `blocks.${i}.mlp.fc2`],
   [/^transformer_blocks\.(\d+)\.norm1\.linear$/, (i) => `blocks.${i}.adaLN_modulation.1`],
+  [/^transformer_blocks\.(\d+)\.attn2\.(to_q|to_k|to_v|to_out\.0)$/, (i, part) => `blocks.${i}.cross_attn.${part}`],
 ];
 const REVERSE_FIXED = Object.fromEntries(Object.entries(FIXED).map(([a, b]) => [b, a]));
 const QKV_PART = /^transformer_blocks\.(\d+)\.attn1\.(to_q|to_k|to_v)$/;
@@ -140,7 +146,7 @@ export const ditDiffusersNaming: ModuleNaming = {
       const fixed = REVERSE_FIXED[name];
       const rule = REVERSE_BLOCK.map(([re, to]) => {
         const hit = re.exec(name);
-        return hit ? to(hit[1]!) : undefined;
+        return hit ? to(hit[1]!, hit[2]) : undefined;
       }).find((v) => v !== undefined);
       const official = fixed ?? rule;
       if (!official) throw new JobError(`${file}: diffusers module '${name}' has no counterpart in the official DiT`);

@@ -16,7 +16,7 @@ const KOHYA_SUFFIXES = {
  * Segments of the official DiT's module paths that contain `_` themselves; kohya joins path segments
  * with `_`, so these are glued back together when no base model is at hand to resolve names.
  */
-const COMPOUND_SEGMENTS = ['adaLN_modulation', 'x_embedder', 't_embedder', 'y_embedder', 'final_layer', 'norm_final', 'embedding_table', 'cross_attn', 'q_linear', 'kv_linear', 'pos_embed'];
+const COMPOUND_SEGMENTS = ['adaLN_modulation', 'x_embedder', 't_embedder', 'y_embedder', 'final_layer', 'norm_final', 'embedding_table', 'cross_attn', 'to_q', 'to_k', 'to_v', 'to_out', 'pos_embed'];
 
 export function kohyaName(module: string): string {
   return PREFIX + module.replace(/\./g, '_');
