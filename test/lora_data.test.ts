@@ -122,6 +122,8 @@ describe('caption ops', () => {
     expect(() => checkTriggerWord(' , ')).toThrow(UsageError);
     expect(() => checkTriggerWord('...')).toThrow(/would tokenise to nothing/);
     expect(() => checkTriggerWord('a,b')).toThrow(/contains the tag separator/);
+    expect(() => checkTriggerWord('brandx', ',', () => [])).toThrow(/would tokenise to nothing/);
+    expect(checkTriggerWord('brandx', ',', () => [42])).toBe('brandx');
   });
 });
 

@@ -64,12 +64,13 @@ export function applyCaptionOps(caption: string, o: CaptionOpsOptions, rng: Rng)
 }
 
 /**
- * The trigger word checked for use: it must survive tokenisation, i.e. hold at least one letter or
- * digit, and must not contain the tag separator (it would split into several tags).
+ * The trigger word checked for use: it must survive tokenisation — hold at least one letter or digit
+ * and, when the model's tokenizer is given, give at least one token (special tokens excluded by the
+ * caller) — and must not contain the tag separator (it would split into several tags).
  */
-export function checkTriggerWord(trigger: string, separator = ','): string {
+export function checkTriggerWord(trigger: string, separator = ',', tokenize?: (text: string) => readonly number[]): string {
   const t = trigger.trim();
-  if (!/[\p{L}\p{N}]/u.test(t)) {
+  if (!/[\p{L}\p{N}]/u.test(t) || (tokenize && tokenize(t).length === 0)) {
     throw new UsageError(`trigger word ${JSON.stringify(trigger)} has no letter or digit: it would tokenise to nothing; choose a word such as "brandx"`);
   }
   if (t.includes(separator)) throw new UsageError(`trigger word ${JSON.stringify(trigger)} contains the tag separator '${separator}'`);
