@@ -5,7 +5,7 @@ import sharp from 'sharp';
 import { afterAll, describe, expect, it } from 'vitest';
 import { BucketSampler, assignBuckets, bucketResolutions, formatBucketReport, selectBucket } from '../src/data/buckets.js';
 import { applyCaptionOps, checkTriggerWord } from '../src/data/caption_ops.js';
-import { scanBrandFolder } from '../src/data/brand_folder.js';
+import { kohyaBucketInfo, scanBrandFolder, tagFrequency } from '../src/data/brand_folder.js';
 import { UsageError } from '../src/util/errors.js';
 import { Rng } from '../src/util/rng.js';
 
@@ -157,6 +157,10 @@ describe('brand training folder (kohya N_name layout)', () => {
     expect(reasons.get('tiny.png')).toMatch(/below the smallest bucket/);
     expect(reasons.get('broken.png')).toMatch(/cannot read the image/);
     expect(report.folders.find((f) => f.folder === '5_empty')).toMatchObject({ images: 0, note: expect.stringMatching(/no images/) });
+    expect(tagFrequency(items)).toEqual({ '10_brandx logo': { brandx: 1, logo: 1, red: 1, 'brandx logo': 1 }, '1_reg': { brandx: 1, 'a generic logo': 1 } });
+    const info = JSON.parse(kohyaBucketInfo(report.buckets)) as { buckets: Record<string, { resolution: number[]; count: number }>; mean_img_ar_error: number };
+    expect(Object.values(info.buckets).map((b) => [b.resolution, b.count])).toEqual([[[192, 256], 1], [[256, 192], 1], [[256, 256], 1]]);
+    expect(info.mean_img_ar_error).toBeCloseTo((Math.abs(256 / 192 - 640 / 480) + Math.abs(192 / 256 - 480 / 640)) / 3, 12);
     await expect(scanBrandFolder({ root: path.join(root, '5_empty'), buckets: { maxArea: 65536 } })).rejects.toThrow(/no usable training images \(0 found/);
     await expect(scanBrandFolder({ root, trigger: ' ', buckets: { maxArea: 65536 } })).rejects.toThrow(/tokenise to nothing/);
   });

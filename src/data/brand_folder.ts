@@ -117,3 +117,30 @@ export async function scanBrandFolder(opts: BrandFolderOptions): Promise<{ items
   }
   return { items, report: { folders: folderReport, skipped, buckets } };
 }
+
+/**
+ * kohya's `ss_tag_frequency`: per dataset folder, how many images carry each comma-separated tag
+ * (each image counted once per tag, tags trimmed, as train_util counts them).
+ */
+export function tagFrequency(items: readonly Pick<BrandItem, 'folder' | 'caption'>[]): Record<string, Record<string, number>> {
+  const out: Record<string, Record<string, number>> = {};
+  for (const it of items) {
+    const dir = (out[it.folder] ??= {});
+    for (const tag of new Set(it.caption.split(',').map((t) => t.trim()).filter(Boolean))) dir[tag] = (dir[tag] ?? 0) + 1;
+  }
+  return out;
+}
+
+/** kohya's `ss_bucket_info`: buckets by index with resolution and image count, and the mean |aspect error|. */
+export function kohyaBucketInfo(report: BucketReport): string {
+  const buckets: Record<string, { resolution: [number, number]; count: number }> = {};
+  report.counts
+    .map((c) => c.bucket.split('x').map(Number) as [number, number])
+    .sort((a, b) => a[0] - b[0] || a[1] - b[1])
+    .forEach((res, i) => {
+      buckets[String(i)] = { resolution: res, count: report.assigned.filter((a) => a.bucket.width === res[0] && a.bucket.height === res[1]).length };
+    });
+  const n = report.assigned.length;
+  const mean = n ? report.assigned.reduce((s, a) => s + Math.abs(a.aspectError), 0) / n : 0;
+  return JSON.stringify({ buckets, mean_img_ar_error: mean });
+}
