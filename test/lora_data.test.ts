@@ -5,7 +5,8 @@ import sharp from 'sharp';
 import { afterAll, describe, expect, it } from 'vitest';
 import { BucketSampler, assignBuckets, bucketResolutions, formatBucketReport, selectBucket } from '../src/data/buckets.js';
 import { applyCaptionOps, checkTriggerWord } from '../src/data/caption_ops.js';
-import { kohyaBucketInfo, scanBrandFolder, tagFrequency } from '../src/data/brand_folder.js';
+import { kohyaBucketInfo, readBrandImage, scanBrandFolder, tagFrequency } from '../src/data/brand_folder.js';
+import { sampleMembers, tarBytes } from '../src/curate/webdataset.js';
 import { UsageError } from '../src/util/errors.js';
 import { Rng } from '../src/util/rng.js';
 
@@ -163,5 +164,33 @@ describe('brand training folder (kohya N_name layout)', () => {
     expect(info.mean_img_ar_error).toBeCloseTo((Math.abs(256 / 192 - 640 / 480) + Math.abs(192 / 256 - 480 / 640)) / 3, 12);
     await expect(scanBrandFolder({ root: path.join(root, '5_empty'), buckets: { maxArea: 65536 } })).rejects.toThrow(/no usable training images \(0 found/);
     await expect(scanBrandFolder({ root, trigger: ' ', buckets: { maxArea: 65536 } })).rejects.toThrow(/tokenise to nothing/);
+  });
+});
+
+describe('brand training data from WebDataset shards (curate --format webdataset)', () => {
+  it('reads samples from shards in N_name folders, captions from txt/json, and reports samples without an image', async () => {
+    const root = path.join(tmp, 'shards');
+    const dir = path.join(root, '3_brandx mark');
+    fs.mkdirSync(dir, { recursive: true });
+    const img = async (w: number, h: number) => new Uint8Array(await sharp({ create: { width: w, height: h, channels: 3, background: { r: 9, g: 9, b: 200 } } }).png().toBuffer());
+    const enc = (t: string) => new TextEncoder().encode(t);
+    const a = await img(480, 320);
+    const members = [
+      ...sampleMembers({ key: 'a', fields: { png: a, txt: enc('mark on blue') } }),
+      ...sampleMembers({ key: 'b', fields: { png: await img(320, 480), json: enc(JSON.stringify({ caption: 'tall mark' })) } }),
+      ...sampleMembers({ key: 'c', fields: { txt: enc('orphan caption') } }),
+      ...sampleMembers({ key: 'd', fields: { png: await img(512, 512) } }),
+    ];
+    fs.writeFileSync(path.join(dir, '00000.tar'), tarBytes(members));
+    const { items, report } = await scanBrandFolder({ root, trigger: 'brandx', buckets: { maxArea: 256 * 256, minSide: 128, maxSide: 512, step: 64 } });
+    expect(items.map((i) => [i.id, i.caption, i.repeats, i.bucket.width, i.bucket.height])).toEqual([
+      ['3_brandx mark/00000.tar#a', 'brandx, mark on blue', 3, 320, 192],
+      ['3_brandx mark/00000.tar#b', 'brandx, tall mark', 3, 192, 320],
+      ['3_brandx mark/00000.tar#d', 'brandx mark', 3, 256, 256],
+    ]);
+    expect(report.skipped).toEqual([{ file: `${path.join(dir, '00000.tar')}#c`, reason: expect.stringMatching(/no image field/) }]);
+    expect(await readBrandImage(items[0]!)).toEqual(a);
+    fs.writeFileSync(path.join(dir, '00000.tar'), tarBytes(members).subarray(0, 1500));
+    await expect(scanBrandFolder({ root, buckets: { maxArea: 65536 } })).rejects.toThrow(/00000\.tar at byte \d+: member 'a\.png' runs past the end/);
   });
 });

@@ -7,6 +7,7 @@ import { UsageError } from '../util/errors.js';
 import { type BucketOptions, type BucketReport, assignBuckets } from './buckets.js';
 import { checkTriggerWord } from './caption_ops.js';
 import { IMAGE_EXTENSIONS } from './image_folder.js';
+import { readShardSamples } from './webdataset_read.js';
 
 /**
  * A LoRA training folder in kohya's DreamBooth layout: sub-folders `N_name` repeat their images N
@@ -30,6 +31,8 @@ export interface BrandItem {
   repeats: number;
   caption: string;
   captionSource: 'sidecar' | 'manifest' | 'folder';
+  /** Set when the image lives in a WebDataset shard: `file` is then `<shard>#<key>.<ext>`. */
+  shard?: { file: string; key: string; ext: string };
   width: number;
   height: number;
   bucket: { width: number; height: number };
@@ -44,7 +47,7 @@ export interface BrandFolderReport {
 
 const FOLDER = /^(\d+)_(.+)$/;
 
-async function imageSize(file: string): Promise<{ width: number; height: number } | { reason: string }> {
+async function imageSize(file: string | Uint8Array): Promise<{ width: number; height: number } | { reason: string }> {
   try {
     const meta = await sharp(file).metadata();
     if (!meta.width || !meta.height) return { reason: 'image has no size' };
@@ -59,7 +62,7 @@ export async function scanBrandFolder(opts: BrandFolderOptions): Promise<{ items
   const root = path.resolve(opts.root);
   if (!fs.existsSync(root) || !fs.statSync(root).isDirectory()) throw new UsageError(`${opts.root}: no such folder`);
   const trigger = opts.trigger === undefined ? undefined : checkTriggerWord(opts.trigger);
-  const files = (await fg(`**/*.{${IMAGE_EXTENSIONS.join(',')}}`, { cwd: root, onlyFiles: true, caseSensitiveMatch: false })).sort();
+  const files = (await fg(`**/*.{${[...IMAGE_EXTENSIONS, 'tar'].join(',')}}`, { cwd: root, onlyFiles: true, caseSensitiveMatch: false })).sort();
   const folders = new Map<string, { repeats: number; classWords: string; files: string[]; note?: string }>();
   for (const d of fs.readdirSync(root, { withFileTypes: true })) {
     if (!d.isDirectory()) continue;
@@ -90,6 +93,10 @@ export async function scanBrandFolder(opts: BrandFolderOptions): Promise<{ items
     let used = 0;
     for (const id of info.files) {
       const file = path.join(root, id);
+      if (id.toLowerCase().endsWith('.tar')) {
+        used += await scanShard(file, id, folder, info, trigger, pending, skipped);
+        continue;
+      }
       const cap = await findCaption({ abs: file, id }, ['txt', 'caption'], manifest);
       if (cap.error) {
         skipped.push({ file, reason: cap.error });
@@ -116,6 +123,70 @@ export async function scanBrandFolder(opts: BrandFolderOptions): Promise<{ items
     throw new UsageError(`${opts.root}: no usable training images (${files.length} found${why ? `; ${why}` : ''})`);
   }
   return { items, report: { folders: folderReport, skipped, buckets } };
+}
+
+const strictUtf8 = new TextDecoder('utf-8', { fatal: true });
+
+/** The samples of one WebDataset shard as items (image field jpg/jpeg/png/webp, caption from txt or json). */
+async function scanShard(
+  file: string,
+  id: string,
+  folder: string,
+  info: { repeats: number; classWords: string },
+  trigger: string | undefined,
+  pending: Omit<BrandItem, 'bucket' | 'resized'>[],
+  skipped: BrandFolderReport['skipped'],
+): Promise<number> {
+  let used = 0;
+  for (const sample of readShardSamples(file)) {
+    const where = `${file}#${sample.key}`;
+    const ext = IMAGE_EXTENSIONS.find((e) => sample.fields.has(e));
+    if (!ext) {
+      skipped.push({ file: where, reason: `no image field (${IMAGE_EXTENSIONS.join('/')}) in the sample` });
+      continue;
+    }
+    let text: string | undefined;
+    try {
+      const txt = sample.fields.get('txt');
+      const json = sample.fields.get('json');
+      if (txt) text = strictUtf8.decode(txt);
+      else if (json) {
+        const rec = JSON.parse(strictUtf8.decode(json)) as Record<string, unknown>;
+        const v = rec.caption ?? rec.text;
+        if (typeof v === 'string') text = v;
+      }
+    } catch {
+      skipped.push({ file: where, reason: 'caption (txt/json) is not valid UTF-8 text / JSON' });
+      continue;
+    }
+    const size = await imageSize(sample.fields.get(ext)!);
+    if ('reason' in size) {
+      skipped.push({ file: where, reason: size.reason });
+      continue;
+    }
+    const caption = text === undefined ? info.classWords : text.replace(/\s+/g, ' ').trim();
+    pending.push({
+      file: `${where}.${ext}`,
+      id: `${id}#${sample.key}`,
+      folder,
+      repeats: info.repeats,
+      caption: withTrigger(caption, trigger),
+      captionSource: text === undefined ? 'folder' : 'sidecar',
+      shard: { file, key: sample.key, ext },
+      ...size,
+    });
+    used++;
+  }
+  return used;
+}
+
+/** The encoded bytes of an item's image, from its file or its shard. */
+export async function readBrandImage(item: Pick<BrandItem, 'file' | 'shard'>): Promise<Uint8Array> {
+  if (!item.shard) return new Uint8Array(await fs.promises.readFile(item.file));
+  const sample = readShardSamples(item.shard.file).find((s) => s.key === item.shard!.key);
+  const bytes = sample?.fields.get(item.shard.ext);
+  if (!bytes) throw new UsageError(`${item.shard.file}: sample '${item.shard.key}' has no ${item.shard.ext} any more`);
+  return bytes;
 }
 
 /**
