@@ -52,6 +52,9 @@ describe('scaleforge lora', () => {
       expect(r.code, r.stderr).toBe(0);
       const back = readLoraFile(o);
       expect(back.format.name).toBe(to);
+      // kohya's training record travels; stale hashes do not (kohya recomputes its own).
+      expect(back.lora.metadata.ss_output_name).toBe('brand');
+      if (to !== 'kohya') expect(back.lora.metadata.sshs_model_hash).toBeUndefined();
       for (const [n, m] of lora.modules) expect(maxRelDiff(loraDelta(back.lora.modules.get(n)!), loraDelta(m))).toBeLessThan(1e-6);
     }
     const merged = path.join(dir, 'merged.safetensors');

@@ -1,7 +1,7 @@
 import { JobError } from '../../util/errors.js';
 import type { TensorEntry } from '../../io/safetensors.js';
 import type { LoraModuleWeights } from '../weights.js';
-import { entry, groupBySuffix, readModule, refuseDora, refuseDoraScale, weights } from './common.js';
+import { carriedMetadata, entry, groupBySuffix, readModule, refuseDora, refuseDoraScale, weights } from './common.js';
 import type { LoraFormat } from './types.js';
 
 const PREFIX = 'diffusion_model.';
@@ -40,6 +40,6 @@ export const comfyFormat: LoraFormat = {
       tensors.set(`${key}.lora_B.weight`, entry(m.up, opts));
       tensors.set(`${key}.alpha`, { shape: [], data: Float32Array.of(m.alpha), dtype: opts.dtype ?? 'F32' });
     }
-    return { tensors, metadata: { format: 'pt', ...(opts.baseModel ? { base_model: opts.baseModel } : {}) } };
+    return { tensors, metadata: { ...carriedMetadata(lora), format: 'pt', ...(opts.baseModel ? { base_model: opts.baseModel } : {}) } };
   },
 };

@@ -85,3 +85,8 @@ export function refuseDoraScale(src: LoraSource): void {
   const hit = src.names().find((n) => n.endsWith('.dora_scale'));
   if (hit) throw new JobError(`${src.path}: '${hit}' is a LyCORIS DoRA scale (normalised against the base weight); only PEFT DoRA (lora_magnitude_vector) is supported`);
 }
+
+/** Descriptive keys worth keeping across a conversion (kohya training record, SAI model spec); stale hashes are not. */
+export function carriedMetadata(lora: LoraWeights): Record<string, string> {
+  return Object.fromEntries(Object.entries(lora.metadata).filter(([k]) => k.startsWith('ss_') || k.startsWith('modelspec.')));
+}

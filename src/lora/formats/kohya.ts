@@ -80,20 +80,29 @@ export const kohyaFormat: LoraFormat = {
     const mixed = [...lora.modules.values()].some((m) => loraRank(m) !== dim);
     const networkArgs: Record<string, string> = {};
     if (mixed) networkArgs.rank_per_module = 'true';
+    const fromFile = Object.fromEntries(Object.entries(lora.metadata).filter(([k]) => k.startsWith('ss_')));
+    const given: Record<string, string> = {};
+    if (opts.baseModel !== undefined) given.ss_base_model_version = opts.baseModel;
+    if (opts.outputName !== undefined) given.ss_output_name = opts.outputName;
+    if (opts.trainingComment !== undefined) given.ss_training_comment = opts.trainingComment;
+    if (opts.tagFrequency !== undefined) given.ss_tag_frequency = JSON.stringify(opts.tagFrequency);
+    for (const [k, v] of Object.entries(opts.trainingMetadata ?? {})) given[k.startsWith('ss_') ? k : `ss_${k}`] = str(v);
+    // Defaults, then what the source file recorded, then what this network is, then what the caller says.
     const ss: Record<string, string> = {
+      ss_base_model_version: 'dit',
+      ss_v2: 'False',
+      ss_output_name: 'lora',
+      ss_training_comment: 'None',
+      ss_tag_frequency: '{}',
+      ...fromFile,
       ss_network_module: 'networks.lora',
       ss_network_dim: String(dim),
       ss_network_alpha: str(alphas[0] ?? dim),
       ss_network_args: JSON.stringify(networkArgs),
-      ss_base_model_version: opts.baseModel ?? 'dit',
-      ss_v2: 'False',
-      ss_output_name: opts.outputName ?? 'lora',
-      ss_training_comment: opts.trainingComment ?? 'None',
-      ss_tag_frequency: JSON.stringify(opts.tagFrequency ?? {}),
+      ...given,
     };
-    for (const [k, v] of Object.entries(opts.trainingMetadata ?? {})) ss[k.startsWith('ss_') ? k : `ss_${k}`] = str(v);
-    for (const [k, v] of Object.entries(lora.metadata)) if (k.startsWith('ss_') && !(k in ss)) ss[k] = v;
+    const spec = Object.fromEntries(Object.entries(lora.metadata).filter(([k]) => k.startsWith('modelspec.')));
     const { modelHash, legacyHash } = kohyaHashes(tensors, ss);
-    return { tensors, metadata: { ...ss, sshs_model_hash: modelHash, sshs_legacy_hash: legacyHash } };
+    return { tensors, metadata: { ...spec, ...ss, sshs_model_hash: modelHash, sshs_legacy_hash: legacyHash } };
   },
 };

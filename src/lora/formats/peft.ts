@@ -3,7 +3,7 @@ import type { TensorEntry } from '../../io/safetensors.js';
 import { patternValue } from '../inject.js';
 import { loraScaling } from '../lora_linear.js';
 import { type LoraModuleWeights, type LoraWeights, loraRank } from '../weights.js';
-import { commonRank, entry, foldScale, groupBySuffix, readModule, weights } from './common.js';
+import { carriedMetadata, commonRank, entry, foldScale, groupBySuffix, readModule, weights } from './common.js';
 import type { LoraFormat, LoraFormatName, LoraSource } from './types.js';
 
 /** diffusers' header key for the PEFT LoraConfig (loaders/lora_base.py LORA_ADAPTER_METADATA_KEY). */
@@ -131,7 +131,7 @@ export function peftStyleFormat(spec: {
         base_model_name_or_path: opts.baseModel ?? null,
       };
       const packed = Object.fromEntries(Object.keys(config).sort().map((k) => [`${COMPONENT}.${k}`, config[k]]));
-      const metadata: Record<string, string> = { format: 'pt', [LORA_ADAPTER_METADATA_KEY]: JSON.stringify(packed, null, 2) };
+      const metadata: Record<string, string> = { ...carriedMetadata(lora), format: 'pt', [LORA_ADAPTER_METADATA_KEY]: JSON.stringify(packed, null, 2) };
       return { tensors, metadata };
     },
   };
