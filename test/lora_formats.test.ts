@@ -15,6 +15,7 @@ import {
   type LoraWeights,
 } from '../src/lora/index.js';
 import { UsageError } from '../src/util/errors.js';
+import { Rng } from '../src/util/rng.js';
 import { deltas, maxRelDiff, randomLora, tinyDitLoraSpec } from './helpers/lora.js';
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sf-lora-fmt-'));
@@ -25,7 +26,15 @@ function trainedLora(): LoraWeights {
   const spec = tinyDitLoraSpec(4, 2);
   spec['blocks.1.mlp.fc2'] = [32, 128, 2, 8];
   spec['blocks.0.adaLN_modulation.1'] = [192, 32, 4, 2];
-  return randomLora(spec, 7);
+  const lora = randomLora(spec, 7);
+  // The patch-embedding conv (LoCon / PEFT Conv2d shapes): down [r, in, kh, kw], up [out, r, 1, 1].
+  const rng = new Rng(70);
+  lora.modules.set('x_embedder.proj', {
+    down: { shape: [3, 4, 2, 2], data: rng.fillNormal(new Float32Array(48)) },
+    up: { shape: [32, 3, 1, 1], data: rng.fillNormal(new Float32Array(96)) },
+    alpha: 6,
+  });
+  return lora;
 }
 
 /**
@@ -54,7 +63,7 @@ function ecosystemDeltas(file: string, loader: 'comfyui' | 'diffusers'): Map<str
       scale = (hit ? pattern[hit]! : (config['transformer.lora_alpha'] as number)) / r;
     }
     const out_ = up.shape[0]!;
-    const n = down.shape[1]!;
+    const n = down.shape.slice(1).reduce((a, b) => a * b, 1);
     const d = new Float64Array(out_ * n);
     for (let o = 0; o < out_; o++) for (let k = 0; k < r; k++) for (let i = 0; i < n; i++) d[o * n + i]! += scale * up.data[o * r + k]! * down.data[k * n + i]!;
     out.set(stem, d);
@@ -85,6 +94,8 @@ describe('LoRA file formats', () => {
         expect(h.tensors['lora_unet_blocks_0_attn_qkv.alpha']!.shape).toEqual([]);
         expect(h.tensors['lora_unet_blocks_0_adaLN_modulation_1.alpha']).toBeDefined();
         expect(keys.length).toBe(3 * lora.modules.size);
+        expect(h.tensors['lora_unet_x_embedder_proj.lora_down.weight']!.shape).toEqual([3, 4, 2, 2]);
+        expect(h.tensors['lora_unet_x_embedder_proj.lora_up.weight']!.shape).toEqual([32, 3, 1, 1]);
         expect(h.metadata.ss_network_module).toBe('networks.lora');
         expect(h.metadata.ss_network_dim).toBe('4');
         expect(h.metadata.ss_network_alpha).toBe('2');
@@ -104,8 +115,9 @@ describe('LoRA file formats', () => {
         const config = JSON.parse(h.metadata.lora_adapter_metadata!) as Record<string, unknown>;
         expect(config['transformer.r']).toBe(4);
         expect(config['transformer.lora_alpha']).toBe(4);
-        expect(config['transformer.rank_pattern']).toEqual({ 'blocks\\.1\\.mlp\\.fc2': 2 });
-        expect(config['transformer.target_modules']).toEqual(['adaLN_modulation.1', 'attn.proj', 'attn.qkv', 'mlp.fc1', 'mlp.fc2']);
+        expect(config['transformer.rank_pattern']).toEqual({ 'blocks\\.1\\.mlp\\.fc2': 2, 'x_embedder\\.proj': 3 });
+        expect(config['transformer.alpha_pattern']).toEqual(config['transformer.rank_pattern']);
+        expect(config['transformer.target_modules']).toEqual(['adaLN_modulation.1', 'attn.proj', 'attn.qkv', 'mlp.fc1', 'mlp.fc2', 'x_embedder.proj']);
         // diffusers writes json.dumps(indent=2, sort_keys=True).
         expect(h.metadata.lora_adapter_metadata!.startsWith('{\n  "transformer.alpha_pattern": {')).toBe(true);
       } else {
@@ -114,6 +126,7 @@ describe('LoRA file formats', () => {
         expect(keys).toContain('transformer.transformer_blocks.1.ff.net.0.proj.lora_A.weight');
         expect(keys).toContain('transformer.transformer_blocks.1.ff.net.2.lora_B.weight');
         expect(keys).toContain('transformer.transformer_blocks.0.norm1.linear.lora_A.weight');
+        expect(h.tensors['transformer.pos_embed.proj.lora_A.weight']!.shape).toEqual([3, 4, 2, 2]);
         expect(h.tensors['transformer.transformer_blocks.0.attn1.to_k.lora_B.weight']!.shape).toEqual([32, 4]);
         expect(keys.some((k) => k.includes('qkv'))).toBe(false);
       }
