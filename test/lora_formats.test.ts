@@ -240,6 +240,26 @@ describe('LoRA file formats', () => {
     }
   });
 
+  it('trained base parameters travel as ComfyUI .diff/.diff_b in kohya and comfy files; peft layouts refuse them', async () => {
+    const withDiffs: LoraWeights = { ...randomLora({ 'blocks.0.attn.proj': [32, 32, 2, 2] }, 12), diffs: new Map([
+      ['blocks.0.adaLN_modulation.1.bias', { shape: [192], data: Float32Array.from({ length: 192 }, (_, i) => i / 1000) }],
+      ['blocks.1.attn.proj.weight', { shape: [32, 32], data: Float32Array.from({ length: 1024 }, (_, i) => (i % 7) / 100) }],
+    ]) };
+    for (const format of ['kohya', 'comfy'] as const) {
+      const file = path.join(dir, `diffs-${format}.safetensors`);
+      await writeLoraFile(file, withDiffs, format);
+      const keys = Object.keys(readSafetensorsHeader(file).tensors);
+      expect(keys).toContain(format === 'kohya' ? 'lora_unet_blocks_0_adaLN_modulation_1.diff_b' : 'diffusion_model.blocks.0.adaLN_modulation.1.diff_b');
+      expect(keys).toContain(format === 'kohya' ? 'lora_unet_blocks_1_attn_proj.diff' : 'diffusion_model.blocks.1.attn.proj.diff');
+      const back = readLoraFile(file).lora;
+      expect([...back.diffs!.keys()].sort()).toEqual([...withDiffs.diffs!.keys()].sort());
+      for (const [k, d] of withDiffs.diffs!) expect(back.diffs!.get(k)!.data).toEqual(d.data);
+    }
+    for (const format of ['peft', 'diffusers'] as const) {
+      await expect(writeLoraFile(path.join(dir, `diffs-${format}.safetensors`), withDiffs, format)).rejects.toThrow(/no place for trained base parameters/);
+    }
+  });
+
   it('kohya names resolve back to module paths, underscores inside segments included', () => {
     expect(kohyaFlatToModule('blocks_11_adaLN_modulation_1')).toBe('blocks.11.adaLN_modulation.1');
     expect(kohyaFlatToModule('final_layer_adaLN_modulation_1')).toBe('final_layer.adaLN_modulation.1');

@@ -157,6 +157,20 @@ describe('LoRA layers and injection', () => {
     for (const a of lm.adapters.values()) a.loraB.weight.assign(tf.randomNormal(a.loraB.weight.shape, 0, 0.1, 'float32', 5));
     const all = [...model.namedParameters()];
     const { grads } = tf.variableGrads(() => model.forward(x, t, y).square().mean() as tf.Scalar, all.map(([, v]) => v));
+    // A trained extra parameter is saved as its difference from the base and applies back exactly.
+    const bias = lm.extraParameters().get('blocks.0.adaLN_modulation.1.bias')!;
+    const biasBase = bias.dataSync().slice();
+    bias.assign(bias.add(0.25));
+    const saved = lm.toWeights();
+    expect(saved.diffs!.get('blocks.0.adaLN_modulation.1.bias')!.data.every((v) => Math.abs(v - 0.25) < 1e-6)).toBe(true);
+    expect(saved.diffs!.get('blocks.1.adaLN_modulation.1.bias')!.data.every((v) => v === 0)).toBe(true);
+    bias.assign(tf.tensor(biasBase));
+    const fresh = loadFixtureDit();
+    const applied = applyLoras(fresh, [{ lora: saved, strength: 1, label: 'saved' }]);
+    const freshBias = [...fresh.namedParameters()].find(([k]) => k === 'blocks.0.adaLN_modulation.1.bias')![1].dataSync();
+    for (let i = 0; i < freshBias.length; i += 9) expect(freshBias[i]!).toBeCloseTo(biasBase[i]! + 0.25, 6);
+    expect(applied.modules).toContain('blocks.0.adaLN_modulation.1.bias');
+    fresh.dispose();
     for (const [name, v] of all) {
       const g = grads[v.name];
       if (name.includes('lora_') || name.endsWith('adaLN_modulation.1.bias')) expect(g ? tf.abs(g).max().dataSync()[0] : 0, name).toBeGreaterThan(0);

@@ -63,6 +63,9 @@ export type LoraLayer = LoraLinear | LoraConv2d;
  * `trainableParameters()` are exactly the adapters' A and B (and DoRA magnitudes).
  */
 export class LoraModel {
+  /** Values of the extra trainable parameters at injection, so saving writes trained − base. */
+  private extraStart = new Map<string, Float32Array>();
+
   constructor(
     readonly model: Module,
     /** Adapters by the name of the layer they sit on, e.g. `blocks.0.attn.qkv`. */
@@ -94,7 +97,19 @@ export class LoraModel {
         ...(a.magnitude ? { magnitude: host(a.magnitude.weight) } : {}),
       });
     }
-    return { modules, metadata: { ...metadata } };
+    const diffs = new Map<string, { shape: number[]; data: Float32Array }>();
+    for (const [name, v] of this.extraParameters()) {
+      const start = this.extraStart.get(name);
+      if (!start) continue;
+      const now = v.dataSync();
+      diffs.set(name, { shape: [...v.shape], data: Float32Array.from(now, (x, i) => x - start[i]!) });
+    }
+    return { modules, metadata: { ...metadata }, ...(diffs.size ? { diffs } : {}) };
+  }
+
+  /** Remember the extra parameters' current values as the base their saved differences are taken from. */
+  snapshotExtras(): void {
+    this.extraStart = new Map([...this.extraParameters()].map(([k, v]) => [k, Float32Array.from(v.dataSync())]));
   }
 
   /** Base parameters chosen to train along (config.trainable), by name. */
@@ -167,6 +182,7 @@ export function injectLora(model: Module, config: LoraConfig): LoraModel {
     const extra = lm.extraParameters();
     if (extra.size === 0) throw new Error(`LoRA: trainable patterns ${config.trainable.map(String).join(', ')} match no base parameter`);
     for (const v of extra.values()) v.trainable = true;
+    lm.snapshotExtras();
   }
   return lm;
 }

@@ -22,6 +22,11 @@ export interface LoraWeights {
   modules: Map<string, LoraModuleWeights>;
   /** Header metadata read from or to be written to the file (format-specific keys included). */
   metadata: Record<string, string>;
+  /**
+   * Base parameters trained along with the adapters, as differences from the base (trained − base),
+   * by parameter name (`blocks.0.adaLN_modulation.1.bias`): ComfyUI's `.diff` / `.diff_b`.
+   */
+  diffs?: Map<string, HostTensor>;
 }
 
 export function loraRank(m: LoraModuleWeights): number {
@@ -121,6 +126,11 @@ export function loraFitProblems(lora: LoraWeights, weightShapes: ReadonlyMap<str
       problems.push({ module: name, problem: `DoRA magnitude has ${m.magnitude.data.length} entries for ${m.up.shape[0]} output rows` });
     }
   }
+  for (const [param, d] of lora.diffs ?? []) {
+    const shape = weightShapes.get(param);
+    if (!shape) problems.push({ module: param, problem: `no such parameter in the base for a trained difference` });
+    else if (shape.join() !== d.shape.join()) problems.push({ module: param, problem: `base parameter is [${shape.join(', ')}] but the difference is [${d.shape.join(', ')}]` });
+  }
   return problems;
 }
 
@@ -161,6 +171,10 @@ export function mergeLorasIntoState(state: ReadonlyMap<string, HostTensor>, spec
       const base = out.get(key)!;
       out.set(key, { shape: [...base.shape], data: mergedWeight(base, m, s.strength) });
     }
+    for (const [param, d] of s.lora.diffs ?? []) {
+      const base = out.get(param)!;
+      out.set(param, { shape: [...base.shape], data: Float32Array.from(base.data, (v, i) => v + s.strength * d.data[i]!) });
+    }
   }
   return out;
 }
@@ -184,33 +198,41 @@ export interface AppliedLoras {
  * W + Σ strength·ΔW (in order); `remove()` restores the saved originals exactly.
  */
 export function applyLoras(model: Module, specs: readonly LoraSpec[]): AppliedLoras {
-  const layers = new Map<string, Linear | Conv2d>();
-  for (const [name, m] of model.namedModules()) if (m instanceof Linear || m instanceof Conv2d) layers.set(name, m);
-  const shapes = new Map([...layers].map(([n, m]) => [`${n}.weight`, [...m.weight.shape]] as const));
+  const params = new Map(model.namedParameters());
+  const shapes = new Map([...params].map(([k, v]) => [k, [...v.shape]] as const));
   for (const s of specs) assertLoraFits(s.lora, shapes, s.label);
   const saved = new Map<string, tf.Tensor>();
   const current = new Map<string, HostTensor>();
+  const hostOf = (key: string) => current.get(key) ?? { shape: [...params.get(key)!.shape], data: params.get(key)!.dataSync() as Float32Array };
+  const keep = (key: string) => {
+    if (!saved.has(key)) saved.set(key, tf.keep(params.get(key)!.clone()));
+  };
   for (const s of specs) {
     for (const [name, m] of s.lora.modules) {
-      const layer = layers.get(name)!;
-      if (!saved.has(name)) saved.set(name, tf.keep(layer.weight.clone()));
-      const base = current.get(name) ?? { shape: [...layer.weight.shape], data: layer.weight.dataSync() as Float32Array };
-      current.set(name, { shape: base.shape, data: mergedWeight(base, m, s.strength) });
+      const key = `${name}.weight`;
+      keep(key);
+      const base = hostOf(key);
+      current.set(key, { shape: base.shape, data: mergedWeight(base, m, s.strength) });
+    }
+    for (const [key, d] of s.lora.diffs ?? []) {
+      keep(key);
+      const base = hostOf(key);
+      current.set(key, { shape: base.shape, data: Float32Array.from(base.data, (v, i) => v + s.strength * d.data[i]!) });
     }
   }
-  for (const [name, w] of current) {
+  for (const [key, w] of current) {
     const value = tf.tensor(w.data, w.shape);
-    layers.get(name)!.weight.assign(value);
+    params.get(key)!.assign(value);
     value.dispose();
   }
   let removed = false;
   return {
-    modules: [...current.keys()],
+    modules: [...current.keys()].map((k) => k.replace(/\.weight$/, '')),
     remove() {
       if (removed) return;
       removed = true;
-      for (const [name, original] of saved) {
-        layers.get(name)!.weight.assign(original);
+      for (const [key, original] of saved) {
+        params.get(key)!.assign(original);
         original.dispose();
       }
     },

@@ -1,7 +1,6 @@
 import { JobError } from '../../util/errors.js';
 import type { TensorEntry } from '../../io/safetensors.js';
-import type { LoraModuleWeights } from '../weights.js';
-import { carriedMetadata, entry, groupBySuffix, readModule, refuseDora, refuseDoraScale, weights } from './common.js';
+import { DIFF_SUFFIXES, carriedMetadata, entry, groupBySuffix, readGroups, refuseDora, refuseDoraScale, writeDiffs } from './common.js';
 import type { LoraFormat } from './types.js';
 
 const PREFIX = 'diffusion_model.';
@@ -23,13 +22,9 @@ export const comfyFormat: LoraFormat = {
   detect: (names) => names.length > 0 && names.every((n) => n.startsWith(PREFIX)),
   read(src) {
     refuseDoraScale(src);
-    const groups = groupBySuffix(src.names(), COMFY_SUFFIXES, src.path);
-    const modules = new Map<string, LoraModuleWeights>();
-    for (const [stem, roles] of groups) {
-      if (!stem.startsWith(PREFIX)) throw new JobError(`${src.path}: '${stem}' does not start with '${PREFIX}'`);
-      modules.set(stem.slice(PREFIX.length), readModule(src, stem, roles, (r) => r));
-    }
-    return weights(modules, src.metadata);
+    const groups = groupBySuffix(src.names(), { ...COMFY_SUFFIXES, ...DIFF_SUFFIXES }, src.path);
+    for (const stem of groups.keys()) if (!stem.startsWith(PREFIX)) throw new JobError(`${src.path}: '${stem}' does not start with '${PREFIX}'`);
+    return readGroups(src, groups, (stem) => stem.slice(PREFIX.length), (r) => r);
   },
   write(lora, opts) {
     refuseDora(lora, 'comfy');
@@ -40,6 +35,7 @@ export const comfyFormat: LoraFormat = {
       tensors.set(`${key}.lora_B.weight`, entry(m.up, opts));
       tensors.set(`${key}.alpha`, { shape: [], data: Float32Array.of(m.alpha), dtype: opts.dtype ?? 'F32' });
     }
+    writeDiffs(lora, (m) => PREFIX + m, tensors, opts);
     return { tensors, metadata: { ...carriedMetadata(lora), format: 'pt', ...(opts.baseModel ? { base_model: opts.baseModel } : {}) } };
   },
 };

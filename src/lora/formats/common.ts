@@ -90,3 +90,40 @@ export function refuseDoraScale(src: LoraSource): void {
 export function carriedMetadata(lora: LoraWeights): Record<string, string> {
   return Object.fromEntries(Object.entries(lora.metadata).filter(([k]) => k.startsWith('ss_') || k.startsWith('modelspec.')));
 }
+
+/** ComfyUI's whole-parameter differences: `<stem>.diff` (weight) and `<stem>.diff_b` (bias). */
+export const DIFF_SUFFIXES = { '.diff': 'diff', '.diff_b': 'diff_b' } as const;
+
+/** Modules (down/up pairs) and parameter differences of grouped stems; `moduleOf` turns a stem into a module name. */
+export function readGroups(
+  src: LoraSource,
+  groups: Map<string, Map<string, string>>,
+  moduleOf: (stem: string) => string,
+  defaultAlpha: (rank: number) => number,
+): LoraWeights {
+  const modules = new Map<string, LoraModuleWeights>();
+  const diffs = new Map<string, HostTensor>();
+  for (const [stem, roles] of groups) {
+    const name = moduleOf(stem);
+    if (roles.has('down') || roles.has('up')) modules.set(name, readModule(src, stem, roles, defaultAlpha));
+    else if (roles.has('alpha')) throw new JobError(`${src.path}: '${stem}' has an alpha but no down/up matrices`);
+    if (roles.has('diff')) diffs.set(`${name}.weight`, src.read(roles.get('diff')!));
+    if (roles.has('diff_b')) diffs.set(`${name}.bias`, src.read(roles.get('diff_b')!));
+  }
+  return { modules, metadata: { ...src.metadata }, ...(diffs.size ? { diffs } : {}) };
+}
+
+/** Write the parameter differences under `<stem of module>.diff` / `.diff_b`. */
+export function writeDiffs(lora: LoraWeights, stemOf: (module: string) => string, tensors: Map<string, TensorEntry>, opts: LoraWriteOptions): void {
+  for (const [param, d] of lora.diffs ?? []) {
+    const m = /^(.*)\.(weight|bias)$/.exec(param);
+    if (!m) throw new UsageError(`trained parameter '${param}' is neither a weight nor a bias; ComfyUI's .diff/.diff_b cannot carry it`);
+    tensors.set(`${stemOf(m[1]!)}.${m[2] === 'weight' ? 'diff' : 'diff_b'}`, entry(d, opts));
+  }
+}
+
+/** PEFT layouts have no key for trained base parameters. */
+export function refuseDiffs(lora: LoraWeights, format: string): void {
+  const names = [...(lora.diffs?.keys() ?? [])];
+  if (names.length) throw new UsageError(`${format} layout has no place for trained base parameters (${names.slice(0, 3).join(', ')}${names.length > 3 ? ', …' : ''}); write kohya or comfy (ComfyUI .diff/.diff_b)`);
+}

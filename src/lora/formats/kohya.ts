@@ -1,7 +1,7 @@
 import { JobError } from '../../util/errors.js';
 import type { TensorEntry } from '../../io/safetensors.js';
-import { type LoraModuleWeights, loraRank } from '../weights.js';
-import { commonRank, entry, groupBySuffix, readModule, refuseDora, refuseDoraScale, weights } from './common.js';
+import { loraRank } from '../weights.js';
+import { DIFF_SUFFIXES, commonRank, entry, groupBySuffix, readGroups, refuseDora, refuseDoraScale, writeDiffs } from './common.js';
 import { kohyaHashes } from './kohya_hash.js';
 import type { LoraFormat, LoraReadOptions } from './types.js';
 
@@ -57,14 +57,12 @@ export const kohyaFormat: LoraFormat = {
   detect: (names) => names.length > 0 && names.some((n) => n.startsWith(PREFIX) && n.endsWith('.lora_down.weight')),
   read(src, opts: LoraReadOptions) {
     refuseDoraScale(src);
-    const groups = groupBySuffix(src.names(), KOHYA_SUFFIXES, src.path);
-    const modules = new Map<string, LoraModuleWeights>();
-    for (const [stem, roles] of groups) {
+    const groups = groupBySuffix(src.names(), { ...KOHYA_SUFFIXES, ...DIFF_SUFFIXES }, src.path);
+    for (const stem of groups.keys()) {
       if (!stem.startsWith(PREFIX)) throw new JobError(`${src.path}: '${stem}' is not a ${PREFIX}… module (text-encoder LoRAs are not supported)`);
-      // kohya's loader: a module without alpha gets alpha = rank (scale 1).
-      modules.set(kohyaFlatToModule(stem.slice(PREFIX.length), opts.moduleNames), readModule(src, stem, roles, (r) => r));
     }
-    return weights(modules, src.metadata);
+    // kohya's loader: a module without alpha gets alpha = rank (scale 1).
+    return readGroups(src, groups, (stem) => kohyaFlatToModule(stem.slice(PREFIX.length), opts.moduleNames), (r) => r);
   },
   write(lora, opts) {
     refuseDora(lora, 'kohya');
@@ -75,6 +73,7 @@ export const kohyaFormat: LoraFormat = {
       tensors.set(`${key}.lora_up.weight`, entry(m.up, opts));
       tensors.set(`${key}.alpha`, { shape: [], data: Float32Array.of(m.alpha), dtype: opts.dtype ?? 'F32' });
     }
+    writeDiffs(lora, kohyaName, tensors, opts);
     const dim = commonRank(lora);
     const alphas = [...lora.modules.values()].filter((m) => loraRank(m) === dim).map((m) => m.alpha);
     const mixed = [...lora.modules.values()].some((m) => loraRank(m) !== dim);

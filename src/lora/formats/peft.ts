@@ -3,7 +3,7 @@ import type { TensorEntry } from '../../io/safetensors.js';
 import { patternValue } from '../inject.js';
 import { loraScaling } from '../lora_linear.js';
 import { type LoraModuleWeights, type LoraWeights, loraRank } from '../weights.js';
-import { carriedMetadata, commonRank, entry, foldScale, groupBySuffix, readModule, weights } from './common.js';
+import { carriedMetadata, commonRank, entry, foldScale, groupBySuffix, readModule, refuseDiffs, weights } from './common.js';
 import type { LoraFormat, LoraFormatName, LoraSource } from './types.js';
 
 /** diffusers' header key for the PEFT LoraConfig (loaders/lora_base.py LORA_ADAPTER_METADATA_KEY). */
@@ -103,6 +103,7 @@ export function peftStyleFormat(spec: {
       return weights(spec.naming.fromFile(modules, src.path), src.metadata);
     },
     write(lora, opts) {
+      refuseDiffs(lora, spec.name);
       const fileModules = spec.naming.toFile(lora);
       const tensors = new Map<string, TensorEntry>();
       const rankPattern: Record<string, number> = {};
