@@ -19,6 +19,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "scripts", "fixtures"))
 from hash_values import hash_uniform  # noqa: E402
 from inception_ref import FIDInception  # noqa: E402
+from metrics_ref import fid_symmetric_thresholded as fid_eigh  # noqa: E402
 
 
 def features(name, n, d):
@@ -32,16 +33,6 @@ def fid_sqrtm(mu1, s1, mu2, s2):
     covmean = covmean.real
     diff = mu1 - mu2
     return float(diff.dot(diff) + np.trace(s1) + np.trace(s2) - 2 * np.trace(covmean))
-
-
-def fid_eigh(mu1, s1, mu2, s2):
-    w, v = np.linalg.eigh(s1)
-    keep = w > s1.shape[0] * np.finfo(np.float64).eps * max(w[-1], 0)
-    b = v[:, keep] * np.sqrt(w[keep])
-    m = b.T @ s2 @ b
-    mu = np.linalg.eigvalsh((m + m.T) / 2)
-    diff = mu1 - mu2
-    return float(diff.dot(diff) + np.trace(s1) + np.trace(s2) - 2 * np.sqrt(np.maximum(mu, 0)).sum())
 
 
 def fid_bench(d, n, rows, fids):
