@@ -51,7 +51,8 @@ function timed<T>(fn: () => T): { value: T; ms: number } {
 function fidRows(d: number, n: number, backend: LinalgBackend, log: (l: string) => void): { rows: BenchRow[]; fid: number } {
   setLinalgBackend(backend);
   const a = benchFeatures('bench-fid-a', n, d);
-  const b = benchFeatures('bench-fid-b', n, d).map((v) => v * 1.05 + 0.01);
+  // As numpy's float32 arithmetic: b · float32(1.05) + float32(0.01), each step rounded to float32.
+  const b = benchFeatures('bench-fid-b', n, d).map((v) => Math.fround(Math.fround(v * Math.fround(1.05)) + Math.fround(0.01)));
   log(`${backend}: statistics of 2 × ${n} × ${d} features`);
   const stats = timed(() => [new FeatureStats(d).add(a), new FeatureStats(d).add(b)]);
   const [s1, s2] = stats.value;
