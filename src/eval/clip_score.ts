@@ -1,6 +1,7 @@
 import { CLIP_MEAN, CLIP_STD, clipCropOrigin, clipResizeSize } from '../models/clip/preprocess.js';
 import { cosineSimilarity, type ClipModel } from '../models/clip/clip_model.js';
 import { pilResize8 } from './resize.js';
+import { UsageError } from '../util/errors.js';
 
 /**
  * CLIP-score of image–caption pairs, in the two conventions papers report (and always with the model's name,
@@ -35,7 +36,7 @@ export interface ClipScoreResult {
 /** Scores from the cosine of each pair. */
 export function clipScoreFromCosines(cosine: ArrayLike<number>, convention: ClipScoreConvention, model: string): ClipScoreResult {
   const n = cosine.length;
-  if (n === 0) throw new Error('CLIP-score: no image–caption pairs');
+  if (n === 0) throw new UsageError('CLIP-score: no image–caption pairs');
   const cos = Float64Array.from(cosine);
   let perSample: Float64Array;
   let score: number;
@@ -46,7 +47,7 @@ export function clipScoreFromCosines(cosine: ArrayLike<number>, convention: Clip
     perSample = cos.map((c) => 2.5 * Math.max(c, 0));
     score = perSample.reduce((a, b) => a + b, 0) / n;
   } else {
-    throw new Error(`CLIP-score: unknown convention '${String(convention)}' (expected ${CLIP_SCORE_CONVENTIONS.join(' or ')})`);
+    throw new UsageError(`CLIP-score: unknown convention '${String(convention)}' (expected ${CLIP_SCORE_CONVENTIONS.join(' or ')})`);
   }
   return { convention, model, score, perSample, cosine: cos, n };
 }
@@ -60,7 +61,7 @@ export interface ClipScoreOptions {
 /** pixels: CLIP pixel values (clipPixelValues, HWC); captions[i] belongs to pixels[i]. */
 export function clipScore(model: ClipModel, pixels: readonly Float32Array[], captions: readonly string[], opts: ClipScoreOptions = {}): ClipScoreResult {
   const convention = opts.convention ?? 'torchmetrics';
-  if (pixels.length !== captions.length) throw new Error(`CLIP-score: ${pixels.length} images but ${captions.length} captions`);
+  if (pixels.length !== captions.length) throw new UsageError(`CLIP-score: ${pixels.length} images but ${captions.length} captions`);
   const prefix = opts.prefix ?? (convention === 'hessel' ? HESSEL_PREFIX : '');
   const images = model.encodeImages(pixels);
   const texts = model.encodeTexts(captions.map((c) => prefix + c));

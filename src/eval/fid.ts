@@ -1,4 +1,5 @@
 import { choleskyLower, congruenceLower, linalgBackend, matmul, symmetricEigen, symmetrise, type LinalgBackend } from './linalg.js';
+import { UsageError } from '../util/errors.js';
 
 /**
  * Fréchet distance between two Gaussians N(μ1, Σ1), N(μ2, Σ2):
@@ -50,7 +51,7 @@ export interface FrechetResult {
 
 export function frechetDistance(a: GaussianStats, b: GaussianStats, opts: FrechetOptions = {}): FrechetResult {
   const d = a.mu.length;
-  if (b.mu.length !== d) throw new Error(`frechetDistance: feature dimensions differ (${d} and ${b.mu.length})`);
+  if (b.mu.length !== d) throw new UsageError(`frechetDistance: feature dimensions differ (${d} and ${b.mu.length})`);
   for (const [name, s] of [['first', a], ['second', b]] as const) {
     if (s.sigma.length !== d * d) throw new Error(`frechetDistance: the ${name} covariance has ${s.sigma.length} values, expected ${d}×${d}`);
     for (let i = 0; i < s.mu.length; i++) if (!Number.isFinite(s.mu[i]!)) throw new Error(`frechetDistance: the ${name} mean has ${s.mu[i]} at ${i}`);
