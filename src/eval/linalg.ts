@@ -112,13 +112,22 @@ export function addGramUpper(c: Float64Array, x: Float64Array, rows: number, n: 
     lib.dsyrk(n, rows, 1, x, 1, c);
     return;
   }
-  for (let r = 0; r < rows; r++) {
-    const xr = r * n;
+  // Blocks of rows, transposed so each c[i][j] gets one dot product over the block's samples: c is swept
+  // once per block instead of once per sample (rank-1 updates are bound by memory traffic).
+  const block = 128;
+  const xt = new Float64Array(n * block);
+  for (let r0 = 0; r0 < rows; r0 += block) {
+    const m = Math.min(block, rows - r0);
+    for (let r = 0; r < m; r++) for (let i = 0; i < n; i++) xt[i * m + r] = x[(r0 + r) * n + i]!;
     for (let i = 0; i < n; i++) {
-      const xi = x[xr + i]!;
-      if (xi === 0) continue;
       const ci = i * n;
-      for (let j = i; j < n; j++) c[ci + j]! += xi * x[xr + j]!;
+      const ti = i * m;
+      for (let j = i; j < n; j++) {
+        const tj = j * m;
+        let dot = 0;
+        for (let r = 0; r < m; r++) dot += xt[ti + r]! * xt[tj + r]!;
+        c[ci + j]! += dot;
+      }
     }
   }
 }
