@@ -137,13 +137,34 @@ describe('errors after wasm has loaded', () => {
 });
 
 describe('native thread count', () => {
-  it('uses every core on an idle machine and leaves the cores other processes keep busy', async () => {
-    const { defaultThreads } = await import('../src/backend/native/addon.js');
-    expect(defaultThreads(2, 0.05)).toBe(2);
-    expect(defaultThreads(2, 0.6)).toBe(2);
-    expect(defaultThreads(2, 1.0)).toBe(1);
-    expect(defaultThreads(2, 5.3)).toBe(1);
-    expect(defaultThreads(16, 3.9)).toBe(12);
-    expect(defaultThreads(1, 0)).toBe(1);
+  it('uses every core it may run on, whatever the load average, unless told otherwise', async () => {
+    const { chooseThreads } = await import('../src/backend/native/addon.js');
+    expect(chooseThreads({}, 2, undefined)).toEqual({ threads: 2, reason: 'every core this process may run on (2)' });
+    expect(chooseThreads({}, 16, 4).threads).toBe(4);
+    expect(chooseThreads({}, 16, 4).reason).toContain('cgroup CPU quota');
+    expect(chooseThreads({ OMP_NUM_THREADS: '1' }, 2, undefined)).toEqual({ threads: 1, reason: 'OMP_NUM_THREADS=1' });
+    expect(chooseThreads({ OPENBLAS_NUM_THREADS: '3' }, 8, undefined).threads).toBe(3);
+    expect(chooseThreads({ SCALEFORGE_THREADS: '2', OMP_NUM_THREADS: '1' }, 8, undefined)).toEqual({ threads: 2, reason: 'SCALEFORGE_THREADS=2' });
+    // Unparseable values are ignored rather than turned into 0 or NaN threads.
+    expect(chooseThreads({ OMP_NUM_THREADS: 'lots' }, 2, undefined).threads).toBe(2);
+  });
+
+  it('reads a cgroup v2 cpu.max quota', async () => {
+    const { cgroupCpuLimit } = await import('../src/backend/native/addon.js');
+    expect(cgroupCpuLimit('max 100000\n')).toBeUndefined();
+    expect(cgroupCpuLimit('200000 100000\n')).toBe(2);
+    expect(cgroupCpuLimit('150000 100000')).toBe(1);
+    expect(cgroupCpuLimit('50000 100000')).toBe(1);
+    expect(cgroupCpuLimit(undefined)).toBeUndefined();
+  });
+
+  it('sets a short OpenMP spin before the libraries load, keeping what the user chose', async () => {
+    const { waitPolicy, DEFAULT_SPINCOUNT } = await import('../src/backend/native/addon.js');
+    const env: NodeJS.ProcessEnv = {};
+    expect(waitPolicy(env)).toContain('GOMP_SPINCOUNT');
+    expect(env.GOMP_SPINCOUNT).toBe(DEFAULT_SPINCOUNT);
+    const user: NodeJS.ProcessEnv = { OMP_WAIT_POLICY: 'active' };
+    expect(waitPolicy(user)).toBe('OMP_WAIT_POLICY=active (user)');
+    expect(user.GOMP_SPINCOUNT).toBeUndefined();
   });
 });
