@@ -168,3 +168,27 @@ describe('native thread count', () => {
     expect(user.GOMP_SPINCOUNT).toBeUndefined();
   });
 });
+
+describe('native GEMM routing and bf16 report', () => {
+  it('keeps OpenBLAS off the GEMMs when it runs generic kernels on a vector CPU', async () => {
+    const { gemmPolicy, gemmLibrary } = await import('../src/backend/native/matmul.js');
+    const prescott = gemmPolicy('Prescott', 0xe7);
+    expect(prescott.openblasForSmall).toBe(false);
+    expect(prescott.reason).toContain('generic Prescott');
+    expect(gemmLibrary(8, 8, 8, prescott)).toBe(0);
+    const cooper = gemmPolicy('Cooperlake', 0xe7);
+    expect(gemmLibrary(8, 8, 8, cooper)).toBe(1);
+    expect(gemmLibrary(512, 512, 512, cooper)).toBe(0);
+    expect(gemmPolicy('Haswell', 0xe7).openblasForSmall).toBe(true);
+    // A CPU without AVX2 (oneDNN's SSE4.1 level): OpenBLAS's pick is as good as any.
+    expect(gemmPolicy('Nehalem', 0x1).openblasForSmall).toBe(true);
+  });
+
+  it('says whether bf16 runs on bf16 hardware or stays emulated', async () => {
+    const { describeBf16 } = await import('../src/backend/native/addon.js');
+    expect(describeBf16(0xe7)).toContain('AVX-512-BF16');
+    expect(describeBf16(0x3e7)).toContain('AMX-BF16');
+    expect(describeBf16(0x27)).toContain('no bf16 instructions');
+    expect(describeBf16(0x27)).toContain('emulated');
+  });
+});

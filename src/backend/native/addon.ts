@@ -248,9 +248,25 @@ export function loadNativeAddon(): NativeLoad {
   }
 }
 
+/** dnnl_cpu_isa_t bits (oneDNN 2.6 dnnl_types.h): AVX-512 with BF16, and with AMX. */
+const DNNL_ISA_AVX512_BF16 = 0xe7;
+const DNNL_ISA_AMX = 0x3e7;
+
+/**
+ * What `precision: bf16` means on this CPU. oneDNN detects the ISA itself (DNNL_VERBOSE shows
+ * `isa:Intel AVX-512 with Intel DL Boost and bfloat16 support` on Zen 4/5 and Cooper Lake), but the
+ * backend has no bf16 kernels yet, so bf16 stays the exact rounding emulation of src/train/precision.ts.
+ */
+export function describeBf16(dnnlIsa: number): string {
+  const hw = (dnnlIsa & DNNL_ISA_AMX) === DNNL_ISA_AMX ? 'AMX-BF16' : (dnnlIsa & DNNL_ISA_AVX512_BF16) === DNNL_ISA_AVX512_BF16 ? 'AVX-512-BF16' : null;
+  return hw
+    ? `bf16 compute: emulated (operands rounded to bf16, fp32 products); the CPU has ${hw}, not used by this backend yet`
+    : 'bf16 compute: emulated (operands rounded to bf16, fp32 products); the CPU has no bf16 instructions';
+}
+
 /** One line for `scaleforge env`: library versions, ISA, BLAS core and threads. */
 export function describeNative(info: NativeInfo): string {
   const t = threadChoice;
   const threads = t ? `${info.ompThreads} threads (${t.reason}; ${t.wait})` : `threads ${info.ompThreads} omp / ${info.openblasThreads} blas`;
-  return `oneDNN ${info.dnnlVersion} (isa 0x${info.dnnlCpuIsa.toString(16)}), OpenBLAS core ${info.openblasCore}, ${threads}`;
+  return `oneDNN ${info.dnnlVersion} (isa 0x${info.dnnlCpuIsa.toString(16)}), OpenBLAS core ${info.openblasCore}, ${threads}; ${describeBf16(info.dnnlCpuIsa)}`;
 }
