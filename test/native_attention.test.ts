@@ -121,3 +121,38 @@ describe.skipIf(skip)('fused attention (native) vs the tfjs composite', () => {
     tf.dispose([q, k, keyMask, o]);
   });
 });
+
+describe.skipIf(skip)('fused leakyRelu gradient (native) vs the tfjs composite', () => {
+  afterAll(async () => {
+    await tf.setBackend('cpu');
+  });
+
+  it('value and gradient equal tf.leakyRelu on cpu, zeros and negatives included, and finite differences', async () => {
+    const { leakyRelu } = await import('../src/nn/activations.js');
+    const xs = Float32Array.from([...randn([5, 7, 3]), 0, -0, 1e-8, -1e-8]);
+    const dys = randn([xs.length]);
+    const run = async (backend: string) => {
+      await tf.setBackend(backend);
+      const x = tf.tensor1d(xs);
+      const dy = tf.tensor1d(dys);
+      const y = leakyRelu(x, 0.2);
+      const [g] = tf.grads((a: tf.Tensor) => leakyRelu(a, 0.2).mul(dy).sum())([x]);
+      const out = [y.dataSync().slice(), g!.dataSync().slice()] as Float32Array[];
+      tf.dispose([x, dy, y, g!]);
+      return out;
+    };
+    expect(registerNativeBackend()).toBe(true);
+    await tf.setBackend(NATIVE_BACKEND);
+    expect(hasFusedKernel(FUSED_KERNELS.leakyReluGrad)).toBe(true);
+    const [ny, ng] = await run(NATIVE_BACKEND);
+    const [cy, cg] = await run('cpu');
+    // Same arithmetic as tfjs (alpha·dy in float32), so bit for bit.
+    expect(Array.from(ny!)).toEqual(Array.from(cy!));
+    expect(Array.from(ng!)).toEqual(Array.from(cg!));
+    // Away from the kink the derivative is 1 or 0.2: finite differences of the value agree.
+    for (let i = 0; i < 20; i++) {
+      if (Math.abs(xs[i]!) < 1e-2) continue;
+      expect(ng![i]! / dys[i]!).toBeCloseTo(xs[i]! > 0 ? 1 : 0.2, 6);
+    }
+  });
+});

@@ -424,6 +424,21 @@ napi_value activationGrad(napi_env env, napi_callback_info cb) {
   return nullptr;
 }
 
+// leakyReluGrad(dy, x, alpha, dx)
+napi_value leakyReluGradient(napi_env env, napi_callback_info cb) {
+  napi_value argv[4];
+  getArgs(env, cb, argv, "leakyReluGrad");
+  auto dy = typedArg<float>(env, argv[0], "dy");
+  auto x = typedArg<float>(env, argv[1], "x");
+  const auto alpha = static_cast<float>(doubleArg(env, argv[2], "alpha"));
+  auto dx = typedArg<float>(env, argv[3], "dx");
+  const int64_t n = static_cast<int64_t>(x.length);
+  requireLength(dy.length, n, "dy");
+  requireLength(dx.length, n, "dx");
+  leakyReluGrad(dy.data, x.data, alpha, dx.data, n);
+  return nullptr;
+}
+
 // transpose(x, shape, perm, out)
 napi_value transpose(napi_env env, napi_callback_info cb) {
   napi_value argv[4];
@@ -668,6 +683,7 @@ napi_value init(napi_env env, napi_value exports) {
       {"pad", nullptr, guarded<pad>, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"pool", nullptr, guarded<pool>, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"resize", nullptr, guarded<resize>, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"leakyReluGrad", nullptr, guarded<leakyReluGradient>, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"attention", nullptr, guarded<attention>, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"attentionGrad", nullptr, guarded<attentionGrad>, nullptr, nullptr, nullptr, napi_default, nullptr},
   };

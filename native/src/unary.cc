@@ -120,6 +120,17 @@ void unaryMap(UnaryOp op, const float* x, float* y, int64_t n, double p0, double
   forEachRange(n, n >= parallelThreshold(op), [=](int64_t begin, int64_t end) { unaryRange(op, x + begin, y + begin, end - begin, p0, p1); });
 }
 
+SFN_VECTOR_CLONES void leakyReluGradRange(const float* __restrict dy, const float* __restrict x, float alpha, float* __restrict dx, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    const float g = dy[i], scaled = g * alpha;
+    dx[i] = x[i] > 0.f ? g : scaled;
+  }
+}
+
+void leakyReluGrad(const float* dy, const float* x, float alpha, float* dx, int64_t n) {
+  forEachRange(n, n >= kParallelCheap, [=](int64_t begin, int64_t end) { leakyReluGradRange(dy + begin, x + begin, alpha, dx + begin, end - begin); });
+}
+
 void selectRows(const uint8_t* cond, int64_t inner, const float* t, const float* e, float* out, int64_t n) {
   if (inner == 1) {
     forEachRange(n, n >= kParallelCheap, [cond, t, e, out](int64_t begin, int64_t end) {

@@ -19,6 +19,8 @@ export const FUSED_KERNELS = {
   activation: 'SfActivation',
   /** inputs {dy, x}, attrs {kind} → dy·f'(x) */
   activationGrad: 'SfActivationGrad',
+  /** inputs {dy, x}, attrs {alpha} → x > 0 ? dy : dy·alpha (tf.leakyRelu's gradient, one pass instead of three kernels) */
+  leakyReluGrad: 'SfLeakyReluGrad',
   /**
    * inputs {q [B, Nq, H, d], k, v [B, Nk, Hkv, d]} (token-major, as a projection writes them),
    * attrs AttentionKernelAttrs → [o [B, Nq, H, d], probabilities [B, H, Nq, Nk]].

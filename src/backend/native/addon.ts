@@ -85,6 +85,8 @@ export interface NativeAddon {
   pool(kind: 0 | 1, params: Int32Array, input: Float32Array, out: Float32Array): void;
   /** NHWC resize (0 bilinear, 1 its backward, 2 nearest, 3 its backward); params: batch inH inW C outH outW. */
   resize(kind: 0 | 1 | 2 | 3, params: Int32Array, alignCorners: boolean, halfPixelCenters: boolean, input: Float32Array, out: Float32Array): void;
+  /** dx = x > 0 ? dy : dy·alpha, alpha rounded to float32 (the gradient of tf.leakyRelu). */
+  leakyReluGrad(dy: Float32Array, x: Float32Array, alpha: number, dx: Float32Array): void;
   /** Attention on token-major q [B, Nq, H, d], k/v [B, Nk, Hkv, d] (dims = [B, Nq, Nk, H, Hkv, d]): o, and the probabilities [B, H, Nq, Nk]. */
   attention(dims: Int32Array, scale: number, causal: boolean, q: Float32Array, k: Float32Array, v: Float32Array, o: Float32Array, p: Float32Array): void;
   /** dq, dk, dv of attention from dO and the forward's probabilities. */
