@@ -86,7 +86,9 @@ export class ZipReader {
     else if (e.method === 8) {
       if (e.size > MAX_ENTRY_BYTES) throw this.fail(`entry '${e.name}' claims ${e.size} bytes, over the ${MAX_ENTRY_BYTES}-byte limit`);
       try {
-        out = zlib.inflateRawSync(raw, { maxOutputLength: Math.max(1, e.size) });
+        const b = zlib.inflateRawSync(raw, { maxOutputLength: Math.max(1, e.size) });
+        // A plain Uint8Array view: Buffer.slice would share memory where callers expect a copy.
+        out = new Uint8Array(b.buffer, b.byteOffset, b.byteLength);
       } catch (err) {
         throw this.fail(`entry '${e.name}' does not inflate: ${(err as Error).message}`);
       }
