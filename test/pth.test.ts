@@ -132,3 +132,19 @@ describe('PyTorch file errors', () => {
     expect(() => readPyTorchFile(path.join(tmp, 'missing.pth'))).toThrow(/missing\.pth: cannot open/);
   });
 });
+
+describe('inspect on .pth files', () => {
+  it('lists tensors by dotted path with safetensors dtype names and the checkpoint scalars', async () => {
+    const { inspectPyTorch } = await import('../src/cli/commands/inspect_pytorch.js');
+    const { formatInspectReport } = await import('../src/cli/commands/inspect.js');
+    const dir = path.join(ROOT, versions[0]!);
+    const r = inspectPyTorch(path.join(dir, 'nested.pth'));
+    expect(r.kind).toBe('pytorch');
+    expect(r.metadata.epoch).toBe('3');
+    const w = r.tensors.find((t) => t.name === 'state_dict.conv.weight')!;
+    expect(w).toMatchObject({ dtype: 'F32', shape: [4, 3, 3, 3], numel: 108, bytes: 432 });
+    expect(r.tensors.find((t) => t.name === 'state_dict.norm.num_batches_tracked')!.dtype).toBe('I64');
+    expect(formatInspectReport(r)).toMatch(/format: torch\.save \(zip archive, little-endian\)/);
+    expect(inspectPyTorch(path.join(dir, 'dtypes.pth')).byDtype.BF16).toEqual({ tensors: 1, params: 5, bytes: 10 });
+  });
+});
