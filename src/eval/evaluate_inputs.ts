@@ -67,19 +67,20 @@ export function readFeatureFile(file: string): EvalInput {
       stats = new FeatureStats(m.cols);
       if (m.rows > 0) stats.add(m.data, m.rows);
     }
+    const side = readSidecar(file);
     const set: FeatureSet = {
       source: file,
-      files: [],
-      hashes: [],
+      files: side.files ?? [],
+      hashes: side.hashes ?? [],
       n: m.rows,
       featureDim: m.cols,
       logitDim: logits?.cols ?? 0,
       features: m.data,
       ...(logits ? { logits: logits.data } : {}),
-      skipped: [],
+      skipped: side.skipped ?? [],
       cached: 0,
       computed: 0,
-      settings: readSidecar(file),
+      settings: side.settings ?? {},
     };
     return { source: file, kind: 'features', features: set, stats, n: m.rows, dim: m.cols };
   }
@@ -107,10 +108,16 @@ function sidecarPath(file: string): string {
   return `${file}.json`;
 }
 
-function readSidecar(file: string): Record<string, string | number> {
+interface Sidecar {
+  files?: string[];
+  hashes?: string[];
+  skipped?: FeatureSet['skipped'];
+  settings?: Record<string, string | number>;
+}
+
+function readSidecar(file: string): Sidecar {
   try {
-    const j = JSON.parse(fs.readFileSync(sidecarPath(file), 'utf8')) as { settings?: Record<string, string | number> };
-    return j.settings ?? {};
+    return JSON.parse(fs.readFileSync(sidecarPath(file), 'utf8')) as Sidecar;
   } catch {
     return {};
   }
@@ -158,21 +165,14 @@ export async function mergeFeatureFiles(parts: readonly string[], out: string): 
   const files: string[] = [];
   const hashes: string[] = [];
   const skipped: FeatureSet['skipped'] = [];
-  parts.forEach((p, k) => {
-    const s = sets[k]!;
+  for (const s of sets) {
     features.set(s.features, row * dim);
     if (logits) logits.set(s.logits!, row * logitDim);
     row += s.n;
-    let side: { files?: string[]; hashes?: string[]; skipped?: FeatureSet['skipped'] } = {};
-    try {
-      side = JSON.parse(fs.readFileSync(sidecarPath(p), 'utf8')) as typeof side;
-    } catch {
-      side = {};
-    }
-    files.push(...(side.files ?? []));
-    hashes.push(...(side.hashes ?? []));
-    skipped.push(...(side.skipped ?? []));
-  });
+    files.push(...s.files);
+    hashes.push(...s.hashes);
+    skipped.push(...s.skipped);
+  }
   const merged: FeatureSet = {
     source: out,
     files,
