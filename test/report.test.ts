@@ -68,10 +68,13 @@ describe('report.html', () => {
     const requests: string[] = [];
     page.on('request', (r) => requests.push(r.url()));
     await page.goto(pathToFileURL(path.join(dir, 'report.html')).href);
-    await page.waitForFunction(() => Array.isArray((window as unknown as { __sfCharts?: unknown[] }).__sfCharts));
-    const charts = await page.evaluate(() =>
-      (window as unknown as { __sfCharts: { metric: string; plot: { data: number[][] } }[] }).__sfCharts.map((c) => ({ metric: c.metric, x: c.plot.data[0]!.length, y: c.plot.data[1]!.length })),
-    );
+    // Page-side code as strings: the test's TypeScript has no DOM types.
+    await page.waitForFunction('Array.isArray(window.__sfCharts)');
+    const charts = (await page.evaluate('window.__sfCharts.map((c) => ({ metric: c.metric, x: c.plot.data[0].length, y: c.plot.data[1].length }))')) as {
+      metric: string;
+      x: number;
+      y: number;
+    }[];
     expect(charts.sort((a, b) => a.metric.localeCompare(b.metric))).toEqual([
       { metric: 'caption_fidelity', x: 3, y: 3 },
       { metric: 'frechet_inception_distance', x: 3, y: 3 },
@@ -83,9 +86,9 @@ describe('report.html', () => {
     const figures = page.locator('figure');
     expect(await figures.count()).toBe(6);
     expect(await figures.first().locator('figcaption').innerText()).toContain('<img src=x onerror=');
-    const loaded = await page.evaluate(() => [...document.images].filter((i) => i.complete && i.naturalWidth === 8).length);
+    const loaded = await page.evaluate('[...document.images].filter((i) => i.complete && i.naturalWidth === 8).length');
     expect(loaded).toBe(6);
-    expect(await page.evaluate(() => (window as unknown as { __pwned?: number }).__pwned)).toBeUndefined();
+    expect(await page.evaluate('window.__pwned')).toBeUndefined();
     expect(await page.locator('.skip').innerText()).toContain('CLIP weights are not in the cache <missing>');
     expect(errors).toEqual([]);
     expect(requests.filter((u) => !u.startsWith('file:'))).toEqual([]);

@@ -115,6 +115,17 @@ export async function fetchWeights(id: string, opts: FetchOptions = {}): Promise
   const log = opts.log ?? (() => undefined);
   fs.mkdirSync(dir, { recursive: true });
   const manifest: Manifest = { id: set.id, files: {}, fetched_at: new Date().toISOString() };
+  if (opts.from && set.files.length > 1 && fs.existsSync(opts.from) && !fs.statSync(opts.from).isDirectory()) {
+    throw new UsageError(`--from ${opts.from}: ${set.id} is several files (${set.files.filter((f) => !f.optional).map((f) => f.name).join(', ')}); give the folder that holds them`);
+  }
+  // A hand-downloaded Hugging Face folder may hold only the PyTorch pickle: convert it in place of model.safetensors.
+  if (opts.from && set.entry === '.' && fs.statSync(opts.from).isDirectory()) {
+    const bin = path.join(opts.from, 'pytorch_model.bin');
+    if (!fs.existsSync(path.join(opts.from, 'model.safetensors')) && fs.existsSync(bin)) {
+      const r = await convertPyTorchToSafetensors(bin, path.join(dir, 'model.safetensors'), { metadata: { format: 'pt' } });
+      log(`${set.id}: converted ${bin} → model.safetensors (${r.tensors} tensors)`);
+    }
+  }
   for (const wf of set.files) {
     const dest = path.join(dir, wf.name);
     let source = wf.url;
@@ -152,11 +163,6 @@ export async function fetchWeights(id: string, opts: FetchOptions = {}): Promise
       manifest.files[wf.convertTo] = { sha256: await sha256File(out), bytes: fs.statSync(out).size, source: `converted from ${wf.name}` };
       log(`${set.id}: converted ${wf.name} → ${wf.convertTo} (${r.tensors} tensors)`);
     }
-  }
-  // CLIP folders need model.safetensors; a hand-placed pytorch_model.bin is converted.
-  if (set.entry === '.' && !fs.existsSync(path.join(dir, 'model.safetensors'))) {
-    const bin = path.join(dir, 'pytorch_model.bin');
-    if (fs.existsSync(bin)) await convertPyTorchToSafetensors(bin, path.join(dir, 'model.safetensors'));
   }
   await writeFileAtomic(path.join(dir, 'manifest.json'), `${JSON.stringify(manifest, null, 2)}\n`);
   return path.join(dir, set.entry);
