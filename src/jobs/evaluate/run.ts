@@ -1,6 +1,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { initBackend } from '../../backend/select.js';
+import { tf } from '../../backend/tf.js';
 import { aggregateFidelity, scoreCaptionFidelity } from '../../data/caption_fidelity.js';
 import { ProceduralDataset } from '../../data/procedural.js';
 import { writeFileAtomic } from '../../io/atomic.js';
@@ -8,6 +9,7 @@ import { savePng, tensorToRgb8 } from '../../io/image.js';
 import { CheckpointManager } from '../../train/checkpoint.js';
 import { findLatestRun, runDirPaths, runStamp } from '../../train/run_dir.js';
 import { UsageError } from '../../util/errors.js';
+import '../../eval/evaluate_extractors.js';
 import { createExtractor, extractFolder, type FeatureExtractor, type FeatureSet } from '../../eval/evaluate_features.js';
 import { fromFeatureSet, loadEvalInput, type EvalInput } from '../../eval/evaluate_inputs.js';
 import { clipScores, computeFid, computeIs, computeKid, type MetricValues } from '../../eval/evaluate_metrics.js';
@@ -23,6 +25,9 @@ import type { EvaluateRecipe } from './schema.js';
  * reference set and CLIP-score against the prompts; write metrics.json and report.html. A metric
  * whose weights are missing is skipped with the reason, and the report is still written.
  */
+
+/** The smallest side caption fidelity reads (data/caption_fidelity.ts). */
+const MIN_FIDELITY_SIDE = 16;
 
 export interface EvaluateRunOptions {
   log: (line: string) => void;
@@ -126,9 +131,13 @@ export async function evaluateRun(cfg: EvaluateRecipe, opts: EvaluateRunOptions)
     const scales = generate(loaded.pipeline, prompts, { seed: cfg.seed, lastStage: loaded.lastStage, batchSize: cfg.batch_size });
     const finest = scales[scales.length - 1]!;
     scales.slice(0, -1).forEach((s) => s.dispose());
-    const rgb = loaded.decode ? loaded.decode(finest) : finest;
+    const decoded = loaded.decode ? loaded.decode(finest) : finest;
+    // A checkpoint from the first stages samples below what caption fidelity can read: enlarge (nearest) to 16 px.
+    const side = decoded.shape[1];
+    const rgb = side < MIN_FIDELITY_SIDE ? tf.image.resizeNearestNeighbor(decoded, [MIN_FIDELITY_SIDE, MIN_FIDELITY_SIDE]) : decoded;
     const images = await tensorToRgb8(rgb, { range: 'signed' });
-    if (rgb !== finest) rgb.dispose();
+    if (rgb !== decoded) rgb.dispose();
+    if (decoded !== finest) decoded.dispose();
     finest.dispose();
     loaded.pipeline.dispose();
     loaded.vae?.dispose();
@@ -180,6 +189,7 @@ export async function evaluateRun(cfg: EvaluateRecipe, opts: EvaluateRunOptions)
       s.perImage.forEach((v, i) => (samples[i]!.clip_score = v));
     }
     log(`${ckpt.label}: ${Object.entries(metrics).map(([k, v]) => `${k} ${Number(v).toFixed(4)}`).join(', ')}`);
+    if (side < MIN_FIDELITY_SIDE) noteOnce(warnings, `${ckpt.label} samples at ${side}×${side} px (its stage in progress); enlarged to ${MIN_FIDELITY_SIDE} px (nearest) for scoring`);
     results.push({ label: ckpt.label, ...(ckpt.step !== undefined ? { step: ckpt.step } : {}), file: ckpt.file, metrics, samples });
   }
   inception?.dispose();
