@@ -1,11 +1,11 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { initBackend } from '../../backend/select.js';
-import { tf } from '../../backend/tf.js';
 import { aggregateFidelity, scoreCaptionFidelity } from '../../data/caption_fidelity.js';
 import { ProceduralDataset } from '../../data/procedural.js';
 import { writeFileAtomic } from '../../io/atomic.js';
-import { savePng, tensorToRgb8 } from '../../io/image.js';
+import { readImageRgb8, savePng } from '../../io/image.js';
+import type { RgbImage } from '../../data/dataset.js';
 import { CheckpointManager } from '../../train/checkpoint.js';
 import { findLatestRun, runDirPaths, runStamp } from '../../train/run_dir.js';
 import { UsageError } from '../../util/errors.js';
@@ -14,8 +14,9 @@ import { createExtractor, extractFolder, type FeatureExtractor, type FeatureSet 
 import { fromFeatureSet, loadEvalInput, type EvalInput } from '../../eval/evaluate_inputs.js';
 import { clipScores, computeFid, computeIs, computeKid, type MetricValues } from '../../eval/evaluate_metrics.js';
 import { writeReport, type ReportCheckpoint, type ReportData } from '../../eval/report.js';
-import { loadNspForSampling } from '../nsp/load.js';
-import { fidelityPrompts, generate } from '../nsp/sampling.js';
+import '../index.js';
+import { detectModelKind, getJob } from '../registry.js';
+import { fidelityPrompts } from '../nsp/sampling.js';
 import type { EvaluateRecipe } from './schema.js';
 
 /**
@@ -101,7 +102,7 @@ export async function evaluateRun(cfg: EvaluateRecipe, opts: EvaluateRunOptions)
   log(`evaluating ${checkpoints.length} checkpoint(s) of ${runDir} → ${outDir}`);
 
   const n = cfg.samples_per_checkpoint;
-  const prompts = fidelityPrompts(n, cfg.prompt_seed);
+  const prompts = distinctPrompts(n, cfg.prompt_seed);
   const skippedMetrics: EvaluateRunResult['skippedMetrics'] = [];
   const warnings: string[] = [];
   const wants = new Set(cfg.metrics);
@@ -127,32 +128,15 @@ export async function evaluateRun(cfg: EvaluateRecipe, opts: EvaluateRunOptions)
   const results: CheckpointResult[] = [];
   for (const ckpt of checkpoints) {
     log(`${ckpt.label}: sampling ${n} images`);
-    const loaded = loadNspForSampling(ckpt.file, { ema: cfg.ema });
-    const scales = generate(loaded.pipeline, prompts, { seed: cfg.seed, lastStage: loaded.lastStage, batchSize: cfg.batch_size });
-    const finest = scales[scales.length - 1]!;
-    scales.slice(0, -1).forEach((s) => s.dispose());
-    const decoded = loaded.decode ? loaded.decode(finest) : finest;
-    // A checkpoint from the first stages samples below what caption fidelity can read: enlarge (nearest) to 16 px.
-    const side = decoded.shape[1];
-    const rgb = side < MIN_FIDELITY_SIDE ? tf.image.resizeNearestNeighbor(decoded, [MIN_FIDELITY_SIDE, MIN_FIDELITY_SIDE]) : decoded;
-    const images = await tensorToRgb8(rgb, { range: 'signed' });
-    if (rgb !== decoded) rgb.dispose();
-    if (decoded !== finest) decoded.dispose();
-    finest.dispose();
-    loaded.pipeline.dispose();
-    loaded.vae?.dispose();
-
     const slug = ckpt.step !== undefined ? `step-${String(ckpt.step).padStart(6, '0')}` : 'final';
     const sampleDir = path.join(outDir, 'samples', slug);
-    fs.mkdirSync(sampleDir, { recursive: true });
+    const images = await sampleThroughJob(ckpt.file, prompts, sampleDir, cfg);
     const samples: CheckpointResult['samples'] = [];
-    const fidelity = images.map((img, i) => scoreCaptionFidelity(img, prompts[i]!));
-    for (let i = 0; i < images.length; i++) {
-      const name = `${String(i).padStart(4, '0')}.png`;
-      await savePng(path.join(sampleDir, name), images[i]!.rgb, images[i]!.width, images[i]!.height);
-      fs.writeFileSync(path.join(sampleDir, `${String(i).padStart(4, '0')}.txt`), `${prompts[i]}\n`);
-      samples.push({ image: path.posix.join('samples', slug, name), prompt: prompts[i]!, seed: cfg.seed + i, fidelity: fidelity[i]!.score });
-    }
+    const side = images[0]!.width;
+    const fidelity = images.map((img, i) => scoreCaptionFidelity(enlargeForFidelity(img), prompts[i]!));
+    images.forEach((_, i) => {
+      samples.push({ image: path.posix.join('samples', slug, `${String(i).padStart(4, '0')}.png`), prompt: prompts[i]!, seed: cfg.seed, fidelity: fidelity[i]!.score });
+    });
     const metrics: CheckpointResult['metrics'] = {};
     if (wants.has('caption_fidelity')) metrics.caption_fidelity = aggregateFidelity(fidelity).score;
 
@@ -198,7 +182,7 @@ export async function evaluateRun(cfg: EvaluateRecipe, opts: EvaluateRunOptions)
   const settings: Record<string, string | number | boolean> = {
     run: runDir,
     samples_per_checkpoint: n,
-    seeds: `${cfg.seed}..${cfg.seed + n - 1} (sample i: noise seed ${cfg.seed} + i)`,
+    seeds: `noise seed ${cfg.seed} for every prompt (distinct prompts drawn from prompt_seed), the same at every checkpoint`,
     prompt_seed: cfg.prompt_seed,
     ema: cfg.ema,
     backend,
@@ -215,6 +199,55 @@ export async function evaluateRun(cfg: EvaluateRecipe, opts: EvaluateRunOptions)
   await writeReport(path.join(outDir, 'report.html'), reportData(`Evaluation of ${path.basename(runDir)}`, result, opts.now ?? new Date()));
   log(`wrote ${path.join(outDir, 'metrics.json')} and ${path.join(outDir, 'report.html')}`);
   return result;
+}
+
+/** `count` different prompts of the procedural grammar: equal prompts would share a sample file name. */
+export function distinctPrompts(count: number, seed: number): string[] {
+  const seen = new Set<string>();
+  for (let pool = count * 2; seen.size < count; pool *= 2) {
+    for (const p of fidelityPrompts(pool, seed)) if (seen.size < count) seen.add(p);
+    if (pool > count * 64) throw new UsageError(`the procedural grammar has fewer than ${count} distinct prompts; lower samples_per_checkpoint`);
+  }
+  return [...seen];
+}
+
+/**
+ * Samples through the job interface (`sample` of the checkpoint's kind), then renames the files to
+ * 0000.png… with the prompt beside each as 0000.txt (so `evaluate clip-score` reads them as captions).
+ */
+async function sampleThroughJob(file: string, prompts: string[], dir: string, cfg: EvaluateRecipe): Promise<RgbImage[]> {
+  const kind = detectModelKind(file);
+  const job = getJob(kind);
+  if (!job) throw new UsageError(`${file}: no job of kind '${kind}' in this build to sample it`);
+  const raw = path.join(dir, '.raw');
+  fs.rmSync(raw, { recursive: true, force: true });
+  const files = await job.sample(file, { prompts, n: 1, seed: cfg.seed, out: raw, saveIntermediates: false, ema: cfg.ema, log: () => undefined });
+  if (files.length !== prompts.length) throw new UsageError(`${file}: the '${kind}' job wrote ${files.length} samples for ${prompts.length} prompts`);
+  const images: RgbImage[] = [];
+  for (let i = 0; i < files.length; i++) {
+    const stem = path.join(dir, String(i).padStart(4, '0'));
+    fs.renameSync(files[i]!, `${stem}.png`);
+    fs.writeFileSync(`${stem}.txt`, `${prompts[i]}\n`);
+    images.push(await readImageRgb8(`${stem}.png`));
+  }
+  fs.rmSync(raw, { recursive: true, force: true });
+  return images;
+}
+
+/** Caption fidelity reads images of at least 16 px; early-stage checkpoints sample smaller (nearest enlargement). */
+function enlargeForFidelity(img: RgbImage): RgbImage {
+  if (img.width >= MIN_FIDELITY_SIDE && img.height >= MIN_FIDELITY_SIDE) return img;
+  const f = Math.ceil(MIN_FIDELITY_SIDE / Math.min(img.width, img.height));
+  const w = img.width * f;
+  const h = img.height * f;
+  const rgb = new Uint8Array(w * h * 3);
+  for (let y = 0; y < h; y++) {
+    for (let x = 0; x < w; x++) {
+      const s = (Math.floor(y / f) * img.width + Math.floor(x / f)) * 3;
+      rgb.set(img.rgb.subarray(s, s + 3), (y * w + x) * 3);
+    }
+  }
+  return { rgb, width: w, height: h };
 }
 
 function skipOnce(list: { metric: string; reason: string }[], metric: string, reason: string): void {
