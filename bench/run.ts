@@ -1,5 +1,5 @@
 /**
- * `npm run bench [-- --json] [--only kernels,torch,curate,dedup] [--quick]`: every benchmark suite,
+ * `npm run bench [-- --json] [--only kernels,torch,curate,eval,dedup] [--quick]`: every benchmark suite,
  * printed as one table per suite (or one JSON record with the machine it ran on). Speed is measured
  * here, never asserted in unit tests.
  */
@@ -55,6 +55,10 @@ const suites: Record<string, Suite> = {
   curate: {
     describe: 'curation throughput: decode + hash + resize on all cores',
     run: async (quick) => (await import('./curate.js')).runCurateBench(quick ? { images: 16 } : {}),
+  },
+  eval: {
+    describe: "FID linear algebra at d = 2048 (LAPACK, JS fallback, SciPy's sqrtm) and FID-Inception images/s per backend vs PyTorch",
+    run: async (quick, log) => (await import('./eval.js')).runEvalBench({ ...(quick ? { jsDim: 512, images: 2 } : {}), log }),
   },
   dedup: {
     describe: 'near-duplicate search (multi-index hashing) for 10^5 and 10^6 random hashes',

@@ -9,6 +9,7 @@ import { precisionRecall } from '../src/eval/precision_recall.js';
 import { FeatureStats } from '../src/eval/stats.js';
 import { loadNativeAddon } from '../src/backend/native/addon.js';
 import { hashUniform } from './helpers/hash_values.js';
+import { UsageError } from '../src/util/errors.js';
 
 // Values from scripts/fixtures/metrics_ref.py (numpy/scipy); inputs regenerated from the same hash streams.
 const ref = JSON.parse(readFileSync(new URL('./fixtures/eval/metrics_ref.json', import.meta.url), 'utf8'));
@@ -111,6 +112,9 @@ describe.each(backends)('linear algebra on %s', (backend) => {
     expect(Math.abs(frechetDistance(g, g).fid)).toBeLessThan(1e-12);
     const shifted = { mu: g.mu.map((v) => v + 0.5), sigma: g.sigma };
     expect(frechetDistance(g, shifted).fid).toBeCloseTo(d * 0.25, 10);
+    // Statistics of different feature extractors are a usage error (exit 2), naming both widths.
+    expect(() => frechetDistance(g, { mu: new Float64Array(3), sigma: new Float64Array(9) })).toThrow(UsageError);
+    expect(() => frechetDistance(g, { mu: new Float64Array(3), sigma: new Float64Array(9) })).toThrow(/feature dimensions differ \(16 and 3\)/);
   });
 
   it('stats merged from shards equal the unsharded stats', () => {

@@ -5,7 +5,8 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { tf } from '../src/backend/tf.js';
 import { NATIVE_BACKEND, registerNativeBackend } from '../src/backend/native/backend.js';
 import { saveSafetensors, type TensorEntry } from '../src/io/safetensors.js';
-import { FidInceptionV3, loadFidInception } from '../src/models/inception/index.js';
+import { FidInceptionV3, inceptionFeatures, loadFidInception } from '../src/models/inception/index.js';
+import { resizeForInception } from '../src/eval/resize.js';
 import { hashUniform } from './helpers/hash_values.js';
 
 // Outputs of scripts/fixtures/inception_ref.py (torch, pytorch-fid's FID Inception structure) for weights
@@ -134,6 +135,31 @@ describe('FID Inception v3 (pytorch-fid structure) vs PyTorch', () => {
     tensors.delete('Mixed_6c.branch7x7_2.conv.weight');
     await saveSafetensors(file, tensors);
     expect(() => loadFidInception(file, { widthDivisor: 16, numClasses: 1008 })).toThrow(/missing tensors for the FID Inception model: Mixed_6c\.branch7x7_2\.conv\.weight/);
+  });
+
+  it('features of a batch equal features image by image (resize + forward)', () => {
+    const model = new FidInceptionV3({ widthDivisor: 16, numClasses: 1008 });
+    model.loadStateDict(new Map([...hashWeights(model)].map(([k, v]) => [k, { shape: v.shape, data: v.data as Float32Array }])));
+    const imgs = [
+      { data: Uint8Array.from(hashUniform('feat-a', 90 * 80 * 3), (u) => Math.floor(u * 256)), width: 90, height: 80 },
+      { data: Uint8Array.from(hashUniform('feat-b', 100 * 77 * 3), (u) => Math.floor(u * 256)), width: 100, height: 77 },
+      { data: Uint8Array.from(hashUniform('feat-c', 76 * 76 * 3), (u) => Math.floor(u * 256)), width: 76, height: 76 },
+    ];
+    const done: number[] = [];
+    const batched = inceptionFeatures(model, imgs, { size: 96, batchSize: 2, onBatch: (n) => done.push(n) });
+    expect(done).toEqual([2, 3]);
+    expect(batched.dim).toBe(128);
+    expect(batched.pool3.length).toBe(3 * 128);
+    const single = model.forward(tf.tensor4d(resizeForInception(imgs[2]!, 'clean', 96), [1, 96, 96, 3]));
+    const want = single.pool3.dataSync();
+    for (let i = 0; i < 128; i++) expect(batched.pool3[2 * 128 + i]).toBeCloseTo(want[i]!, 5);
+    tf.dispose([single.pool3, single.logits, single.logitsUnbiased]);
+    const legacy = inceptionFeatures(model, imgs.slice(0, 1), { size: 96, resize: 'legacy' });
+    expect(legacy.resize).toBe('legacy');
+    let diff = 0;
+    for (let i = 0; i < 128; i++) diff += Math.abs(legacy.pool3[i]! - batched.pool3[i]!);
+    expect(diff).toBeGreaterThan(1e-3); // the resize mode changes the features
+    model.dispose();
   });
 
   it('refuses images smaller than 75 px', () => {

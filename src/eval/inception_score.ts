@@ -1,4 +1,5 @@
 import { NumpyRandomState } from './numpy_random.js';
+import { UsageError } from '../util/errors.js';
 
 /**
  * Inception Score (Salimans et al. 2016) as torch-fidelity computes it (and, up to its seeded shuffle, the
@@ -36,8 +37,8 @@ export function inceptionScore(logits: Float32Array | Float64Array, n: number, c
   const shuffle = opts.shuffle ?? true;
   const seed = opts.seed ?? 2020;
   if (logits.length !== n * classes) throw new Error(`inceptionScore: ${logits.length} logits do not form ${n} rows of ${classes} classes`);
-  if (!Number.isInteger(splits) || splits < 1) throw new Error(`inceptionScore: splits must be a positive integer, got ${splits}`);
-  if (n < splits) throw new Error(`inceptionScore: ${n} samples cannot fill ${splits} splits`);
+  if (!Number.isInteger(splits) || splits < 1) throw new UsageError(`inceptionScore: splits must be a positive integer, got ${splits}`);
+  if (n < splits) throw new UsageError(`inceptionScore: ${n} samples cannot fill ${splits} splits`);
   const order = shuffle ? new NumpyRandomState(seed).permutation(n) : Int32Array.from({ length: n }, (_, i) => i);
   // log-softmax per row in float64.
   const logP = new Float64Array(n * classes);

@@ -1,5 +1,6 @@
 import { matmul } from './linalg.js';
 import { NumpyRandomState } from './numpy_random.js';
+import { UsageError } from '../util/errors.js';
 
 /**
  * Kernel Inception Distance (Bińkowski et al. 2018) as clean-fid, torch-fidelity and torchmetrics compute it:
@@ -41,14 +42,14 @@ export interface FeatureMatrix {
 
 export function kernelInceptionDistance(first: FeatureMatrix, second: FeatureMatrix, opts: KidOptions = {}): KidResult {
   const d = first.d;
-  if (second.d !== d) throw new Error(`KID: feature dimensions differ (${d} and ${second.d})`);
+  if (second.d !== d) throw new UsageError(`KID: feature dimensions differ (${d} and ${second.d})`);
   const subsets = opts.subsets ?? 100;
   const requested = opts.subsetSize ?? 1000;
   const seed = opts.seed ?? 2020;
-  if (!Number.isInteger(subsets) || subsets < 1) throw new Error(`KID: subsets must be a positive integer, got ${subsets}`);
-  if (!Number.isInteger(requested) || requested < 2) throw new Error(`KID: subsetSize must be an integer ≥ 2, got ${requested}`);
+  if (!Number.isInteger(subsets) || subsets < 1) throw new UsageError(`KID: subsets must be a positive integer, got ${subsets}`);
+  if (!Number.isInteger(requested) || requested < 2) throw new UsageError(`KID: subsetSize must be an integer ≥ 2, got ${requested}`);
   const m = Math.min(first.n, second.n, requested);
-  if (m < 2) throw new Error(`KID: needs at least 2 samples in each set, have ${first.n} and ${second.n}`);
+  if (m < 2) throw new UsageError(`KID: needs at least 2 samples in each set, have ${first.n} and ${second.n}`);
   const rng = new NumpyRandomState(seed);
   const draw = opts.sample ?? ((_set: 'first' | 'second', _s: number, n: number, size: number) => rng.choiceWithoutReplacement(n, size));
   const values = new Float64Array(subsets);

@@ -112,15 +112,74 @@ export function addGramUpper(c: Float64Array, x: Float64Array, rows: number, n: 
     lib.dsyrk(n, rows, 1, x, 1, c);
     return;
   }
-  for (let r = 0; r < rows; r++) {
-    const xr = r * n;
+  // Blocks of rows, transposed so each c[i][j] gets one dot product over the block's samples: c is swept
+  // once per block instead of once per sample (rank-1 updates are bound by memory traffic).
+  const block = 128;
+  const xt = new Float64Array(n * block);
+  for (let r0 = 0; r0 < rows; r0 += block) {
+    const m = Math.min(block, rows - r0);
+    for (let r = 0; r < m; r++) for (let i = 0; i < n; i++) xt[i * m + r] = x[(r0 + r) * n + i]!;
     for (let i = 0; i < n; i++) {
-      const xi = x[xr + i]!;
-      if (xi === 0) continue;
       const ci = i * n;
-      for (let j = i; j < n; j++) c[ci + j]! += xi * x[xr + j]!;
+      const ti = i * m;
+      for (let j = i; j < n; j++) {
+        const tj = j * m;
+        let dot = 0;
+        for (let r = 0; r < m; r++) dot += xt[ti + r]! * xt[tj + r]!;
+        c[ci + j]! += dot;
+      }
     }
   }
+}
+
+/**
+ * Lower Cholesky factor L (row-major, zeros above the diagonal) of a symmetric positive definite n×n, or null
+ * when a pivot is not above `minPivot` (singular, numerically singular or indefinite). Plain JavaScript.
+ */
+export function choleskyLower(a: Float64Array, n: number, minPivot = 0): Float64Array | null {
+  const l = new Float64Array(n * n);
+  for (let j = 0; j < n; j++) {
+    const rj = j * n;
+    let s = a[rj + j]!;
+    for (let k = 0; k < j; k++) s -= l[rj + k]! ** 2;
+    if (!(s > minPivot)) return null;
+    const d = Math.sqrt(s);
+    l[rj + j] = d;
+    for (let i = j + 1; i < n; i++) {
+      const ri = i * n;
+      let t = a[ri + j]!;
+      for (let k = 0; k < j; k++) t -= l[ri + k]! * l[rj + k]!;
+      l[ri + j] = t / d;
+    }
+  }
+  return l;
+}
+
+/** Lᵀ S L for a lower-triangular L and a symmetric S (row-major n×n), using L's zeros. Plain JavaScript. */
+export function congruenceLower(s: Float64Array, l: Float64Array, n: number): Float64Array {
+  // T = S L: row i of T accumulates S[i][p] · (row p of L, whose entries j ≤ p are the only non-zeros).
+  const t = new Float64Array(n * n);
+  for (let i = 0; i < n; i++) {
+    const ri = i * n;
+    for (let p = 0; p < n; p++) {
+      const sip = s[ri + p]!;
+      if (sip === 0) continue;
+      const rp = p * n;
+      for (let j = 0; j <= p; j++) t[ri + j]! += sip * l[rp + j]!;
+    }
+  }
+  // M = Lᵀ T: row i of M accumulates L[p][i] · (row p of T) over p ≥ i.
+  const m = new Float64Array(n * n);
+  for (let p = 0; p < n; p++) {
+    const rp = p * n;
+    for (let i = 0; i <= p; i++) {
+      const lpi = l[rp + i]!;
+      if (lpi === 0) continue;
+      const ri = i * n;
+      for (let j = 0; j < n; j++) m[ri + j]! += lpi * t[rp + j]!;
+    }
+  }
+  return m;
 }
 
 /** Copy the upper triangle onto the lower one (row-major n×n), in place. */

@@ -1,5 +1,6 @@
 import type { FeatureMatrix } from './kid.js';
 import { matmul } from './linalg.js';
+import { UsageError } from '../util/errors.js';
 
 /**
  * Improved precision and recall (Kynkäänniemi et al. 2019), as torch-fidelity's PRC: each set's manifold is
@@ -25,10 +26,10 @@ export interface PrecisionRecallResult {
 export function precisionRecall(real: FeatureMatrix, fake: FeatureMatrix, opts: PrecisionRecallOptions = {}): PrecisionRecallResult {
   const k = opts.k ?? 3;
   const block = opts.blockRows ?? 1024;
-  if (real.d !== fake.d) throw new Error(`precisionRecall: feature dimensions differ (${real.d} and ${fake.d})`);
-  if (!Number.isInteger(k) || k < 1) throw new Error(`precisionRecall: k must be a positive integer, got ${k}`);
+  if (real.d !== fake.d) throw new UsageError(`precisionRecall: feature dimensions differ (${real.d} and ${fake.d})`);
+  if (!Number.isInteger(k) || k < 1) throw new UsageError(`precisionRecall: k must be a positive integer, got ${k}`);
   for (const [name, s] of [['real', real], ['generated', fake]] as const) {
-    if (s.n <= k) throw new Error(`precisionRecall: the ${name} set has ${s.n} samples; k = ${k} needs more than ${k}`);
+    if (s.n <= k) throw new UsageError(`precisionRecall: the ${name} set has ${s.n} samples; k = ${k} needs more than ${k}`);
   }
   const r = toF64(real);
   const f = toF64(fake);

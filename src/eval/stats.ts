@@ -1,4 +1,5 @@
 import { addGramUpper, mirrorUpper } from './linalg.js';
+import { UsageError } from '../util/errors.js';
 
 /**
  * Sufficient statistics of a feature set, in float64: the count n, Σx and Σxxᵀ. Shards accumulate their
@@ -48,7 +49,7 @@ export class FeatureStats {
 
   /** Adds another shard's statistics into this one. */
   merge(other: FeatureStats): this {
-    if (other.dim !== this.dim) throw new Error(`FeatureStats.merge: dimensions differ (${this.dim} and ${other.dim})`);
+    if (other.dim !== this.dim) throw new UsageError(`FeatureStats.merge: dimensions differ (${this.dim} and ${other.dim})`);
     for (let i = 0; i < this.dim; i++) this.sum[i]! += other.sum[i]!;
     const d = this.dim;
     for (let i = 0; i < d; i++) for (let j = i; j < d; j++) this.outer[i * d + j]! += other.outer[i * d + j]!;
@@ -76,7 +77,7 @@ export class FeatureStats {
   /** Unbiased covariance (divides by n − 1, as np.cov(rowvar=False)); row-major dim×dim. */
   covariance(): Float64Array {
     const n = this.count;
-    if (n < 2) throw new Error(`FeatureStats.covariance: needs at least 2 samples, have ${n}`);
+    if (n < 2) throw new UsageError(`FeatureStats.covariance: needs at least 2 samples, have ${n}`);
     const d = this.dim;
     const mu = this.mean();
     const cov = new Float64Array(d * d);

@@ -9,3 +9,4 @@ export {
   type FidInceptionOutput,
   type InceptionInputScaling,
 } from './model.js';
+export { inceptionFeatures, type InceptionFeatureOptions, type InceptionFeatures } from './features.js';
