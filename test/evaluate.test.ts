@@ -6,7 +6,7 @@ import { loadRecipe, parseRecipe } from '../src/config/recipe.js';
 import { createExtractor, extractFolder, registerExtractor } from '../src/eval/evaluate_features.js';
 import { FeatureCache } from '../src/eval/feature_cache.js';
 import { fromFeatureSet, loadEvalInput, mergeFeatureFiles, readFeatureFile, writeFeatureFile } from '../src/eval/evaluate_inputs.js';
-import { clipScores, computeFid, computeIs, computeKid } from '../src/eval/evaluate_metrics.js';
+import { computeClipScore, computeFid, computeIs, computeKid } from '../src/eval/evaluate_metrics.js';
 import { frechetDistance } from '../src/eval/fid.js';
 import { readImageRgb8 } from '../src/io/image.js';
 import { writeNpz } from '../src/io/npz.js';
@@ -154,13 +154,24 @@ describe('feature extraction over folders', () => {
     expect(computeFid(few, s).warnings.join('\n')).toMatch(/4 samples for 6-d features: the covariance is rank-deficient/);
   });
 
-  it('CLIP-score follows torchmetrics (100·cos clamped at 0) and Hessel et al. (2.5·max(cos, 0))', () => {
+  it('CLIP-score from an extractor: torchmetrics (clamp of the mean) and Hessel (prefixed captions), per image 100·max(cos, 0)', async () => {
     const img = new Float32Array([1, 0, 0.6, 0.8, 1, 0]);
-    const txt = new Float32Array([1, 0, 0.8, 0.6, -1, 0]);
-    const s = clipScores(img, txt, 3, 2);
+    const texts: string[][] = [];
+    const ex = {
+      ...(await extractor()),
+      featureDim: 2,
+      name: 'clip-test',
+      encodeTexts: async (t: readonly string[]) => {
+        texts.push([...t]);
+        return new Float32Array([1, 0, 0.8, 0.6, -1, 0]);
+      },
+    };
+    const s = await computeClipScore(ex, img, ['a', 'b', 'c']);
     expect(s.perImage.map((v) => Number(v.toFixed(4)))).toEqual([100, 96, 0]);
-    expect(s.clip_score).toBeCloseTo(196 / 3, 5);
+    expect(s.clip_score).toBeCloseTo((100 + 96 - 100) / 3, 4);
     expect(s.clip_score_hessel).toBeCloseTo((2.5 + 2.4) / 3, 6);
+    expect(texts[1]).toEqual(['A photo depicts a', 'A photo depicts b', 'A photo depicts c']);
+    expect(s.model).toBe('clip-test');
   });
 });
 

@@ -1,4 +1,7 @@
+import { cosineSimilarity } from '../models/clip/clip_model.js';
 import { UsageError } from '../util/errors.js';
+import { clipScoreFromCosines, HESSEL_PREFIX } from './clip_score.js';
+import type { FeatureExtractor } from './evaluate_features.js';
 import { frechetDistance } from './fid.js';
 import { inceptionScore } from './inception_score.js';
 import { kernelInceptionDistance } from './kid.js';
@@ -16,7 +19,7 @@ export interface MetricValues {
   kernel_inception_distance_std?: number;
   inception_score_mean?: number;
   inception_score_std?: number;
-  /** torchmetrics' convention: mean over images of max(100·cos, 0). */
+  /** torchmetrics' convention: max(mean over images of 100·cos, 0). */
   clip_score?: number;
   /** Hessel et al.: mean of 2.5·max(cos, 0). */
   clip_score_hessel?: number;
@@ -82,25 +85,25 @@ export function computeIs(a: EvalInput, s: IsSettings): { mean: number; std: num
   return { mean: r.mean, std: r.std };
 }
 
-/** Per-image CLIP-score from unit image and text embeddings (row-major [n × d]). */
-export function clipScores(image: Float32Array, text: Float32Array, n: number, d: number): { perImage: number[]; clip_score: number; clip_score_hessel: number } {
-  const perImage: number[] = [];
-  let hessel = 0;
-  for (let i = 0; i < n; i++) {
-    let dot = 0;
-    let na = 0;
-    let nb = 0;
-    for (let j = 0; j < d; j++) {
-      const x = image[i * d + j]!;
-      const y = text[i * d + j]!;
-      dot += x * y;
-      na += x * x;
-      nb += y * y;
-    }
-    const cos = dot / Math.max(Math.sqrt(na * nb), 1e-12);
-    perImage.push(Math.max(100 * cos, 0));
-    hessel += 2.5 * Math.max(cos, 0);
-  }
-  const mean = perImage.reduce((s, v) => s + v, 0) / Math.max(n, 1);
-  return { perImage, clip_score: mean, clip_score_hessel: hessel / Math.max(n, 1) };
+/**
+ * CLIP-score of images against captions from the extractor's embeddings, in both conventions
+ * (clip_score.ts): torchmetrics' 100·cos with the clamp on the mean, and Hessel et al.'s
+ * 2.5·max(cos, 0) with captions prefixed "A photo depicts ". Per image: 100·max(cos, 0).
+ */
+export async function computeClipScore(
+  extractor: FeatureExtractor,
+  imageFeatures: Float32Array,
+  captions: readonly string[],
+): Promise<{ perImage: number[]; clip_score: number; clip_score_hessel: number; model: string }> {
+  if (!extractor.encodeTexts) throw new UsageError(`${extractor.name} has no text tower; CLIP-score needs a CLIP model`);
+  const n = captions.length;
+  const d = extractor.featureDim;
+  const cosines = async (texts: readonly string[]) => {
+    const t = await extractor.encodeTexts!(texts);
+    return Array.from({ length: n }, (_, i) => cosineSimilarity(imageFeatures.subarray(i * d, (i + 1) * d), t.subarray(i * d, (i + 1) * d)));
+  };
+  const plain = await cosines(captions);
+  const tm = clipScoreFromCosines(plain, 'torchmetrics', extractor.name);
+  const hessel = clipScoreFromCosines(await cosines(captions.map((c) => HESSEL_PREFIX + c)), 'hessel', extractor.name);
+  return { perImage: plain.map((c) => Math.max(100 * c, 0)), clip_score: tm.score, clip_score_hessel: hessel.score, model: extractor.name };
 }

@@ -10,7 +10,7 @@ import '../../eval/evaluate_extractors.js';
 import { createExtractor, extractFolder, type FeatureExtractor, type ResizeMode } from '../../eval/evaluate_features.js';
 import { FeatureCache } from '../../eval/feature_cache.js';
 import { fromFeatureSet, loadEvalInput, mergeFeatureFiles, writeFeatureFile, type EvalInput } from '../../eval/evaluate_inputs.js';
-import { DEFAULT_IS, DEFAULT_KID, clipScores, computeFid, computeIs, computeKid, type MetricValues } from '../../eval/evaluate_metrics.js';
+import { DEFAULT_IS, DEFAULT_KID, computeClipScore, computeFid, computeIs, computeKid, type MetricValues } from '../../eval/evaluate_metrics.js';
 import { writeReport } from '../../eval/report.js';
 import { evaluateRecipeSchema, evaluateRun } from '../../jobs/evaluate/index.js';
 import { UsageError } from '../../util/errors.js';
@@ -200,13 +200,12 @@ const clipScoreCommand: CommandModule<object, OneArgs> = {
     const d = set.featureDim;
     const img = new Float32Array(keep.length * d);
     keep.forEach(([, i], k) => img.set(set.features.subarray(i * d, (i + 1) * d), k * d));
-    const text = await ex.encodeTexts(keep.map(([f]) => captions.get(f)!));
-    const s = clipScores(img, text, keep.length, d);
+    const s = await computeClipScore(ex, img, keep.map(([f]) => captions.get(f)!));
     const noCaption = set.files.length - keep.length;
     const warnings = noCaption ? [`${noCaption} image(s) without a caption were left out`] : [];
     for (const sk of skipped) warnings.push(`${sk.path}: ${sk.reason}`);
     const input = fromFeatureSet(set);
-    await emit(args, { clip_score: s.clip_score, clip_score_hessel: s.clip_score_hessel }, settingsOf([input], { convention: 'torchmetrics: mean max(100·cos, 0); clip_score_hessel: 2.5·max(cos, 0)' }), [input], warnings);
+    await emit(args, { clip_score: s.clip_score, clip_score_hessel: s.clip_score_hessel }, settingsOf([input], { clip_model: s.model, convention: 'clip_score: torchmetrics, max(mean 100·cos, 0); clip_score_hessel: Hessel et al., mean 2.5·max(cos, 0), "A photo depicts " prefix' }), [input], warnings);
   },
 };
 

@@ -12,7 +12,7 @@ import { UsageError } from '../../util/errors.js';
 import '../../eval/evaluate_extractors.js';
 import { createExtractor, extractFolder, type FeatureExtractor, type FeatureSet } from '../../eval/evaluate_features.js';
 import { fromFeatureSet, loadEvalInput, type EvalInput } from '../../eval/evaluate_inputs.js';
-import { clipScores, computeFid, computeIs, computeKid, type MetricValues } from '../../eval/evaluate_metrics.js';
+import { computeClipScore, computeFid, computeIs, computeKid, type MetricValues } from '../../eval/evaluate_metrics.js';
 import { writeReport, type ReportCheckpoint, type ReportData } from '../../eval/report.js';
 import '../index.js';
 import { detectModelKind, getJob } from '../registry.js';
@@ -164,15 +164,13 @@ export async function evaluateRun(cfg: EvaluateRecipe, opts: EvaluateRunOptions)
         metrics.inception_score_std = r.std;
       }
     }
-    if (clip?.encodeTexts) {
+    if (clip) {
       const set = await extractFolder(sampleDir, clip, { batchSize: cfg.batch_size, label: `clip ${ckpt.label}` });
-      const text = await clip.encodeTexts(prompts.slice(0, set.n));
-      const s = clipScores(set.features, text, set.n, set.featureDim);
+      const s = await computeClipScore(clip, set.features, prompts.slice(0, set.n));
       metrics.clip_score = s.clip_score;
       metrics.clip_score_hessel = s.clip_score_hessel;
       s.perImage.forEach((v, i) => (samples[i]!.clip_score = v));
     }
-    log(`${ckpt.label}: ${Object.entries(metrics).map(([k, v]) => `${k} ${Number(v).toFixed(4)}`).join(', ')}`);
     if (side < MIN_FIDELITY_SIDE) noteOnce(warnings, `${ckpt.label} samples at ${side}×${side} px (its stage in progress); enlarged to ${MIN_FIDELITY_SIDE} px (nearest) for scoring`);
     results.push({ label: ckpt.label, ...(ckpt.step !== undefined ? { step: ckpt.step } : {}), file: ckpt.file, metrics, samples });
   }
