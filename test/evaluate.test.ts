@@ -185,3 +185,57 @@ describe('evaluate recipe', () => {
     expect(() => loadRecipe('evaluate', { sets: ['inception.resize=bicubic'] })).toThrow(/inception\.resize/);
   });
 });
+
+describe('evaluate CLI', () => {
+  async function cli(args: string[]): Promise<{ code: number; out: string; err: string }> {
+    const { main } = await import('../src/cli/main.js');
+    let out = '';
+    let err = '';
+    const w1 = process.stdout.write.bind(process.stdout);
+    const w2 = process.stderr.write.bind(process.stderr);
+    process.stdout.write = ((s: string) => ((out += s), true)) as typeof process.stdout.write;
+    process.stderr.write = ((s: string) => ((err += s), true)) as typeof process.stderr.write;
+    try {
+      const code = await main(args);
+      return { code, out, err };
+    } finally {
+      process.stdout.write = w1;
+      process.stderr.write = w2;
+      process.exitCode = undefined;
+    }
+  }
+
+  it('fid of two NumPy statistics files prints torch-fidelity keys as JSON; usage errors exit 2', async () => {
+    const npz = path.join(__dirname, 'fixtures', 'npz');
+    const r = await cli(['evaluate', 'fid', path.join(npz, 'fid_stats.npz'), path.join(npz, 'fid_stats_compressed.npz'), '--json']);
+    expect(r.code).toBe(0);
+    const j = JSON.parse(r.out) as { frechet_inception_distance: number; settings: Record<string, string> };
+    expect(Math.abs(j.frechet_inception_distance)).toBeLessThan(1e-9);
+    expect(j.settings.input_1).toMatch(/fid_stats\.npz \(statistics, 6-d\)/);
+    expect((await cli(['evaluate', 'fid', path.join(npz, 'fid_stats.npz'), path.join(npz, 'corners.npz')])).code).toBe(2);
+    expect((await cli(['evaluate', 'fid', path.join(npz, 'fid_stats.npz'), path.join(tmp, 'nope')])).code).toBe(2);
+    const none = await cli(['evaluate']);
+    expect(none.code).toBe(2);
+    expect(none.err).toMatch(/name a sub-command/);
+  });
+
+  it('features with --num-shards, then merge, then fid against the folder: the same number as unsharded', async () => {
+    const common = ['--model', 'pixel-stats', '--weights', weightsFile, '--no-cache'];
+    const parts: string[] = [];
+    for (const k of [0, 1]) {
+      const out = path.join(tmp, `cli-shard${k}.npz`);
+      const r = await cli(['evaluate', 'features', A, '--out', out, '--num-shards', '2', '--shard-index', String(k), ...common]);
+      expect(r.code, r.err).toBe(0);
+      parts.push(out);
+    }
+    const merged = path.join(tmp, 'cli-merged.npz');
+    expect((await cli(['evaluate', 'merge', ...parts, '--out', merged])).code).toBe(0);
+    const viaMerge = JSON.parse((await cli(['evaluate', 'fid', merged, B, '--json', ...common])).out) as { frechet_inception_distance: number };
+    const direct = JSON.parse((await cli(['evaluate', 'fid', A, B, '--json', ...common])).out) as { frechet_inception_distance: number; images_skipped: number };
+    expect(viaMerge.frechet_inception_distance).toBeCloseTo(direct.frechet_inception_distance, 10);
+    expect(direct.images_skipped).toBe(1);
+    const missingShardIndex = await cli(['evaluate', 'features', A, '--out', path.join(tmp, 'x.npz'), '--num-shards', '2', ...common]);
+    expect(missingShardIndex.code).toBe(2);
+    expect(missingShardIndex.err).toMatch(/--num-shards 2 needs --shard-index or one of JOB_COMPLETION_INDEX/);
+  });
+});
