@@ -151,7 +151,7 @@ describe('feature extraction over folders', () => {
     const dir = path.join(tmp, 'few');
     await writeProceduralFolder(dir, 4, 3);
     const few = await loadEvalInput(dir, async () => ex, { cache: null, progress: quiet });
-    expect(computeFid(few, s).warnings.join('\n')).toMatch(/4 samples for 6-d features: the covariance is rank-deficient/);
+    expect(computeFid(few, s).warnings.join('\n')).toMatch(/few has 4 samples, fewer than the 6 feature dimensions: its covariance is rank-deficient/);
   });
 
   it('CLIP-score from an extractor: torchmetrics (clamp of the mean) and Hessel (prefixed captions), per image 100·max(cos, 0)', async () => {

@@ -50,16 +50,8 @@ export function computeFid(a: EvalInput, b: EvalInput): { value: number; warning
   const sa = meanAndCov(a);
   const sb = meanAndCov(b);
   const r = frechetDistance({ mu: sa.mu, sigma: sa.sigma, ...(sa.n ? { n: sa.n } : {}) }, { mu: sb.mu, sigma: sb.sigma, ...(sb.n ? { n: sb.n } : {}) });
-  const warnings = [...r.warnings];
-  for (const [s, side] of [
-    [sa, a],
-    [sb, b],
-  ] as const) {
-    if (s.n !== undefined && s.n < a.dim) {
-      const w = `${side.source}: ${s.n} samples for ${a.dim}-d features: the covariance is rank-deficient and FID is biased upwards; use at least ${a.dim} (50,000 is the usual)`;
-      if (!warnings.some((x) => x.includes(side.source))) warnings.push(w);
-    }
-  }
+  // fid.ts words the N < d (rank-deficient covariance) warning; name which input it is about.
+  const warnings = r.warnings.map((w) => w.replace(/^the first set/, a.source).replace(/^the second set/, b.source));
   return { value: r.fid, warnings, n: [sa.n, sb.n] };
 }
 
