@@ -84,7 +84,8 @@ export function parseNpy(bytes: Uint8Array, where: string): NpyArray {
   return { dtype: kind.dtype, shape, data };
 }
 
-function typedView(dtype: NpyDtype, buf: ArrayBufferLike): NpyData {
+/** A typed array of `dtype` over `buf` (float16 as raw uint16 bits); the PyTorch reader shares it. */
+export function typedView(dtype: NpyDtype, buf: ArrayBufferLike): NpyData {
   switch (dtype) {
     case 'float64':
       return new Float64Array(buf);

@@ -1,6 +1,7 @@
 import fs from 'node:fs';
 import { JobError, UsageError } from '../util/errors.js';
 import type { SafetensorsDtype } from './dtypes.js';
+import { typedView } from './npz.js';
 import { PickleError, PyGlobal, PyTuple, acceptsBuild, describe, pyAttributes, unpickle, unpickleAt, type GlobalHandler } from './pickle.js';
 import { saveSafetensors, type TensorEntry } from './safetensors.js';
 import { ZipReader, looksLikeZip } from './zip.js';
@@ -126,28 +127,9 @@ export class TorchTensor {
 
   /** The elements in C order as the natural typed array (float16/bfloat16 as raw uint16 bits). */
   toTypedArray(): TorchTypedArray {
-    const b = this.contiguousBytes();
-    const buf = b.buffer;
-    switch (this.dtype) {
-      case 'float32':
-        return new Float32Array(buf);
-      case 'float64':
-        return new Float64Array(buf);
-      case 'float16':
-      case 'bfloat16':
-        return new Uint16Array(buf);
-      case 'int64':
-        return new BigInt64Array(buf);
-      case 'int32':
-        return new Int32Array(buf);
-      case 'int16':
-        return new Int16Array(buf);
-      case 'int8':
-        return new Int8Array(buf);
-      case 'uint8':
-      case 'bool':
-        return b;
-    }
+    const buf = this.contiguousBytes().buffer;
+    // Same element layouts as NumPy's; bfloat16 is raw 16-bit words like float16.
+    return typedView(this.dtype === 'bfloat16' ? 'float16' : this.dtype, buf) as TorchTypedArray;
   }
 
   /** What safetensors stores for this tensor: dtype, shape, raw little-endian bytes. */
