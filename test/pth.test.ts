@@ -148,3 +148,26 @@ describe('inspect on .pth files', () => {
     expect(inspectPyTorch(path.join(dir, 'dtypes.pth')).byDtype.BF16).toEqual({ tensors: 1, params: 5, bytes: 10 });
   });
 });
+
+describe('PyTorchTensorSource', () => {
+  it('serves a .pth state dict to loaders as safetensors would: names, info, float32/int32 host tensors', async () => {
+    const { PyTorchTensorSource, openWeightsSource } = await import('../src/io/pytorch_file.js');
+    const dir = path.join(ROOT, versions[0]!);
+    const want = (JSON.parse(fs.readFileSync(path.join(dir, 'expected.json'), 'utf8')) as Record<string, Record<string, Expected>>)['state.pth']!;
+    const src = openWeightsSource(path.join(dir, 'state.pth'));
+    expect(src).toBeInstanceOf(PyTorchTensorSource);
+    expect(src.names().sort()).toEqual(Object.keys(want).sort());
+    expect(src.info('conv.weight')).toMatchObject({ dtype: 'F32', shape: [4, 3, 3, 3] });
+    const w = src.read('conv.weight');
+    expect(Array.from(w.data)).toEqual(want['conv.weight']!.values.map(Math.fround));
+    const nbt = src.read('norm.num_batches_tracked');
+    expect(nbt.data).toBeInstanceOf(Int32Array);
+    expect(Array.from(nbt.data)).toEqual(want['norm.num_batches_tracked']!.values);
+    src.close();
+    const dt = new PyTorchTensorSource(path.join(dir, 'dtypes.pth'));
+    const wantD = (JSON.parse(fs.readFileSync(path.join(dir, 'expected.json'), 'utf8')) as Record<string, Record<string, Expected>>)['dtypes.pth']!;
+    expect(Array.from(dt.read('bf16').data)).toEqual(wantD.bf16!.values);
+    expect(() => dt.read('i64')).toThrow(/int64 value -1099511627776 at element 0 does not fit int32/);
+    dt.close();
+  });
+});

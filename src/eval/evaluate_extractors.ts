@@ -1,5 +1,6 @@
 import { loadClipModel } from '../models/clip/clip_model.js';
-import { loadFidInception } from '../models/inception/index.js';
+import { FidInceptionV3, loadFidInceptionFromSource } from '../models/inception/index.js';
+import { openWeightsSource } from '../io/pytorch_file.js';
 import { inceptionFeatures } from '../models/inception/features.js';
 import { clipPixelValues } from './clip_score.js';
 import { registerExtractor, type FeatureExtractor } from './evaluate_features.js';
@@ -16,7 +17,14 @@ registerExtractor('inception-fid', {
   weightsId: 'inception-fid',
   describe: "FID Inception v3 (pytorch-fid's port of the 2015-12-05 graph)",
   create: async ({ weights, resize }) => {
-    const model = loadFidInception(weights.path);
+    // A .pth (pytorch-fid's own file) loads directly; the weights cache holds the safetensors conversion.
+    const source = openWeightsSource(weights.path);
+    let model: FidInceptionV3;
+    try {
+      model = loadFidInceptionFromSource(source);
+    } finally {
+      source.close();
+    }
     const extractor: FeatureExtractor = {
       name: 'inception-fid',
       cacheKey: `inception-fid|${weights.sha256}|${resize}|2x-1`,

@@ -1,9 +1,10 @@
 import fs from 'node:fs';
 import { JobError, UsageError } from '../util/errors.js';
-import type { SafetensorsDtype } from './dtypes.js';
+import { bf16BitsToF32, f16BitsToF32, type SafetensorsDtype } from './dtypes.js';
+import type { HostTensor } from '../nn/module.js';
 import { typedView } from './npz.js';
 import { PickleError, PyGlobal, PyTuple, acceptsBuild, describe, pyAttributes, unpickle, unpickleAt, type GlobalHandler } from './pickle.js';
-import { saveSafetensors, type TensorEntry } from './safetensors.js';
+import { openSafetensors, saveSafetensors, type TensorEntry, type TensorInfo, type TensorSource } from './safetensors.js';
 import { ZipReader, looksLikeZip } from './zip.js';
 
 /**
@@ -484,4 +485,87 @@ export async function convertPyTorchToSafetensors(
   } finally {
     f.close();
   }
+}
+
+/** A tensor as loaders take it: float dtypes as float32, integer and bool dtypes as int32 (range-checked). */
+export function toHostTensor(t: TorchTensor, where: string): HostTensor {
+  const a = t.toTypedArray();
+  const shape = [...t.shape];
+  switch (t.dtype) {
+    case 'float32':
+      return { shape, data: a as Float32Array };
+    case 'float64':
+      return { shape, data: Float32Array.from(a as Float64Array) };
+    case 'float16':
+      return { shape, data: Float32Array.from(a as Uint16Array, f16BitsToF32) };
+    case 'bfloat16':
+      return { shape, data: Float32Array.from(a as Uint16Array, bf16BitsToF32) };
+    case 'int64': {
+      const out = new Int32Array(a.length);
+      (a as BigInt64Array).forEach((v, i) => {
+        if (v > 2147483647n || v < -2147483648n) throw new JobError(`${where}: int64 value ${v} at element ${i} does not fit int32`);
+        out[i] = Number(v);
+      });
+      return { shape, data: out };
+    }
+    default:
+      return { shape, data: Int32Array.from(a as ArrayLike<number>) };
+  }
+}
+
+/**
+ * A `.pth` state dict behind the interface safetensors loaders read (names, shapes, tensors on demand),
+ * so a model loads from the original PyTorch file without converting it first.
+ */
+export class PyTorchTensorSource implements TensorSource {
+  readonly metadata: Record<string, string>;
+  private readonly file: PyTorchFile;
+  private readonly tensors: Map<string, TorchTensor>;
+
+  constructor(readonly path: string, opts: { key?: string } = {}) {
+    this.file = readPyTorchFile(path);
+    try {
+      this.tensors = findStateDict(this.file.root, opts.key);
+    } catch (e) {
+      this.file.close();
+      throw e;
+    }
+    this.metadata = { format: 'pt', ...checkpointScalars(this.file.root) };
+  }
+
+  names(): string[] {
+    return [...this.tensors.keys()];
+  }
+
+  has(name: string): boolean {
+    return this.tensors.has(name);
+  }
+
+  private get(name: string): TorchTensor {
+    const t = this.tensors.get(name);
+    if (!t) throw new JobError(`${this.path}: no tensor '${name}'`);
+    return t;
+  }
+
+  info(name: string): TensorInfo {
+    const t = this.get(name);
+    return { dtype: TORCH_TO_SAFETENSORS[t.dtype], shape: [...t.shape], dataOffsets: [0, t.numel * TORCH_DTYPE_BYTES[t.dtype]] };
+  }
+
+  read(name: string): HostTensor {
+    return toHostTensor(this.get(name), `${this.path}: ${name}`);
+  }
+
+  readRaw(name: string): Uint8Array {
+    return this.get(name).contiguousBytes();
+  }
+
+  close(): void {
+    this.file.close();
+  }
+}
+
+/** Weights from a `.safetensors` (or sharded index) or a PyTorch `.pth`/`.pt`/`.bin`, by extension. */
+export function openWeightsSource(p: string): TensorSource {
+  return isPyTorchPath(p) ? new PyTorchTensorSource(p) : openSafetensors(p);
 }
