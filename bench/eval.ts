@@ -65,7 +65,7 @@ function fidRows(d: number, n: number, backend: LinalgBackend, log: (l: string) 
     fid: fd.value.fid,
     rows: [
       { name: `${backend} stats Σx, Σxxᵀ 2×${n}×${d}`, value: stats.ms, unit: 'ms', note: 'float64, both sets' },
-      { name: `${backend} fid linalg d=${d}`, value: fd.ms, unit: 'ms', note: `FID ${fd.value.fid.toFixed(9)} (eigh Σ1, 2 gemm, eigvalsh)` },
+      { name: `${backend} fid linalg d=${d}`, value: fd.ms, unit: 'ms', note: `FID ${fd.value.fid.toFixed(9)} (Cholesky congruence, eigvalsh)` },
     ],
   };
 }

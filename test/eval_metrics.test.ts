@@ -99,6 +99,9 @@ describe.each(backends)('linear algebra on %s', (backend) => {
       expect(Math.abs(res.fid - c.symmetric_eigh)).toBeLessThan(c.rank1 < c.d ? 5e-8 : 1e-12);
       expect(res.offset).toBe(0);
       expect(res.rank1).toBe(c.rank1);
+      // Full rank takes the Cholesky congruence; the eigenvector route must agree with it.
+      const eigen = frechetDistance({ mu: mu1, sigma: cov1 }, { mu: s2.mean(), sigma: s2.covariance() }, { route: 'eigen' });
+      expect(Math.abs(eigen.fid - res.fid)).toBeLessThan(1e-11 * c.symmetric_eigh);
       if (c.rank1 < c.d) expect(res.warnings.join('\n')).toMatch(/has 40 samples, fewer than the 64 feature dimensions/);
       else expect(res.warnings).toEqual([]);
     });

@@ -621,6 +621,8 @@ napi_value init(napi_env env, napi_value exports) {
       {"dsyevd", nullptr, guarded<lapackSyevd>, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"dgemm", nullptr, guarded<blasGemm>, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"dsyrk", nullptr, guarded<blasSyrk>, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"dpotrf", nullptr, guarded<lapackPotrf>, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"dtrmm", nullptr, guarded<blasTrmm>, nullptr, nullptr, nullptr, napi_default, nullptr},
   };
   napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props);
   return exports;

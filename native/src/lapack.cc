@@ -9,6 +9,7 @@
 
 #include "lapack.h"
 
+extern "C" void dpotrf_(const char* uplo, const int* n, double* a, const int* lda, int* info);
 extern "C" void dsyevd_(const char* jobz, const char* uplo, const int* n, double* a, const int* lda, double* w, double* work,
                         const int* lwork, int* iwork, const int* liwork, int* info);
 
@@ -98,6 +99,42 @@ napi_value blasSyrk(napi_env env, napi_callback_info cb) {
   requireDoubles(c.length, static_cast<int64_t>(n) * n, "c");
   if (n == 0) return nullptr;
   cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, n, k, alpha, a.data, n, beta, c.data, n);
+  return nullptr;
+}
+
+// dpotrf(n, a) → info: Cholesky of the symmetric positive definite n×n `a` in place, upper triangle of its
+// column-major view = lower triangle of the row-major one (a = L·Lᵀ, L there); info > 0: not positive definite.
+napi_value lapackPotrf(napi_env env, napi_callback_info cb) {
+  napi_value argv[2];
+  getArgs(env, cb, argv, "dpotrf");
+  const int n = dimArg(env, argv[0], "n");
+  auto a = typedArg<double>(env, argv[1], "a");
+  requireDoubles(a.length, static_cast<int64_t>(n) * n, "a");
+  int info = 0;
+  const char uplo = 'U';
+  if (n > 0) dpotrf_(&uplo, &n, a.data, &n, &info);
+  if (info < 0) throw JsError{"dpotrf: argument " + std::to_string(-info) + " is invalid"};
+  return makeNumber(env, info);
+}
+
+// dtrmm(right, lower, transA, m, n, alpha, a, b): row-major b[m×n] = alpha·op(a)·b (left) or alpha·b·op(a)
+// (right) for a triangular a (non-unit diagonal).
+napi_value blasTrmm(napi_env env, napi_callback_info cb) {
+  napi_value argv[8];
+  getArgs(env, cb, argv, "dtrmm");
+  const bool right = boolArg(env, argv[0], "right");
+  const bool lower = boolArg(env, argv[1], "lower");
+  const bool transA = boolArg(env, argv[2], "transA");
+  const int m = dimArg(env, argv[3], "m"), n = dimArg(env, argv[4], "n");
+  const double alpha = doubleArg(env, argv[5], "alpha");
+  auto a = typedArg<double>(env, argv[6], "a");
+  auto b = typedArg<double>(env, argv[7], "b");
+  const int k = right ? n : m;
+  requireDoubles(a.length, static_cast<int64_t>(k) * k, "a");
+  requireDoubles(b.length, static_cast<int64_t>(m) * n, "b");
+  if (m == 0 || n == 0) return nullptr;
+  cblas_dtrmm(CblasRowMajor, right ? CblasRight : CblasLeft, lower ? CblasLower : CblasUpper, transA ? CblasTrans : CblasNoTrans,
+              CblasNonUnit, m, n, alpha, a.data, k, b.data, n);
   return nullptr;
 }
 

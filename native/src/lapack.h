@@ -7,5 +7,7 @@ namespace sfn {
 napi_value lapackSyevd(napi_env env, napi_callback_info cb);
 napi_value blasGemm(napi_env env, napi_callback_info cb);
 napi_value blasSyrk(napi_env env, napi_callback_info cb);
+napi_value lapackPotrf(napi_env env, napi_callback_info cb);
+napi_value blasTrmm(napi_env env, napi_callback_info cb);
 
 }  // namespace sfn

@@ -10,9 +10,9 @@ import { UsageError } from '../util/errors.js';
  * symmetric positive semidefinite matrix. So the trace term is computed with symmetric eigensolvers only:
  * Σ1 = V Λ Vᵀ, B = V Λ^½ (the columns with λ > 0), M = Bᵀ Σ2 B, tr(Σ1Σ2)^½ = Σ √max(μ(M), 0). This stays
  * real and exact when Σ1 or Σ2 is singular (fewer samples than dimensions), where sqrtm's Schur route
- * returns complex parts or NaN; Σ1's eigenvalues below d·ε·λmax count as zero. The JavaScript fallback
- * first tries the cheaper congruence with Σ1's Cholesky factor, Σ1 = LLᵀ, M = Lᵀ Σ2 L (one eigenvalue-only
- * problem, about 4× less work), and takes the eigenvector route when Σ1 is not positive definite. Eigenvalues that rounding pushes below zero are clamped, as in the
+ * returns complex parts or NaN; Σ1's eigenvalues below d·ε·λmax count as zero. Both backends first try the
+ * cheaper congruence with Σ1's Cholesky factor, Σ1 = LLᵀ, M = Lᵀ Σ2 L (one eigenvalue-only problem, about
+ * 4× less work than eigenvectors), and take the eigenvector route when Σ1 is not safely positive definite. Eigenvalues that rounding pushes below zero are clamped, as in the
  * symmetric workaround of pytorch-fid#117.
  *
  * As pytorch-fid, a trace term that fails (an eigensolver that does not converge, a non-finite result) is
@@ -27,7 +27,11 @@ export interface GaussianStats {
   n?: number;
 }
 
+/** 'auto': Cholesky congruence when Σ1 is positive definite, else the eigenvector route; 'eigen': always the latter. */
+export type FrechetRoute = 'auto' | 'eigen';
+
 export interface FrechetOptions {
+  route?: FrechetRoute;
   /** The offset added to both diagonals when the first attempt is not finite (pytorch-fid: 1e-6). */
   eps?: number;
   /** Add eps·I to both covariances up front (to reproduce a pytorch-fid number that took its retry). */
@@ -73,13 +77,13 @@ export function frechetDistance(a: GaussianStats, b: GaussianStats, opts: Freche
   let offset = opts.alwaysOffset ? eps : 0;
   let attempt: { trace: number; rank1: number };
   try {
-    attempt = traceTerm(a.sigma, b.sigma, d, offset);
+    attempt = traceTerm(a.sigma, b.sigma, d, offset, opts.route);
     if (!Number.isFinite(attempt.trace)) throw new Error(`the trace of (Σ1Σ2)^½ came out ${attempt.trace}`);
   } catch (e) {
     if (offset !== 0) throw e;
     warnings.push(`${(e as Error).message}; retried with ${eps} added to the diagonals of both covariances (as pytorch-fid)`);
     offset = eps;
-    attempt = traceTerm(a.sigma, b.sigma, d, offset);
+    attempt = traceTerm(a.sigma, b.sigma, d, offset, opts.route);
   }
   let tr1 = 0;
   let tr2 = 0;
@@ -101,19 +105,26 @@ export function frechetDistance(a: GaussianStats, b: GaussianStats, opts: Freche
 }
 
 /** tr (Σ1Σ2)^½ through Σ1 = VΛVᵀ and the eigenvalues of Λ^½ Vᵀ Σ2 V Λ^½ (offset·I added to both when non-zero). */
-export function traceSqrtProduct(sigma1: Float64Array, sigma2: Float64Array, d: number, offset = 0): number {
-  return traceTerm(sigma1, sigma2, d, offset).trace;
+export function traceSqrtProduct(sigma1: Float64Array, sigma2: Float64Array, d: number, offset = 0, route: FrechetRoute = 'auto'): number {
+  return traceTerm(sigma1, sigma2, d, offset, route).trace;
 }
 
-function traceTerm(sigma1: Float64Array, sigma2: Float64Array, d: number, offset: number): { trace: number; rank1: number } {
+/** Σ √λ(Lᵀ Σ2 L) with Σ1 = LLᵀ, or null when Σ1 is not safely positive definite. */
+function traceByCholesky(s1: Float64Array, s2: Float64Array, d: number): number | null {
+  // A pivot at rounding level means Σ1 is numerically singular: the eigen route treats that exactly.
+  let maxDiag = 0;
+  for (let i = 0; i < d; i++) maxDiag = Math.max(maxDiag, s1[i * d + i]!);
+  const l = choleskyLower(s1, d, d * 2 ** -52 * maxDiag);
+  if (!l) return null;
+  return sumSqrt(symmetricEigen(symmetrise(congruenceLower(s2, l, d), d), d, { vectors: false }).values);
+}
+
+function traceTerm(sigma1: Float64Array, sigma2: Float64Array, d: number, offset: number, route: FrechetRoute = 'auto'): { trace: number; rank1: number } {
   const s1 = withOffset(sigma1, d, offset);
   const s2 = withOffset(sigma2, d, offset);
-  if (linalgBackend() === 'js') {
-    // A pivot at rounding level means Σ1 is numerically singular: the eigen route treats that exactly.
-    let maxDiag = 0;
-    for (let i = 0; i < d; i++) maxDiag = Math.max(maxDiag, s1[i * d + i]!);
-    const l = choleskyLower(s1, d, d * 2 ** -52 * maxDiag);
-    if (l) return { trace: sumSqrt(symmetricEigen(symmetrise(congruenceLower(s2, l, d), d), d, { vectors: false }).values), rank1: d };
+  if (route === 'auto') {
+    const viaCholesky = traceByCholesky(s1, s2, d);
+    if (viaCholesky !== null) return { trace: viaCholesky, rank1: d };
   }
   const e1 = symmetricEigen(s1, d, { vectors: true });
   const lmax = Math.max(0, e1.values[d - 1] ?? 0);

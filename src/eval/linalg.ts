@@ -13,7 +13,7 @@ import { loadNativeAddon, type NativeAddon } from '../backend/native/addon.js';
 export type LinalgBackend = 'lapack' | 'js';
 
 /** The native functions this module uses (native/src/lapack.cc). */
-type LapackAddon = Pick<NativeAddon, 'dsyevd' | 'dgemm' | 'dsyrk'>;
+type LapackAddon = Pick<NativeAddon, 'dsyevd' | 'dgemm' | 'dsyrk' | 'dpotrf' | 'dtrmm'>;
 
 let forced: LinalgBackend | undefined;
 
@@ -25,7 +25,7 @@ export function setLinalgBackend(backend: LinalgBackend | undefined): void {
 
 function lapack(): LapackAddon | undefined {
   const { addon } = loadNativeAddon();
-  return addon && typeof addon.dsyevd === 'function' ? addon : undefined;
+  return addon && typeof addon.dsyevd === 'function' && typeof addon.dpotrf === 'function' ? addon : undefined;
 }
 
 function native(): LapackAddon | undefined {
@@ -134,9 +134,19 @@ export function addGramUpper(c: Float64Array, x: Float64Array, rows: number, n: 
 
 /**
  * Lower Cholesky factor L (row-major, zeros above the diagonal) of a symmetric positive definite n×n, or null
- * when a pivot is not above `minPivot` (singular, numerically singular or indefinite). Plain JavaScript.
+ * when a pivot is not above `minPivot` (singular, numerically singular or indefinite).
  */
 export function choleskyLower(a: Float64Array, n: number, minPivot = 0): Float64Array | null {
+  const lib = native();
+  if (lib) {
+    const l = a.slice();
+    if (lib.dpotrf(n, l) !== 0) return null;
+    for (let i = 0; i < n; i++) {
+      if (!(l[i * n + i]! ** 2 > minPivot)) return null;
+      for (let j = i + 1; j < n; j++) l[i * n + j] = 0;
+    }
+    return l;
+  }
   const l = new Float64Array(n * n);
   for (let j = 0; j < n; j++) {
     const rj = j * n;
@@ -155,8 +165,15 @@ export function choleskyLower(a: Float64Array, n: number, minPivot = 0): Float64
   return l;
 }
 
-/** Lᵀ S L for a lower-triangular L and a symmetric S (row-major n×n), using L's zeros. Plain JavaScript. */
+/** Lᵀ S L for a lower-triangular L and a symmetric S (row-major n×n), using L's zeros. */
 export function congruenceLower(s: Float64Array, l: Float64Array, n: number): Float64Array {
+  const lib = native();
+  if (lib) {
+    const m = s.slice();
+    lib.dtrmm(true, true, false, n, n, 1, l, m); // S·L
+    lib.dtrmm(false, true, true, n, n, 1, l, m); // Lᵀ·(S·L)
+    return m;
+  }
   // T = S L: row i of T accumulates S[i][p] · (row p of L, whose entries j ≤ p are the only non-zeros).
   const t = new Float64Array(n * n);
   for (let i = 0; i < n; i++) {

@@ -91,6 +91,10 @@ export interface NativeAddon {
   dgemm(transA: boolean, transB: boolean, m: number, n: number, k: number, alpha: number, a: Float64Array, b: Float64Array, beta: number, c: Float64Array): void;
   /** BLAS dsyrk, row-major: upper triangle of c[n×n] = alpha·aᵀa + beta·c for a [k×n]. */
   dsyrk(n: number, k: number, alpha: number, a: Float64Array, beta: number, c: Float64Array): void;
+  /** LAPACK dpotrf in place (row-major lower triangle = L of a = L·Lᵀ); returns info (> 0: not positive definite). */
+  dpotrf(n: number, a: Float64Array): number;
+  /** BLAS dtrmm, row-major: b[m×n] = alpha·op(a)·b (left) or alpha·b·op(a) (right), a triangular. */
+  dtrmm(right: boolean, lower: boolean, transA: boolean, m: number, n: number, alpha: number, a: Float64Array, b: Float64Array): void;
 }
 
 export interface NativeInfo {
