@@ -62,7 +62,11 @@ export function getExtractorSpec(name: string): ExtractorSpec | undefined {
   return extractors.get(name);
 }
 
-export async function createExtractor(name: string, opts: { resize?: ResizeMode; weightsPath?: string; cacheDir?: string } = {}): Promise<FeatureExtractor> {
+/** Short names `--model` also accepts. */
+const ALIASES: Record<string, string> = { clip: 'clip-vit-b32', inception: 'inception-fid' };
+
+export async function createExtractor(requested: string, opts: { resize?: ResizeMode; weightsPath?: string; cacheDir?: string } = {}): Promise<FeatureExtractor> {
+  const name = ALIASES[requested] ?? requested;
   const spec = extractors.get(name);
   if (!spec) {
     throw new UsageError(`no feature network '${name}' in this build; available: ${extractorNames().join(', ') || '(none)'}`);

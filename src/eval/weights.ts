@@ -253,7 +253,7 @@ export function resolveWeights(id: string, opts: { explicit?: string; cacheDir?:
   if (!status.present) {
     const missing = status.files.filter((f) => !f.present).map((f) => f.name);
     throw new UsageError(
-      `${set.describe} weights are not in ${path.dirname(status.path)} (missing ${missing.join(', ')}).\n` +
+      `${set.describe} weights are not in ${path.join(opts.cacheDir ?? weightsCacheDir(), id)} (missing ${missing.join(', ')}).\n` +
         `Get them with: scaleforge weights fetch ${id}\n` +
         `(without internet: download ${set.files[0]!.url}${set.files.length > 1 ? ' and the other files listed by `scaleforge weights list`' : ''} by hand, then scaleforge weights fetch ${id} --from PATH)`,
     );

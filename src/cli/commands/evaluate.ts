@@ -67,7 +67,7 @@ interface RunArgs {
 
 function common<T>(y: Argv<T>, defaultModel: string): Argv<T> {
   return y
-    .option('model', { type: 'string', default: defaultModel, describe: 'feature network (inception-fid, clip-vit-b32, clip-vit-l14)' })
+    .option('model', { type: 'string', default: defaultModel, describe: 'feature network: inception-fid, clip (= clip-vit-b32), clip-vit-l14' })
     .option('resize', { type: 'string', choices: ['clean', 'legacy'], default: 'clean', describe: "resize to 299: clean-fid's PIL bicubic (clean) or pytorch-fid's bilinear (legacy)" })
     .option('weights', { type: 'string', describe: 'weights file/folder instead of the weights cache' })
     .option('batch-size', { type: 'number', default: 32 })
