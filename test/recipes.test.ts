@@ -13,6 +13,7 @@ import { vaeRecipeSchema } from '../src/jobs/vae/schema.js';
 import { AutoencoderKL, vaeConfig } from '../src/models/vae/index.js';
 import { Rng } from '../src/util/rng.js';
 import '../src/curate/schema.js';
+import '../src/jobs/evaluate/index.js';
 
 /** How each trainable kind's model is built from a recipe, as its job does (weights random). */
 const builders: Record<string, (loaded: ReturnType<typeof loadRecipe>) => { params: number; dispose(): void }> = {
