@@ -15,3 +15,15 @@ export {
   ditParameterCount,
   validateDitConfig,
 } from './config.js';
+export {
+  type DitLayout,
+  type LoadDitOptions,
+  type LoadedDitWeights,
+  ditConfigFromDiffusers,
+  inferDitConfig,
+  loadDit,
+  loadDitWeights,
+  officialFromDiffusers,
+  readDitState,
+  resolveDitLocation,
+} from './load.js';
