@@ -6,6 +6,7 @@ export {
   type Sampler,
   type SamplerOptions,
   NoiseStreams,
+  type NoiseSource,
   classifierFreeGuidance,
   ddimSampler,
   ddpmSampler,

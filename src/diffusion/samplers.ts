@@ -12,8 +12,13 @@ import { DiffusionSchedule, shiftFlowTime, spacedTimesteps } from './schedule.js
 /** The network (with its conditioning and guidance already bound): x [N, H, W, C], model time [N] → output. */
 export type ModelFn = (x: tf.Tensor4D, t: tf.Tensor1D) => tf.Tensor4D;
 
+/** Where a sampler's Gaussian draws come from: the initial x_T first, then one tensor per stochastic step. */
+export interface NoiseSource {
+  next(): tf.Tensor4D;
+}
+
 /** Per-sample Gaussian noise streams: sample i reads Rng(seeds[i]), one draw after another. */
-export class NoiseStreams {
+export class NoiseStreams implements NoiseSource {
   private readonly rngs: Rng[];
   constructor(seeds: readonly number[], readonly shape: readonly [number, number, number]) {
     this.rngs = seeds.map((s) => new Rng(s));
@@ -64,6 +69,8 @@ export interface SamplerOptions {
   shift?: number;
   /** Flow models see t·timeScale (the same 0…1000 range as DDPM steps). */
   timeScale?: number;
+  /** Replaces the seeded streams (tests feed recorded draws; the batch size is then the draws'). */
+  noise?: NoiseSource;
   /** Called after every step with the step index (progress). */
   onStep?: (i: number, total: number) => void;
 }
@@ -103,9 +110,9 @@ export const ddpmSampler: Sampler = {
   run(model, opts, schedule) {
     const base = requireSchedule('ddpm', schedule);
     const s = base.respace(spacedTimesteps(base.numTimesteps, opts.steps));
-    const noise = new NoiseStreams(opts.seeds, opts.shape);
-    const n = noise.count;
+    const noise = opts.noise ?? new NoiseStreams(opts.seeds, opts.shape);
     let x = noise.next();
+    const n = x.shape[0];
     for (let i = s.numTimesteps - 1; i >= 0; i--) {
       const t = new Array<number>(n).fill(i);
       const next = tf.tidy(() => {
@@ -133,10 +140,10 @@ export const ddimSampler: Sampler = {
     const base = requireSchedule('ddim', schedule);
     const s = base.respace(spacedTimesteps(base.numTimesteps, opts.steps));
     const eta = opts.eta ?? 0;
-    const noise = new NoiseStreams(opts.seeds, opts.shape);
-    const n = noise.count;
+    const noise = opts.noise ?? new NoiseStreams(opts.seeds, opts.shape);
     const c = opts.shape[2];
     let x = noise.next();
+    const n = x.shape[0];
     for (let i = s.numTimesteps - 1; i >= 0; i--) {
       const t = new Array<number>(n).fill(i);
       const ab = s.alphasCumprod[i]!;
@@ -170,10 +177,10 @@ export const eulerSampler: Sampler = {
   run(model, opts) {
     const grid = flowTimeGrid(opts.steps, opts.shift ?? 1);
     const scale = opts.timeScale ?? 1000;
-    const noise = new NoiseStreams(opts.seeds, opts.shape);
-    const n = noise.count;
+    const noise = opts.noise ?? new NoiseStreams(opts.seeds, opts.shape);
     const c = opts.shape[2];
     let x = noise.next();
+    const n = x.shape[0];
     for (let i = 0; i < opts.steps; i++) {
       const t = grid[i]!;
       const dt = grid[i + 1]! - t;
