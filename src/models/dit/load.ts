@@ -106,7 +106,8 @@ export function ditConfigFromDiffusers(json: unknown, source: string, labelRows?
  * The config of an official-layout state dict, read off the tensor shapes. Heads are not in the
  * weights: the official trunk with that width gives them (S 6, B 12, L/XL 16) unless given.
  */
-export function inferDitConfig(src: TensorSource, file: string, numHeads?: number): DitConfig {
+export function inferDitConfig(src: TensorSource, file: string, opts: { numHeads?: number; numClasses?: number } = {}): DitConfig {
+  const numHeads = opts.numHeads;
   const shape = (n: string): number[] => {
     if (!src.names().includes(n)) throw new UsageError(`${file}: no tensor '${n}' — not an official DiT state dict`);
     return src.info(n).shape;
@@ -121,7 +122,8 @@ export function inferDitConfig(src: TensorSource, file: string, numHeads?: numbe
   const trunk = Object.values(ditConfigs).find((c) => c.hiddenSize === d && c.depth === depth);
   const heads = numHeads ?? trunk?.numHeads;
   if (heads === undefined) throw new UsageError(`${file}: hidden size ${d} × depth ${depth} is no official DiT trunk, so the head count is unknown; pass it (numHeads)`);
-  const numClasses = rows > 1000 ? rows - 1 : rows;
+  // The weights cannot tell a null-class row from a class: the official models (class_dropout_prob 0.1) have one.
+  const numClasses = opts.numClasses ?? rows - 1;
   const config: DitConfig = {
     inputSize: grid * p,
     patchSize: p,
@@ -266,6 +268,8 @@ export interface LoadDitOptions {
   config?: DitConfig;
   /** Head count for an official-layout file whose width is no official trunk. */
   numHeads?: number;
+  /** Class count of an official-layout file trained without a null class (the table then has no extra row). */
+  numClasses?: number;
 }
 
 /** A class-conditioned DiT with the weights of an official or diffusers checkpoint, in eval mode. */
@@ -281,7 +285,7 @@ export function loadDit(location: string, opts: LoadDitOptions = {}): { model: D
         const rowsName = 'transformer_blocks.0.norm1.emb.class_embedder.embedding_table.weight';
         const rows = src.names().includes(rowsName) ? src.info(rowsName).shape[0] : undefined;
         config = ditConfigFromDiffusers(JSON.parse(fs.readFileSync(configJson, 'utf8')), configJson, rows);
-      } else if (layout === 'official') config = inferDitConfig(src, weights, opts.numHeads);
+      } else if (layout === 'official') config = inferDitConfig(src, weights, opts);
       else throw new UsageError(`${weights}: not a DiT checkpoint (no blocks.* or transformer_blocks.* tensors)`);
     } finally {
       src.close();
