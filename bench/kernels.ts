@@ -12,7 +12,7 @@ import { NextScaleGenerator } from '../src/models/nsp/model.js';
 import type { NspModelConfig } from '../src/models/nsp/config.js';
 import { loadRecipe, parseRecipe } from '../src/config/recipe.js';
 import '../src/jobs/index.js';
-import { modelConfigFromRecipe } from '../src/jobs/nsp/pipeline.js';
+import { modelConfigFromRecipe } from '../src/jobs/nsp/model.js';
 import { nspRecipeSchema } from '../src/jobs/nsp/schema.js';
 import { AdamW } from '../src/train/optim.js';
 import { Rng } from '../src/util/rng.js';

@@ -5,15 +5,15 @@ import { describe, expect, it } from 'vitest';
 import { tf } from '../src/backend/tf.js';
 import { ProceduralDataset } from '../src/data/procedural.js';
 import { readMetricsLog } from '../src/io/metrics_log.js';
-import { buildPipeline } from '../src/jobs/nsp/pipeline.js';
+import { pixelSource } from '../src/jobs/nsp/data.js';
+import { buildPipeline, loadNspForSampling, NspArchitecture, NspJobState, nspJobStateSchema, NspPipeline, pipelineFromArchitecture } from '../src/jobs/nsp/model.js';
 import { generate } from '../src/jobs/nsp/sampling.js';
-import { loadNspForSampling } from '../src/jobs/nsp/load.js';
 import { nspRecipeSchema, NspRecipe } from '../src/jobs/nsp/schema.js';
-import { pixelSource } from '../src/jobs/nsp/source.js';
 import { stagePlan, trainNspProgressive, withOwnOutputs } from '../src/jobs/nsp/train.js';
 import { Rng } from '../src/util/rng.js';
-import { CheckpointManager } from '../src/train/checkpoint.js';
-import { createRunDir } from '../src/train/run_dir.js';
+import type { RunDir } from '../src/train/run_dir.js';
+import type { ResumePoint } from '../src/train/session.js';
+import { latestResumePoint, newRun, testSession } from './helpers/train.js';
 
 function tinyRecipe(over: Record<string, unknown> = {}): NspRecipe {
   return nspRecipeSchema.parse({
@@ -37,37 +37,40 @@ function tinyRecipe(over: Record<string, unknown> = {}): NspRecipe {
   });
 }
 
-const quiet = { write: () => true, isTTY: false } as unknown as NodeJS.WritableStream;
-
-async function runOnce(r: NspRecipe, dir: string, stopAfter?: number, resume = false) {
+/** Trains `pipeline` on the tiny procedural set through a session, as the job does. */
+async function train(r: NspRecipe, built: { pipeline: NspPipeline; arch: NspArchitecture }, run: RunDir, resume: ResumePoint<NspJobState> | null, stopAfter?: number) {
   const dataset = await ProceduralDataset.create({ size: 16, count: 24, seed: 1, cacheDir: null });
   const source = pixelSource(dataset);
-  let run;
-  let resumeFrom = null;
-  let built;
-  if (resume) {
-    const { openRunDir } = await import('../src/train/run_dir.js');
-    run = openRunDir(dir);
-    resumeFrom = new CheckpointManager(run.checkpoints).loadLatest();
-    const { pipelineFromArchitecture } = await import('../src/jobs/nsp/pipeline.js');
-    const arch = (resumeFrom!.extra as { architecture: Parameters<typeof pipelineFromArchitecture>[0] }).architecture;
-    built = { pipeline: pipelineFromArchitecture(arch, r.seed), arch };
-  } else {
-    run = createRunDir({ recipeName: 'tiny', resolvedYaml: 'kind: nsp-progressive\n', out: dir });
-    built = buildPipeline(r, 3, source.captions());
-  }
-  const result = await trainNspProgressive({
-    recipe: r,
-    pipeline: built.pipeline,
-    architecture: built.arch,
-    source,
+  const plan = stagePlan(r, source.length);
+  const session = testSession<NspJobState>({
+    kind: 'nsp-progressive',
     run,
-    resumeFrom,
-    ...(stopAfter !== undefined ? { stopAfterGlobalStep: stopAfter } : {}),
-    progressStream: quiet as never,
-    log: () => {},
+    seed: r.seed,
+    log: r.log,
+    totalSteps: plan.steps.reduce((a, b) => a + b, 0),
+    model: built.pipeline,
+    jobState: () => ({ architecture: built.arch }),
+    resume,
+    ...(stopAfter !== undefined ? { stopAfterStep: stopAfter } : {}),
   });
-  return { result, pipeline: built.pipeline, run };
+  try {
+    return await trainNspProgressive({ recipe: r, pipeline: built.pipeline, architecture: built.arch, source, session });
+  } finally {
+    session.close();
+  }
+}
+
+async function runOnce(r: NspRecipe, dir: string, stopAfter?: number, resume = false) {
+  if (resume) {
+    const { run, resume: point } = latestResumePoint(dir, 'nsp-progressive', nspJobStateSchema);
+    const arch = point.job.architecture;
+    const built = { pipeline: pipelineFromArchitecture(arch, r.seed), arch };
+    return { result: await train(r, built, run, point, stopAfter), pipeline: built.pipeline, run };
+  }
+  const run = newRun(dir, 'nsp-progressive');
+  const dataset = await ProceduralDataset.create({ size: 16, count: 24, seed: 1, cacheDir: null });
+  const built = buildPipeline(r, 3, pixelSource(dataset).captions());
+  return { result: await train(r, built, run, null, stopAfter), pipeline: built.pipeline, run };
 }
 
 function weights(p: { stateDict(): Map<string, tf.Tensor> }): Map<string, Float32Array> {
@@ -157,13 +160,12 @@ describe('NSP progressive training', () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'nsp-m-'));
     const counts: number[] = [];
     const dataset = await ProceduralDataset.create({ size: 16, count: 24, seed: 1, cacheDir: null });
-    const source = pixelSource(dataset);
-    const run = createRunDir({ recipeName: 'tiny', resolvedYaml: 'kind: nsp-progressive\n', out: dir });
-    const built = buildPipeline(r, 3, source.captions());
+    const run = newRun(dir, 'nsp-progressive');
+    const built = buildPipeline(r, 3, pixelSource(dataset).captions());
     for (const stop of [4, 5, 6, 7]) {
       // Each call trains one step more from the previous checkpoint; count live tensors after each.
-      const resumeFrom = stop === 4 ? null : new CheckpointManager(run.checkpoints).loadLatest();
-      await trainNspProgressive({ recipe: r, pipeline: built.pipeline, architecture: built.arch, source, run, resumeFrom, stopAfterGlobalStep: stop, progressStream: quiet as never, log: () => {} });
+      const resume = stop === 4 ? null : latestResumePoint(dir, 'nsp-progressive', nspJobStateSchema).resume;
+      await train(r, built, run, resume, stop);
       counts.push(tf.memory().numTensors);
     }
     expect(new Set(counts.slice(1)).size).toBe(1);

@@ -12,7 +12,7 @@ import '../src/jobs/index.js';
 import { runVaeJob, type VaeJobResult } from '../src/jobs/vae/index.js';
 import { psnr } from '../src/jobs/vae/psnr.js';
 import { vaeRecipeSchema } from '../src/jobs/vae/schema.js';
-import { vaeConfigFromRecipe } from '../src/jobs/vae/train.js';
+import { vaeConfigFromRecipe } from '../src/jobs/vae/model.js';
 import { loadVae } from '../src/models/vae/index.js';
 import { CheckpointManager } from '../src/train/checkpoint.js';
 
@@ -155,12 +155,12 @@ describe('vae job', () => {
     expect(metrics.map((m) => m.loss)).toEqual(fullMetrics.map((m) => m.loss));
   }, 60_000);
 
-  it('refuses crops that do not fit the images', async () => {
+  it('refuses crops that do not fit the images when the recipe loads, with file:line', () => {
     const bad = path.join(tmp, 'bad.yaml');
     fs.writeFileSync(bad, TINY_VAE_YAML.replace('crop: 8', 'crop: 7'));
-    const loaded = loadRecipe(bad);
-    await expect(runVaeJob({ loaded, recipeArg: bad, runsRoot: path.join(tmp, 'runs'), log: () => {} })).rejects.toThrow(
-      /cropped to 7px must be multiples of the VAE's downsampling factor 2/,
-    );
+    // data: is on line 5 of the recipe.
+    expect(() => loadRecipe(bad)).toThrow(/bad\.yaml:5:\d+: data\.crop: crops of 7px must be multiples of the VAE's downsampling factor 2/);
+    fs.writeFileSync(bad, TINY_VAE_YAML.replace('crop: 8', 'crop: 32'));
+    expect(() => loadRecipe(bad)).toThrow(/data\.crop: 32 is larger than the 16×16 images/);
   });
 });

@@ -1,3 +1,5 @@
+import path from 'node:path';
+import { pathToFileURL } from 'node:url';
 import yargs from 'yargs';
 import { commands } from './commands/index.js';
 import { UsageError } from '../util/errors.js';
@@ -44,4 +46,9 @@ function reportError(e: unknown): number {
   if (process.env.SCALEFORGE_DEBUG) process.stderr.write(`${err.stack}\n`);
   else process.stderr.write('(set SCALEFORGE_DEBUG=1 for the stack trace)\n');
   return 1;
+}
+
+// `npx tsx src/cli/main.ts …` runs the CLI directly (bin/scaleforge.js imports main() instead).
+if (process.argv[1] && import.meta.url === pathToFileURL(path.resolve(process.argv[1])).href) {
+  process.exitCode = await main(process.argv.slice(2));
 }

@@ -6,6 +6,25 @@ import { randomBytes } from 'node:crypto';
 export type AtomicContent = Uint8Array | string | ((fd: number) => void | Promise<void>);
 export type AtomicContentSync = Uint8Array | string | ((fd: number) => void);
 
+/**
+ * A fault to inject into every atomic write (tests): called with the target after the temp file is
+ * open and before any byte is written; what it throws fails the write as a full disk would.
+ */
+export type WriteFault = (target: string) => void;
+let writeFault: WriteFault | null = null;
+
+/** Install (or with null, remove) the write fault; returns the previous one. */
+export function setWriteFault(fault: WriteFault | null): WriteFault | null {
+  const prev = writeFault;
+  writeFault = fault;
+  return prev;
+}
+
+/** An error shaped like the one the OS gives when the disk is full. */
+export function noSpaceError(target: string): NodeJS.ErrnoException {
+  return Object.assign(new Error(`ENOSPC: no space left on device, write '${target}'`), { code: 'ENOSPC', errno: -28, syscall: 'write', path: target });
+}
+
 export interface AtomicWriteOptions {
   /** Permission bits for a new file (default 0o644, before the umask). */
   mode?: number;
@@ -22,6 +41,7 @@ export async function writeFileAtomic(target: string, content: AtomicContent, op
   let fd: number | undefined;
   try {
     fd = fs.openSync(tmp, 'wx', opts.mode ?? 0o644);
+    writeFault?.(target);
     if (typeof content === 'function') await content(fd);
     else writeAll(fd, typeof content === 'string' ? Buffer.from(content, 'utf8') : content);
     fs.fsyncSync(fd);
@@ -30,7 +50,7 @@ export async function writeFileAtomic(target: string, content: AtomicContent, op
     fs.renameSync(tmp, target);
   } catch (e) {
     cleanUp(fd, tmp);
-    throw e;
+    throw withTarget(e, target);
   }
   fsyncDirectory(path.dirname(target));
 }
@@ -41,6 +61,7 @@ export function writeFileAtomicSync(target: string, content: AtomicContentSync, 
   let fd: number | undefined;
   try {
     fd = fs.openSync(tmp, 'wx', opts.mode ?? 0o644);
+    writeFault?.(target);
     if (typeof content === 'function') content(fd);
     else writeAll(fd, typeof content === 'string' ? Buffer.from(content, 'utf8') : content);
     fs.fsyncSync(fd);
@@ -49,7 +70,7 @@ export function writeFileAtomicSync(target: string, content: AtomicContentSync, 
     fs.renameSync(tmp, target);
   } catch (e) {
     cleanUp(fd, tmp);
-    throw e;
+    throw withTarget(e, target);
   }
   fsyncDirectory(path.dirname(target));
 }
@@ -67,6 +88,13 @@ export function writeAll(fd: number, data: Uint8Array): void {
     const n = fs.writeSync(fd, data, off, Math.min(maxChunk, data.byteLength - off));
     off += n;
   }
+}
+
+/** OS errors name the temp file or nothing; say which file could not be written, keeping the code. */
+function withTarget(e: unknown, target: string): unknown {
+  const err = e as NodeJS.ErrnoException;
+  if (!(e instanceof Error) || typeof err.code !== 'string' || e.message.includes(target)) return e;
+  return Object.assign(new Error(`${e.message} (writing ${target})`), { code: err.code, errno: err.errno, syscall: err.syscall, path: target });
 }
 
 function tempPathFor(target: string): string {

@@ -1,8 +1,9 @@
+import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { tf } from '../backend/tf.js';
 import { writeFileAtomic } from '../io/atomic.js';
-import { loadSafetensors, readSafetensorsHeader, saveSafetensors, stateDictToEntries, type TensorEntry } from '../io/safetensors.js';
+import { loadSafetensors, readSafetensorsHeader, saveSafetensors, serializeSafetensors, stateDictToEntries, type TensorEntry } from '../io/safetensors.js';
 import { Module, type HostTensor } from '../nn/module.js';
 import { JobError } from '../util/errors.js';
 import type { EMA } from './ema.js';
@@ -23,6 +24,8 @@ import type { Optimizer } from './optim.js';
  */
 
 export const STATE_METADATA_KEY = 'scaleforge.state';
+/** sha256 (hex) of the file's whole tensor data buffer, so corruption anywhere in the weights is caught. */
+export const CHECKSUM_METADATA_KEY = 'scaleforge.data_sha256';
 export const LATEST_POINTER = 'latest';
 const FORMAT_VERSION = 1;
 
@@ -73,6 +76,8 @@ export interface LoadedCheckpoint {
   extra: Record<string, unknown>;
   /** Set when `latest` named a file that could not be read and an older checkpoint was used instead. */
   fellBackFrom?: string;
+  /** Why `fellBackFrom` could not be used. */
+  fallbackReason?: string;
 }
 
 interface StoredState {
@@ -124,7 +129,7 @@ export class CheckpointManager {
     fs.mkdirSync(this.dir, { recursive: true });
     const name = checkpointFileName(step);
     const file = path.join(this.dir, name);
-    await this.io.writeTensors(file, tensors, { format: 'pt', [STATE_METADATA_KEY]: json });
+    await this.io.writeTensors(file, tensors, { format: 'pt', [STATE_METADATA_KEY]: json, [CHECKSUM_METADATA_KEY]: dataChecksum(tensors) });
     await this.io.writeText(path.join(this.dir, LATEST_POINTER), `${name}\n`);
     this.prune(name);
     return file;
@@ -169,29 +174,19 @@ export class CheckpointManager {
   loadLatest(): LoadedCheckpoint | null {
     const named = this.latestPath();
     const candidates = this.list().reverse().map((c) => c.file);
-    if (named) {
+    const problems: string[] = [];
+    // The named file first, then older ones; a newer file the pointer does not name was never completed.
+    const order = named ? [named, ...candidates.filter((f) => stepOf(f) < stepOf(named))] : candidates;
+    for (const f of order) {
       try {
-        return this.load(named);
+        const loaded = this.load(f);
+        return named && f !== named ? { ...loaded, fellBackFrom: named, fallbackReason: problems[0] ?? '' } : loaded;
       } catch (e) {
-        const older = candidates.filter((f) => stepOf(f) < stepOf(named));
-        for (const f of older) {
-          try {
-            return { ...this.load(f), fellBackFrom: named };
-          } catch {
-            // try the next older one
-          }
-        }
-        throw e;
+        problems.push(`${path.basename(f)}: ${(e as Error).message}`);
       }
     }
-    for (const f of candidates) {
-      try {
-        return this.load(f);
-      } catch {
-        // an interrupted or foreign file: keep looking
-      }
-    }
-    return null;
+    if (problems.length === 0) return null;
+    throw new JobError(`${this.dir}: no readable checkpoint (${problems.length} tried):\n  ${problems.join('\n  ')}`);
   }
 
   load(file: string): LoadedCheckpoint {
@@ -205,6 +200,8 @@ export class CheckpointManager {
       throw new JobError(`${file}: '${STATE_METADATA_KEY}' metadata is not valid JSON: ${(e as Error).message}`);
     }
     if (state.version !== FORMAT_VERSION) throw new JobError(`${file}: checkpoint format version ${state.version}, this build reads ${FORMAT_VERSION}`);
+    const check = verifyChecksum(file);
+    if (check.status === 'mismatch') throw new JobError(`${file}: tensor data does not match its checksum (sha256 ${check.actual}, recorded ${check.expected}): the file is corrupt`);
     const all = loadSafetensors(file);
     const model = new Map<string, HostTensor>();
     const ema = new Map<string, HostTensor>();
@@ -273,4 +270,40 @@ function addNamespaced(out: Map<string, TensorEntry>, ns: string, state: Map<str
     else out.set(`${ns}.${name}`, { shape: [...t.shape], data: t.data, dtype: t.data instanceof Int32Array ? 'I32' : floatDtype });
   }
   for (const [name, entry] of stateDictToEntries(live, floatDtype)) out.set(`${ns}.${name}`, entry);
+}
+
+/** sha256 of the data buffer a safetensors file of `tensors` holds (independent of the metadata). */
+function dataChecksum(tensors: Map<string, TensorEntry>): string {
+  const bytes = serializeSafetensors(tensors);
+  const headerLen = Number(new DataView(bytes.buffer, bytes.byteOffset, 8).getBigUint64(0, true));
+  return createHash('sha256').update(bytes.subarray(8 + headerLen)).digest('hex');
+}
+
+export interface ChecksumReport {
+  /** 'missing': the file records no checksum (not a checkpoint, or written before checksums). */
+  status: 'ok' | 'mismatch' | 'missing';
+  expected?: string;
+  actual?: string;
+}
+
+/** Recomputes the checksum of a safetensors file's data buffer and compares it with the recorded one. */
+export function verifyChecksum(file: string): ChecksumReport {
+  const header = readSafetensorsHeader(file);
+  const expected = header.metadata[CHECKSUM_METADATA_KEY];
+  if (expected === undefined) return { status: 'missing' };
+  const h = createHash('sha256');
+  const fd = fs.openSync(file, 'r');
+  try {
+    const buf = Buffer.alloc(1 << 20);
+    for (let pos = header.dataStart; pos < header.fileSize; ) {
+      const n = fs.readSync(fd, buf, 0, Math.min(buf.length, header.fileSize - pos), pos);
+      if (n === 0) break;
+      h.update(buf.subarray(0, n));
+      pos += n;
+    }
+  } finally {
+    fs.closeSync(fd);
+  }
+  const actual = h.digest('hex');
+  return { status: actual === expected ? 'ok' : 'mismatch', expected, actual };
 }

@@ -56,3 +56,44 @@ export function makeOptimizer(o: OptimizerSettings, params: Map<string, tf.Varia
 export function phaseSchedule(s: ScheduleSettings, lr: number, steps: number): Schedule {
   return makeSchedule({ kind: s.type, baseLr: lr, warmupSteps: Math.min(s.warmup_steps, Math.max(0, steps - 1)), totalSteps: steps, minLr: lr * s.min_lr_ratio });
 }
+
+/**
+ * Gradient clipping by global norm: the max norm, 0 = off. Kept in every recipe kind so a config
+ * can switch clipping off (`grad_clip: 0`), which an optional key with a default could never do.
+ */
+export function gradClipSchema(defaultMaxNorm: number) {
+  return z.number().min(0).default(defaultMaxNorm).describe('max global gradient norm; 0 turns clipping off');
+}
+
+/**
+ * "One value or one per stage", the one rule every per-stage key follows: a single value (or a
+ * one-item list) applies to every stage; otherwise the list must have exactly one entry per stage.
+ * Lengths are checked against the stage count by `checkPerStage` in the recipe schema, so a wrong
+ * length is a config error with file:line before anything is built.
+ */
+export function perStageSchema<T extends z.ZodType<number>>(item: T) {
+  return z.union([item, z.array(item).min(1)]);
+}
+
+export type PerStage = number | number[];
+
+/** The value stage `stage` uses (the list was checked to have one entry or one per stage). */
+export function perStageValue(v: PerStage, stage: number): number {
+  if (typeof v === 'number') return v;
+  const x = v.length === 1 ? v[0] : v[stage];
+  if (x === undefined) throw new RangeError(`per-stage list of ${v.length} values has no entry for stage ${stage}`);
+  return x;
+}
+
+/**
+ * Adds a located issue to a schema refinement when a per-stage list at `path` has neither one
+ * entry nor `stages` entries. `what` names the stage count's source for the message.
+ */
+export function checkPerStage(ctx: z.RefinementCtx, path: (string | number)[], v: PerStage | undefined, stages: number, what: string): void {
+  if (v === undefined || typeof v === 'number' || v.length === 1 || v.length === stages) return;
+  ctx.addIssue({
+    code: 'custom',
+    path,
+    message: `expected one value or one per stage (${stages}, the length of ${what}), got a list of ${v.length}`,
+  });
+}

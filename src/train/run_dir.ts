@@ -1,4 +1,4 @@
-import { existsSync, mkdirSync, readdirSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { UsageError } from '../util/errors.js';
@@ -149,4 +149,94 @@ export function findLatestRun(root: string, recipeName: string): string | undefi
     if (!best || cand.stamp > best.stamp || (cand.stamp === best.stamp && cand.n > best.n)) best = cand;
   }
   return best?.dir;
+}
+
+// ---------------------------------------------------------------------------------------------
+// One process per run folder: `<run>/.lock` holds the owner's pid and host while a job runs.
+
+export const LOCK_FILE = '.lock';
+
+interface LockOwner {
+  pid: number;
+  host: string;
+  startedAt: string;
+}
+
+const held = new Map<string, () => void>();
+
+function readOwner(file: string): LockOwner | null {
+  try {
+    const o: unknown = JSON.parse(readFileSync(file, 'utf8'));
+    if (o && typeof o === 'object' && 'pid' in o && 'host' in o && typeof o.pid === 'number' && typeof o.host === 'string') {
+      return { pid: o.pid, host: o.host, startedAt: 'startedAt' in o && typeof o.startedAt === 'string' ? o.startedAt : '?' };
+    }
+  } catch {
+    // unreadable or half-written: treated as no owner below
+  }
+  return null;
+}
+
+function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    // EPERM: the process exists but belongs to someone else.
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/**
+ * Claims the run folder for this process. Another live owner is refused with a message naming
+ * it; a lock left by a dead process on this host (a crash, kill -9) is taken over with a warning
+ * (`log`). Claiming a folder this process holds is a no-op. The lock goes with `releaseRunLock`,
+ * or when the process exits.
+ */
+export function acquireRunLock(run: RunDir, log: (line: string) => void = () => {}): void {
+  if (held.has(run.dir)) return;
+  const file = path.join(run.dir, LOCK_FILE);
+  const me: LockOwner = { pid: process.pid, host: os.hostname(), startedAt: new Date().toISOString() };
+  for (let attempt = 0; attempt < 3; attempt++) {
+    try {
+      writeFileSync(file, `${JSON.stringify(me)}\n`, { flag: 'wx' });
+      const onExit = () => {
+        try {
+          if (readOwner(file)?.pid === process.pid) unlinkSync(file);
+        } catch {
+          // the folder is gone: nothing to release
+        }
+      };
+      process.on('exit', onExit);
+      held.set(run.dir, onExit);
+      return;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+    }
+    const owner = readOwner(file);
+    if (owner && owner.host !== me.host) {
+      throw new UsageError(
+        `${run.dir} is in use by pid ${owner.pid} on ${owner.host} (since ${owner.startedAt}); ` +
+          `if that job is no longer running, delete ${file} and try again`,
+      );
+    }
+    if (owner && owner.pid !== process.pid && pidAlive(owner.pid)) {
+      throw new UsageError(`${run.dir} is in use by a running job (pid ${owner.pid} on this host, since ${owner.startedAt}); wait for it to finish or stop it first`);
+    }
+    log(`warning: ${file} was left by ${owner ? `pid ${owner.pid}, which is no longer running` : 'a process that did not finish writing it'}; taking the run over`);
+    try {
+      unlinkSync(file);
+    } catch {
+      // someone else removed it first: try again
+    }
+  }
+  throw new UsageError(`${run.dir}: could not claim ${file}; another process keeps taking it`);
+}
+
+/** Gives up this process's claim of the run folder (removes the lock file). */
+export function releaseRunLock(run: RunDir): void {
+  const onExit = held.get(run.dir);
+  if (!onExit) return;
+  held.delete(run.dir);
+  process.off('exit', onExit);
+  onExit();
 }

@@ -3,6 +3,7 @@ import path from 'node:path';
 import type { CommandModule } from 'yargs';
 import { DTYPE_INFO, byteSize, type SafetensorsDtype } from '../../io/dtypes.js';
 import { ShardedSafetensors, isShardIndexPath, numelOf, readSafetensorsHeader } from '../../io/safetensors.js';
+import { CHECKSUM_METADATA_KEY, verifyChecksum } from '../../train/checkpoint.js';
 import { JobError, UsageError } from '../../util/errors.js';
 
 export interface InspectedTensor {
@@ -133,6 +134,15 @@ export function formatInspectReport(r: InspectReport): string {
 interface InspectArgs {
   file: string;
   json: boolean;
+  verify: boolean;
+}
+
+/** `--verify`: recompute the checksum a checkpoint records of its tensor data; a mismatch or no checksum fails (exit 1). */
+export function verifyReport(file: string): string {
+  const r = verifyChecksum(file);
+  if (r.status === 'missing') throw new JobError(`${file}: records no checksum (${CHECKSUM_METADATA_KEY}); only Scaleforge training checkpoints carry one`);
+  if (r.status === 'mismatch') throw new JobError(`${file}: checksum MISMATCH: tensor data hashes to sha256 ${r.actual}, the file records ${r.expected}; the file is corrupt`);
+  return `${file}: checksum ok (sha256 ${r.actual} of the tensor data)`;
 }
 
 export const inspectCommand: CommandModule<object, InspectArgs> = {
@@ -141,9 +151,14 @@ export const inspectCommand: CommandModule<object, InspectArgs> = {
   builder: (y) =>
     y
       .positional('file', { type: 'string', demandOption: true, describe: 'model.safetensors or model.safetensors.index.json' })
-      .option('json', { type: 'boolean', default: false, describe: 'Print one JSON object instead of text' }),
+      .option('json', { type: 'boolean', default: false, describe: 'Print one JSON object instead of text' })
+      .option('verify', { type: 'boolean', default: false, describe: "check a checkpoint's tensor data against its recorded checksum" }),
   handler: (args) => {
     const report = inspectSafetensors(args.file);
+    if (args.verify) {
+      process.stdout.write(`${verifyReport(args.file)}\n`);
+      return;
+    }
     process.stdout.write(args.json ? `${JSON.stringify(report, null, 2)}\n` : `${formatInspectReport(report)}\n`);
   },
 };

@@ -11,8 +11,9 @@ import { RECIPE_FILE, runBaseName } from '../../train/run_dir.js';
 import { UsageError } from '../../util/errors.js';
 import { Progress } from '../../util/progress.js';
 import type { JobContext } from '../registry.js';
+import { runVaeJob } from '../vae/index.js';
 import { NspRecipe } from './schema.js';
-import { latentSource, TrainingSource } from './source.js';
+import { latentSource, TrainingSource } from './data.js';
 
 /** A latent-space source plus the VAE behind it (its location goes into the run's architecture). */
 export interface LatentTrainingSource extends TrainingSource {
@@ -78,8 +79,6 @@ async function resolveVaeLocation(r: LatentRecipe, ctx: JobContext): Promise<str
   const loaded = loadRecipe(recipe);
   if (loaded.kind !== 'vae') throw new UsageError(`vae.recipe: ${recipe} is a recipe of kind '${loaded.kind}', expected kind 'vae'`);
   ctx.log(`vae: no finished run of ${recipe} under ${path.resolve(runsRoot)}/ — training it first (the same as: npx scaleforge train --recipe ${recipe})`);
-  // Imported here: the vae job reuses this job's resume helper, so a static import would be circular.
-  const { runVaeJob } = await import('../vae/index.js');
   const backend = ctx.backend ?? r.backend;
   const result = await runVaeJob({ loaded, recipeArg: recipe, runsRoot, backend, log: (l) => ctx.log(`[vae] ${l}`) });
   if (!result.vaeDir) throw new Error(`training ${recipe} stopped before writing its vae/ folder`);

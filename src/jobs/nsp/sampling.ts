@@ -1,11 +1,15 @@
+import fs from 'node:fs';
+import path from 'node:path';
 import { tf } from '../../backend/tf.js';
 import { aggregateFidelity, FidelitySummary, scoreCaptionFidelity } from '../../data/caption_fidelity.js';
 import { formatProceduralCaption, parseProceduralCaption, sampleProceduralMeta } from '../../data/procedural.js';
 import { RgbImage } from '../../data/dataset.js';
-import { saveGridPng, tensorToRgb8 } from '../../io/image.js';
+import { savePng, saveGridPng, tensorToRgb8 } from '../../io/image.js';
+import { UsageError } from '../../util/errors.js';
+import type { SampleRequest } from '../registry.js';
 import { disposeTextEncoding } from '../../models/text/text_encoder.js';
 import { Rng } from '../../util/rng.js';
-import { NspPipeline } from './pipeline.js';
+import { loadNspForSampling, NspPipeline } from './model.js';
 
 /** Maps the generated space (pixels or latents) to RGB images in [-1, 1]; identity for pixel space. */
 export type Decoder = (x: tf.Tensor4D) => tf.Tensor4D;
@@ -109,4 +113,56 @@ export async function evaluateFidelity(
   if (rgb !== finest) rgb.dispose();
   finest.dispose();
   return aggregateFidelity(images.map((img, i) => scoreCaptionFidelity(img, prompts[i]!)));
+}
+
+function slug(s: string): string {
+  return s.toLowerCase().replace(/[^a-z0-9]+/g, '-').replace(/^-|-$/g, '').slice(0, 60) || 'prompt';
+}
+
+/**
+ * `scaleforge sample` for NSP: `n` PNGs per prompt (sample j of a prompt uses noise seed + j,
+ * independent of the other prompts), optionally every coarser scale too; procedural captions get
+ * their fidelity score printed. Returns the files written.
+ */
+export async function sampleNsp(target: string, req: SampleRequest): Promise<string[]> {
+  if (req.prompts.length === 0) throw new UsageError('--prompt: an nsp-progressive model needs at least one prompt');
+  const loaded = loadNspForSampling(target, { ema: req.ema });
+  try {
+    const { pipeline, lastStage } = loaded;
+    const sizes = pipeline.generator.config.sizes;
+    fs.mkdirSync(req.out, { recursive: true });
+    const written: string[] = [];
+    for (const prompt of req.prompts) {
+      const group = Array.from({ length: req.n }, () => prompt);
+      const scales = generate(pipeline, group, { seed: req.seed, lastStage });
+      for (let k = 0; k < scales.length; k++) {
+        const last = k === scales.length - 1;
+        if (!last && !req.saveIntermediates) continue;
+        // Latent runs generate VAE latents: only the decoder turns them into pixels.
+        const rgb = loaded.decode ? loaded.decode(scales[k]!) : scales[k]!;
+        const images = await tensorToRgb8(rgb, { range: 'signed' });
+        if (rgb !== scales[k]) rgb.dispose();
+        for (let j = 0; j < images.length; j++) {
+          const file = path.join(req.out, `${slug(prompt)}-seed${req.seed + j}${last ? '' : `-${images[j]!.width}px`}.png`);
+          await savePng(file, images[j]!.rgb, images[j]!.width, images[j]!.height);
+          written.push(file);
+          if (!last) continue;
+          if (parseProceduralCaption(prompt)) {
+            const f = scoreCaptionFidelity(images[j]!, prompt);
+            const ok = (b: boolean) => (b ? 'ok' : 'no');
+            req.log(`${file}  fidelity ${(f.score * 100).toFixed(0)}% (colour ${ok(f.color)}, shape ${ok(f.shape)}, position ${ok(f.position)}, background ${ok(f.background)})`);
+          } else req.log(file);
+        }
+      }
+      scales.forEach((s) => s.dispose());
+    }
+    const side = loaded.vae ? sizes[lastStage]! * 2 ** (loaded.vae.config.blockOutChannels.length - 1) : sizes[lastStage]!;
+    req.log(
+      `${written.length} PNG(s) from ${loaded.source}${loaded.usedEma ? ' (EMA weights)' : ''}, ${side}×${side}` +
+        `${loaded.vae ? ` (decoded from ${sizes[lastStage]}×${sizes[lastStage]} latents by ${loaded.architecture.vae!.path})` : ''}, in ${req.out}/`,
+    );
+    return written;
+  } finally {
+    loaded.dispose();
+  }
 }

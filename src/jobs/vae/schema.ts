@@ -1,5 +1,7 @@
 import { z } from 'zod';
-import { optimizerSchema, scheduleSchema } from '../../train/recipe_parts.js';
+import { vaeDownsampleFactor } from '../../models/vae/index.js';
+import { gradClipSchema, optimizerSchema, scheduleSchema } from '../../train/recipe_parts.js';
+import { vaeConfigFromRecipe } from './model.js';
 
 /** Schema of `kind: vae` recipes: train a diffusers-layout AutoencoderKL to serve latent-space jobs. */
 const positiveInt = z.number().int().positive();
@@ -43,7 +45,9 @@ export const vaeTrainSchema = z.strictObject({
   steps: positiveInt.default(150),
   optimizer: optimizerSchema(z.number().positive().default(2e-3)).prefault({}),
   schedule: scheduleSchema(10),
-  grad_clip: z.number().positive().optional().default(1),
+  grad_clip: gradClipSchema(1),
+  grad_accum: positiveInt.default(1).describe('micro-batches averaged into one optimizer step'),
+  precision: z.enum(['fp32', 'bf16', 'fp16']).default('fp32'),
   ema: z.strictObject({ enabled: z.boolean().default(false), decay: z.number().min(0).max(1).default(0.99) }).prefault({}),
   loss: z
     .strictObject({
@@ -55,7 +59,8 @@ export const vaeTrainSchema = z.strictObject({
   sample_posterior: z.boolean().default(true).describe('decode z ~ q(z|x) while training (false: the posterior mean)'),
 });
 
-export const vaeRecipeSchema = z.strictObject({
+export const vaeRecipeSchema = z
+  .strictObject({
   seed: z.number().int().min(0).default(0),
   backend: z.string().default('auto'),
   model: vaeModelSchema.prefault({}),
@@ -75,6 +80,21 @@ export const vaeRecipeSchema = z.strictObject({
       grid: positiveInt.default(8).describe('originals shown in each reconstruction grid'),
     })
     .prefault({}),
-});
+  })
+  .superRefine((r, ctx) => {
+    if (r.data.source === 'folder' && !r.data.folder) ctx.addIssue({ code: 'custom', path: ['data', 'folder'], message: 'required when data.source is "folder"' });
+    // Image and crop sides must survive the encoder's downsampling; checked here so the error has file:line.
+    const imageSize = r.data.source === 'procedural' ? r.data.procedural.size : r.data.size;
+    const sizeKey = r.data.source === 'procedural' ? ['data', 'procedural', 'size'] : ['data', 'size'];
+    const f = vaeDownsampleFactor(vaeConfigFromRecipe(r));
+    if (r.data.crop > imageSize) {
+      ctx.addIssue({ code: 'custom', path: ['data', 'crop'], message: `${r.data.crop} is larger than the ${imageSize}×${imageSize} images` });
+    } else if (r.data.crop > 0 && r.data.crop % f !== 0) {
+      ctx.addIssue({ code: 'custom', path: ['data', 'crop'], message: `crops of ${r.data.crop}px must be multiples of the VAE's downsampling factor ${f} (2^(len(model.block_out_channels) − 1))` });
+    }
+    if (imageSize % f !== 0) {
+      ctx.addIssue({ code: 'custom', path: sizeKey, message: `images of ${imageSize}px must be multiples of the VAE's downsampling factor ${f} (2^(len(model.block_out_channels) − 1))` });
+    }
+  });
 
 export type VaeRecipe = z.infer<typeof vaeRecipeSchema>;

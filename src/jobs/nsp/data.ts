@@ -1,7 +1,29 @@
 import { tf } from '../../backend/tf.js';
 import { BatchSampler } from '../../data/batch.js';
 import { Dataset } from '../../data/dataset.js';
-import { Decoder } from './sampling.js';
+import { ImageFolderDataset } from '../../data/image_folder.js';
+import { ProceduralDataset } from '../../data/procedural.js';
+import { reportImageFolder } from '../../train/datasets.js';
+import { UsageError } from '../../util/errors.js';
+import type { Decoder } from './sampling.js';
+import type { NspRecipe } from './schema.js';
+
+/** The recipe's images at the finest model size (pixel space) or at the size the VAE will encode (latent space). */
+export async function loadNspDataset(r: NspRecipe, log: (l: string) => void): Promise<Dataset> {
+  const finest = r.model.sizes[r.model.sizes.length - 1]!;
+  const imageSize = r.space === 'latent' ? undefined : finest;
+  if (r.data.source === 'procedural') {
+    const size = imageSize ?? r.data.procedural.size;
+    if (imageSize !== undefined && r.data.procedural.size !== imageSize) {
+      log(`data.procedural.size ${r.data.procedural.size} → ${imageSize} to match model.sizes`);
+    }
+    return ProceduralDataset.create({ size, count: r.data.procedural.count, seed: r.data.procedural.seed });
+  }
+  if (!r.data.folder) throw new UsageError('data.folder: required when data.source is "folder"');
+  const ds = await ImageFolderDataset.load({ root: r.data.folder, size: imageSize ?? finest * 8, allowUpscale: r.data.allow_upscale });
+  reportImageFolder(ds, r.data.folder, log);
+  return ds;
+}
 
 /**
  * What the NSP trainer draws batches from, in the space it generates: RGB pixels in [-1, 1], or
