@@ -1,10 +1,11 @@
 import { type Dataset } from '../../data/dataset.js';
 import { ImageFolderDataset, type ImageFolderMeta } from '../../data/image_folder.js';
 import { ProceduralDataset } from '../../data/procedural.js';
+import { reportImageFolder } from '../../train/datasets.js';
 import { UsageError } from '../../util/errors.js';
 import type { JobContext } from '../registry.js';
 import { latentSourceFor, type LatentTrainingSource } from '../nsp/latent.js';
-import { pixelSource, type TrainingSource } from '../nsp/source.js';
+import { pixelSource, type TrainingSource } from '../nsp/data.js';
 import type { DitRecipe } from './schema.js';
 
 /**
@@ -22,11 +23,7 @@ export async function loadDitDataset(r: DitRecipe, latentFactor: number | null, 
   const size = r.data.image_size ?? (r.model.input_size !== undefined ? r.model.input_size * (latentFactor ?? 1) : undefined);
   if (size === undefined) throw new UsageError('data.image_size (or model.input_size): the side images are resized to');
   const ds = await ImageFolderDataset.load({ root: r.data.folder, size, allowUpscale: r.data.allow_upscale });
-  if (ds.skipped.length) {
-    log(`data: skipped ${ds.skipped.length} file(s):`);
-    for (const s of ds.skipped.slice(0, 20)) log(`  ${s.path}: ${s.reason}`);
-  }
-  log(`data: ${ds.length} images from ${r.data.folder}`);
+  reportImageFolder(ds, r.data.folder, log);
   return ds;
 }
 

@@ -1,5 +1,16 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import { z } from 'zod';
 import { tf } from '../../backend/tf.js';
 import { DiffusionSchedule, linearBetas } from '../../diffusion/schedule.js';
+import { loadModuleWeights, readSafetensorsHeader } from '../../io/safetensors.js';
+import { loadVae, type AutoencoderKL } from '../../models/vae/index.js';
+import { StateDictError } from '../../nn/module.js';
+import { CheckpointManager, STATE_METADATA_KEY } from '../../train/checkpoint.js';
+import { runDirPaths } from '../../train/run_dir.js';
+import { loadWeightsInto, readCheckpointState } from '../../train/session.js';
+import { textEncoderSpecSchema } from '../nsp/model.js';
+import type { Decoder } from '../nsp/sampling.js';
 import { type DitConfig, ditConfigs, validateDitConfig } from '../../models/dit/config.js';
 import { DiT, type DitCondition } from '../../models/dit/model.js';
 import { createTextEncoder } from '../../models/text/registry.js';
@@ -7,7 +18,7 @@ import { type TextEncoderModule, type TextEncoderSpec, type TextEncoding } from 
 import { Module } from '../../nn/module.js';
 import { UsageError } from '../../util/errors.js';
 import { Rng } from '../../util/rng.js';
-import type { DitRecipe } from './schema.js';
+import { defaultSamplerFor, type DitRecipe } from './schema.js';
 
 /** How a DiT run's network is trained and sampled: what it predicts and on which time axis. */
 export interface DitObjective {
@@ -31,6 +42,8 @@ export interface DitArchitecture {
   vae?: { path: string };
   /** Class-conditioned runs on an image folder: class index → subfolder name. */
   classNames?: string[];
+  /** The recipe's sampling settings: what `scaleforge sample` uses unless told otherwise. */
+  sampling?: { sampler: string; steps: number; cfg: number; eta: number };
 }
 
 /**
@@ -159,11 +172,154 @@ export function buildDitPipeline(r: DitRecipe, inputSize: number, channels: numb
   const spec = textEncoderSpecFromRecipe(r);
   const text = spec ? createTextEncoder(spec, { captions, rng: new Rng(r.seed).fork('text_encoder') }) : null;
   const model = ditConfigFromRecipe(r, inputSize, channels, text);
-  const arch: DitArchitecture = { model, textEncoder: text ? text.spec() : null, objective: objectiveFromRecipe(r), ...extra };
+  const sampling = { sampler: r.sample.sampler ?? defaultSamplerFor(r.objective.type), steps: r.sample.steps, cfg: r.sample.cfg, eta: r.sample.eta };
+  const arch: DitArchitecture = { model, textEncoder: text ? text.spec() : null, objective: objectiveFromRecipe(r), sampling, ...extra };
   return new DitPipeline(arch, text, r.seed);
 }
 
 /** Rebuild from a checkpoint's recorded architecture (weights are loaded by the caller). */
 export function pipelineFromArchitecture(arch: DitArchitecture, seed = 0): DitPipeline {
   return new DitPipeline(arch, arch.textEncoder ? createTextEncoder(arch.textEncoder, {}) : null, seed);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Checkpoint state and loading for sampling.
+
+export const DIT_KIND = 'dit';
+export const DIT_MODEL_FILE = 'model.safetensors';
+const KIND_KEY = 'scaleforge.kind';
+const ARCHITECTURE_KEY = 'scaleforge.architecture';
+
+const positive = z.number().int().positive();
+const ditConfigSchema: z.ZodType<DitConfig> = z.object({
+  inputSize: positive,
+  patchSize: positive,
+  inChannels: positive,
+  hiddenSize: positive,
+  depth: positive,
+  numHeads: positive,
+  mlpRatio: z.number().positive(),
+  classDropoutProb: z.number().min(0).max(1),
+  numClasses: z.number().int().min(0),
+  learnSigma: z.boolean(),
+  conditioning: z.enum(['class', 'text']).optional(),
+  textPooledDim: positive.optional(),
+  textTokenDim: positive.optional(),
+  crossAttention: z.boolean().optional(),
+});
+
+const ditObjectiveSchema: z.ZodType<DitObjective> = z.object({
+  type: z.enum(['flow', 'ddpm']),
+  numTimesteps: positive,
+  betaStart: z.number().positive(),
+  betaEnd: z.number().positive(),
+  timeSampling: z.enum(['uniform', 'logit_normal']),
+  logitMean: z.number(),
+  logitStd: z.number().positive(),
+  shift: z.number().positive(),
+  minSnrGamma: z.number().positive().nullable(),
+});
+
+export const ditArchitectureSchema: z.ZodType<DitArchitecture> = z.object({
+  model: ditConfigSchema,
+  textEncoder: textEncoderSpecSchema.nullable(),
+  objective: ditObjectiveSchema,
+  vae: z.object({ path: z.string() }).optional(),
+  classNames: z.array(z.string()).optional(),
+  sampling: z.object({ sampler: z.string(), steps: positive, cfg: z.number().min(0), eta: z.number().min(0).max(1) }).optional(),
+});
+
+/** The DiT job's part of each training checkpoint: enough to rebuild the pipeline before its weights load. */
+export const ditJobStateSchema = z.strictObject({ architecture: ditArchitectureSchema });
+export type DitJobState = z.infer<typeof ditJobStateSchema>;
+
+export function ditModelMetadata(architecture: DitArchitecture): Record<string, string> {
+  return { [KIND_KEY]: DIT_KIND, [ARCHITECTURE_KEY]: JSON.stringify(architecture) };
+}
+
+export interface LoadedDit {
+  kind: typeof DIT_KIND;
+  pipeline: DitPipeline;
+  source: string;
+  usedEma: boolean;
+  /** Latent-space runs: generated latents → RGB through the run's VAE; null for pixel space. */
+  decode: Decoder | null;
+  vae: AutoencoderKL | null;
+  dispose(): void;
+}
+
+function withDecoder(pipeline: DitPipeline, source: string, usedEma: boolean): LoadedDit {
+  const ref = pipeline.architecture.vae;
+  let vae: AutoencoderKL | null = null;
+  if (ref) {
+    if (!fs.existsSync(ref.path)) {
+      pipeline.dispose();
+      throw new UsageError(`${source}: this latent-space model is decoded by the VAE at ${ref.path}, which does not exist any more`);
+    }
+    vae = loadVae(ref.path).model;
+  }
+  const v = vae;
+  return {
+    kind: DIT_KIND,
+    pipeline: pipeline.eval(),
+    source,
+    usedEma,
+    vae,
+    decode: v ? (x) => v.decodeLatents(x) : null,
+    dispose() {
+      pipeline.dispose();
+      v?.dispose();
+    },
+  };
+}
+
+/**
+ * A DiT run for sampling: a run folder (its final model.safetensors, else its latest checkpoint), a
+ * model.safetensors, or a training checkpoint step-*.safetensors (EMA weights unless ema is false).
+ */
+export function loadDitModel(target: string, opts: { ema?: boolean } = {}): LoadedDit {
+  const p = path.resolve(target);
+  if (!fs.existsSync(p)) throw new UsageError(`--checkpoint: ${target} does not exist`);
+  if (fs.statSync(p).isDirectory()) {
+    const run = runDirPaths(p);
+    const finalModel = path.join(run.dir, DIT_MODEL_FILE);
+    if (fs.existsSync(finalModel)) return loadDitModel(finalModel, opts);
+    const latest = fs.existsSync(run.checkpoints) ? new CheckpointManager(run.checkpoints).latestPath() : null;
+    if (!latest) throw new UsageError(`--checkpoint: ${target} has neither ${DIT_MODEL_FILE} nor checkpoints/`);
+    return loadDitModel(latest, opts);
+  }
+  const meta = readSafetensorsHeader(p).metadata;
+  if (meta[KIND_KEY] !== undefined) {
+    if (meta[KIND_KEY] !== DIT_KIND) throw new UsageError(`${p}: a model of kind '${meta[KIND_KEY]}', expected '${DIT_KIND}'`);
+    let json: unknown;
+    try {
+      json = JSON.parse(meta[ARCHITECTURE_KEY] ?? '');
+    } catch {
+      throw new UsageError(`${p}: '${ARCHITECTURE_KEY}' metadata is not JSON`);
+    }
+    const arch = ditArchitectureSchema.safeParse(json);
+    if (!arch.success) throw new UsageError(`${p}: '${ARCHITECTURE_KEY}' metadata does not describe a DiT pipeline (${arch.error.issues[0]?.message})`);
+    const pipeline = pipelineFromArchitecture(arch.data);
+    try {
+      loadModuleWeights(p, pipeline, { strict: true });
+    } catch (e) {
+      pipeline.dispose();
+      if (e instanceof StateDictError) throw new UsageError(`${p}: the weights do not fit the recorded architecture:\n${e.message}`);
+      throw e;
+    }
+    return withDecoder(pipeline, p, false);
+  }
+  if (!meta[STATE_METADATA_KEY]) throw new UsageError(`--checkpoint: ${target} is not a Scaleforge DiT model or checkpoint (no scaleforge.* metadata)`);
+  const ckpt = new CheckpointManager(path.dirname(p)).load(p);
+  const { job } = readCheckpointState(ckpt, DIT_KIND, ditJobStateSchema);
+  const pipeline = pipelineFromArchitecture(job.architecture);
+  try {
+    loadWeightsInto(pipeline, ckpt.model, p);
+    const useEma = (opts.ema ?? true) && ckpt.ema !== null;
+    if (useEma && ckpt.ema) pipeline.loadStateDict(ckpt.ema, { strict: false });
+    return withDecoder(pipeline, p, useEma);
+  } catch (e) {
+    pipeline.dispose();
+    throw e;
+  }
 }

@@ -1,13 +1,17 @@
+import fs from 'node:fs';
+import path from 'node:path';
 import { tf } from '../../backend/tf.js';
 import { aggregateFidelity, type FidelitySummary, scoreCaptionFidelity } from '../../data/caption_fidelity.js';
 import { parseProceduralCaption } from '../../data/procedural.js';
 import type { RgbImage } from '../../data/dataset.js';
 import { classifierFreeGuidance, getSampler, type ModelFn, samplerNames } from '../../diffusion/samplers.js';
-import { saveGridPng, tensorToRgb8 } from '../../io/image.js';
+import { savePng, saveGridPng, tensorToRgb8 } from '../../io/image.js';
 import type { DitCondition } from '../../models/dit/model.js';
 import { UsageError } from '../../util/errors.js';
+import type { SampleRequest } from '../registry.js';
 import type { Decoder } from '../nsp/sampling.js';
-import { concatConditions, disposeCondition, type DitPipeline, scheduleOf } from './model.js';
+import { concatConditions, disposeCondition, type DitPipeline, loadDitModel, scheduleOf } from './model.js';
+import { defaultSamplerFor } from './schema.js';
 
 export interface DitSampleSettings {
   sampler: string;
@@ -116,4 +120,58 @@ export async function evaluateDitFidelity(p: DitPipeline, prompts: string[], s: 
   const images = await toImages(x, decode);
   x.dispose();
   return aggregateFidelity(images.map((img, i) => scoreCaptionFidelity(img, prompts[i]!)));
+}
+
+function slug(s: string): string {
+  return s.toLowerCase().replace(/[^a-z0-9]+/g, '-').replace(/^-|-$/g, '').slice(0, 60) || 'prompt';
+}
+
+/**
+ * `scaleforge sample` for a DiT: `n` PNGs per prompt (text models) or per class (class models),
+ * sample j using noise stream seed + j, with the run's sampler / steps / guidance unless the request
+ * overrides them; procedural captions get their fidelity score printed. Returns the files written.
+ */
+export async function sampleDit(target: string, req: SampleRequest): Promise<string[]> {
+  const loaded = loadDitModel(target, { ema: req.ema });
+  try {
+    const p = loaded.pipeline;
+    const arch = p.architecture;
+    const classes = req.classes ?? [];
+    if (p.isText && classes.length) throw new UsageError('--class: this DiT is text-conditioned; give --prompt instead');
+    if (!p.isText && req.prompts.length) throw new UsageError('--prompt: this DiT is class-conditioned; give --class instead');
+    if (p.isText && !req.prompts.length) throw new UsageError('--prompt: a text-conditioned DiT needs at least one prompt');
+    if (!p.isText && !classes.length) throw new UsageError(`--class: a class-conditioned DiT needs at least one class label (0…${arch.model.numClasses - 1})`);
+    const d = arch.sampling ?? { sampler: defaultSamplerFor(arch.objective.type), steps: 25, cfg: 4, eta: 0 };
+    const settings: DitSampleSettings = { sampler: req.sampler ?? d.sampler, steps: req.steps ?? d.steps, cfg: req.cfg ?? d.cfg, eta: req.eta ?? d.eta, seed: req.seed };
+    if (!(Number.isInteger(settings.steps) && settings.steps >= 1)) throw new UsageError(`--steps: expected a positive integer, got ${settings.steps}`);
+    if (!(settings.cfg >= 0)) throw new UsageError(`--cfg: expected a scale ≥ 0, got ${settings.cfg}`);
+    if (!(settings.eta >= 0 && settings.eta <= 1)) throw new UsageError(`--eta: expected a value in [0, 1], got ${settings.eta}`);
+    fs.mkdirSync(req.out, { recursive: true });
+    const written: string[] = [];
+    const groups: { name: string; requests: DitRequests; prompt?: string }[] = p.isText
+      ? req.prompts.map((q) => ({ name: slug(q), requests: { prompts: new Array<string>(req.n).fill(q) }, prompt: q }))
+      : classes.map((k) => ({ name: `class${k}${arch.classNames?.[k] ? `-${slug(arch.classNames[k]!)}` : ''}`, requests: { classes: new Array<number>(req.n).fill(k) } }));
+    for (const g of groups) {
+      const x = generateDit(p, g.requests, settings);
+      const images = await toImages(x, loaded.decode);
+      x.dispose();
+      for (let j = 0; j < images.length; j++) {
+        const file = path.join(req.out, `${g.name}-seed${req.seed + j}.png`);
+        await savePng(file, images[j]!.rgb, images[j]!.width, images[j]!.height);
+        written.push(file);
+        if (g.prompt && parseProceduralCaption(g.prompt)) {
+          const f = scoreCaptionFidelity(images[j]!, g.prompt);
+          const ok = (b: boolean) => (b ? 'ok' : 'no');
+          req.log(`${file}  fidelity ${(f.score * 100).toFixed(0)}% (colour ${ok(f.color)}, shape ${ok(f.shape)}, position ${ok(f.position)}, background ${ok(f.background)})`);
+        } else req.log(file);
+      }
+    }
+    req.log(
+      `${written.length} PNG(s) from ${loaded.source}${loaded.usedEma ? ' (EMA weights)' : ''}: ${settings.sampler}, ${settings.steps} steps, cfg ${settings.cfg}` +
+        `${loaded.vae ? `, decoded by ${arch.vae!.path}` : ''}, in ${req.out}/`,
+    );
+    return written;
+  } finally {
+    loaded.dispose();
+  }
 }

@@ -116,7 +116,7 @@ const nspModelConfigSchema: z.ZodType<NspModelConfig> = z.object({
   basePositionEmbedding: z.boolean().optional(),
 });
 
-const textEncoderSpecSchema: z.ZodType<TextEncoderSpec> = z.discriminatedUnion('kind', [
+export const textEncoderSpecSchema: z.ZodType<TextEncoderSpec> = z.discriminatedUnion('kind', [
   z.object({
     kind: z.literal('clip'),
     path: z.string(),
