@@ -2,7 +2,7 @@
 """PyTorch reference for bench/kernels.ts: the same kernel shapes and the same NSP stage
 architecture (configs/nsp-pixel-tiny.yaml), timed the same way (best of N after one warm-up),
 printed as JSON rows {name, value, unit}. Run: /usr/bin/python3 bench/torch_ref.py [--threads 2].
-The DiT-S/2 LoRA step reuses the fixtures' torch DiT (scripts/fixtures/dit_reference.py).
+The DiT-S/2 LoRA step and the DiT pretraining step reuse the fixtures' torch DiT (scripts/fixtures/dit_reference.py).
 
 Differences from the TypeScript model, kept small on purpose: attention omits the 2-D rotary
 embedding (an elementwise rotation, a few % of the attention block) and the text encoder is
@@ -256,6 +256,36 @@ def dit_lora_rows(repeats, batch=None):
     return [dict(name=f'torch dit-s/2 lora step (256 tokens, batch {b})', value=best_ms(step, repeats), unit='ms')]
 
 
+# Keep in step with bench/dit_pretrain.ts (DIT_PRETRAIN_BENCH).
+DIT_PRETRAIN = dict(input_size=32, patch_size=4, channels=3, hidden=128, depth=4, heads=4, classes=10, batch=32, lr=1e-3)
+
+
+def dit_pretrain_rows(repeats):
+    """One full pretraining step of the default dit recipe's trunk (class-conditioned): the fixtures' torch DiT,
+    AdamW on every parameter, rectified-flow velocity MSE at logit-normal t (the network sees t * 1000)."""
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'scripts', 'fixtures'))
+    from dit_reference import DiT
+    c = DIT_PRETRAIN
+    b, s, ch = c['batch'], c['input_size'], c['channels']
+    model = DiT(input_size=s, patch_size=c['patch_size'], in_channels=ch, hidden_size=c['hidden'], depth=c['depth'],
+                num_heads=c['heads'], mlp_ratio=4.0, class_dropout_prob=0.1, num_classes=c['classes'], learn_sigma=False).train()
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=c['lr'], weight_decay=0)
+
+    def step():
+        t = torch.sigmoid(torch.randn(b))
+        y = torch.randint(0, c['classes'], (b,))
+        x0 = torch.randn(b, ch, s, s)
+        eps = torch.randn_like(x0)
+        tt = t.view(b, 1, 1, 1)
+        out = model((1 - tt) * x0 + tt * eps, t * 1000, y)
+        loss = (out - (eps - x0)).square().mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    return [dict(name=f'torch dit pretrain step (32px, patch 4, 4×128, batch {b})', value=best_ms(step, repeats), unit='ms')]
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument('--threads', type=int, default=2)
@@ -265,7 +295,7 @@ def main():
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    dit = dit_lora_rows(args.repeats, args.dit_batch)
+    dit = dit_lora_rows(args.repeats, args.dit_batch) + dit_pretrain_rows(args.repeats)
     rows = dit if args.only_dit else kernel_rows(args.repeats) + nsp_rows(args.repeats) + dit
     print(json.dumps(dict(torch=torch.__version__, threads=args.threads, rows=rows), indent=2))
 
