@@ -9,12 +9,12 @@ import { StateDictError } from '../../nn/module.js';
 import { CheckpointManager, STATE_METADATA_KEY } from '../../train/checkpoint.js';
 import { runDirPaths } from '../../train/run_dir.js';
 import { loadWeightsInto, readCheckpointState } from '../../train/session.js';
-import { textEncoderSpecSchema } from '../nsp/model.js';
+import { textEncoderSpecFromRecipe, textEncoderSpecSchema } from '../nsp/model.js';
 import type { Decoder } from '../nsp/sampling.js';
 import { type DitConfig, ditConfigs, validateDitConfig } from '../../models/dit/config.js';
 import { DiT, type DitCondition } from '../../models/dit/model.js';
 import { createTextEncoder } from '../../models/text/registry.js';
-import { type TextEncoderModule, type TextEncoderSpec, type TextEncoding } from '../../models/text/text_encoder.js';
+import type { TextEncoderModule, TextEncoderSpec, TextEncoding } from '../../models/text/text_encoder.js';
 import { Module } from '../../nn/module.js';
 import { UsageError } from '../../util/errors.js';
 import { Rng } from '../../util/rng.js';
@@ -124,22 +124,6 @@ export function scheduleOf(o: DitObjective): DiffusionSchedule {
   return new DiffusionSchedule(linearBetas(o.numTimesteps, o.betaStart, o.betaEnd));
 }
 
-export function textEncoderSpecFromRecipe(r: DitRecipe): TextEncoderSpec | null {
-  if (r.conditioning.type !== 'text') return null;
-  const t = r.text_encoder;
-  if (t.type === 'clip') return { kind: 'clip', path: t.clip_path ?? '', trainable: t.train };
-  return {
-    kind: 'builtin',
-    hiddenSize: t.builtin.dim,
-    numHiddenLayers: t.builtin.layers,
-    numAttentionHeads: t.builtin.heads,
-    contextLength: t.builtin.context,
-    pooling: t.builtin.pooling,
-    embeddingStd: t.builtin.embedding_std,
-    trainable: t.train,
-  };
-}
-
 /** The DiT config a recipe describes, for data of `channels` × `inputSize`². */
 export function ditConfigFromRecipe(r: DitRecipe, inputSize: number, channels: number, text: TextEncoderModule | null): DitConfig {
   const m = r.model;
@@ -169,7 +153,7 @@ export function ditConfigFromRecipe(r: DitRecipe, inputSize: number, channels: n
 
 /** A fresh pipeline for a recipe; the builtin text encoder builds its vocabulary from `captions`. */
 export function buildDitPipeline(r: DitRecipe, inputSize: number, channels: number, captions: Iterable<string>, extra: Pick<DitArchitecture, 'vae' | 'classNames'> = {}): DitPipeline {
-  const spec = textEncoderSpecFromRecipe(r);
+  const spec = r.conditioning.type === 'text' ? textEncoderSpecFromRecipe(r) : null;
   const text = spec ? createTextEncoder(spec, { captions, rng: new Rng(r.seed).fork('text_encoder') }) : null;
   const model = ditConfigFromRecipe(r, inputSize, channels, text);
   const sampling = { sampler: r.sample.sampler ?? defaultSamplerFor(r.objective.type), steps: r.sample.steps, cfg: r.sample.cfg, eta: r.sample.eta };
