@@ -110,9 +110,9 @@ describe('objectives', () => {
   it('the vlb term trains the variance only: no gradient reaches the ε channels through it', () => {
     const x0 = tensor('loss.x0') as tf.Tensor4D;
     const noise = tensor('loss.noise') as tf.Tensor4D;
-    const out = tf.variable(tensor('loss.output'));
+    const out = tf.variable(tensor('loss.output') as tf.Tensor4D);
     const xt = qSample(s, x0, t, noise);
-    const g = tf.variableGrads(() => ddpmLoss(s, out as unknown as tf.Tensor4D, { x0, xt, noise, t }, { learnSigma: true }).vb.sum() as tf.Scalar, [out]);
+    const g = tf.variableGrads(() => ddpmLoss(s, out, { x0, xt, noise, t }, { learnSigma: true }).vb.sum() as tf.Scalar, [out]);
     const grad = g.grads[out.name]!;
     const [eps, v] = tf.split(grad, 2, 3);
     expect(eps!.abs().max().dataSync()[0]).toBe(0);

@@ -74,14 +74,14 @@ describe('text-conditioned DiT against torch', () => {
 
   it('gradients w.r.t. input, text tokens, pooled vector and the cross-attention / projection weights', () => {
     const m = loaded();
-    const x = tf.variable(tensor('x'));
-    const tokens = tf.variable(tensor('tokens'));
-    const pooled = tf.variable(tensor('pooled'));
+    const x = tf.variable(tensor('x') as tf.Tensor4D);
+    const tokens = tf.variable(tensor('tokens') as tf.Tensor3D);
+    const pooled = tf.variable(tensor('pooled') as tf.Tensor2D);
     const params = new Map(m.namedParameters());
     const vars = [x, tokens, pooled, ...meta.grad_params.map((n) => params.get(n)!)];
     const r = tensor('r');
     const { grads } = tf.variableGrads(
-      () => m.forward(x as unknown as tf.Tensor4D, tensor('t'), { pooled: pooled as unknown as tf.Tensor2D, tokens: tokens as unknown as tf.Tensor3D, mask: tensor('mask') as tf.Tensor2D }).mul(r).sum() as tf.Scalar,
+      () => m.forward(x, tensor('t'), { pooled, tokens, mask: tensor('mask') as tf.Tensor2D }).mul(r).sum() as tf.Scalar,
       vars,
     );
     expectClose(grads[x.name]!, get('grad.x'), 'grad x', 5e-5, 5e-4);
