@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -149,6 +150,23 @@ describe('Pillow-compatible preprocessing', () => {
       }
     }
     expect(worst).toBeLessThanOrEqual(1);
+  });
+
+  it("matches Pillow's Image.resize(LANCZOS) and convert('L') byte for byte (Pillow fixture)", () => {
+    const pil = JSON.parse(readFileSync(new URL('./fixtures/curate/pil_resize_ref.json', import.meta.url), 'utf8')) as {
+      cases: { width: number; height: number; rgb: string; outputs: { width: number; height: number; rgb: string; grey: string }[] }[];
+    };
+    let compared = 0;
+    for (const c of pil.cases) {
+      const src = Uint8Array.from(Buffer.from(c.rgb, 'hex'));
+      for (const o of c.outputs) {
+        const rgb = resizeLanczos8(src, c.width, c.height, 3, o.width, o.height);
+        expect(Buffer.from(rgb).toString('hex'), `${c.width}x${c.height} -> ${o.width}x${o.height}`).toBe(o.rgb);
+        expect(Buffer.from(rgbToLuma8(rgb, o.width * o.height)).toString('hex')).toBe(o.grey);
+        compared++;
+      }
+    }
+    expect(compared).toBe(11);
   });
 
   it('keeps a flat image flat, filters RGB channels independently and skips an axis whose size is unchanged', () => {

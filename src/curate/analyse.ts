@@ -1,11 +1,13 @@
 import { createHash } from 'node:crypto';
 import { mkdir, rename, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
-import { decodeImage, isRejection, parseHexColour } from './decode.js';
-import { measureQuality } from './filters.js';
+import { threadId } from 'node:worker_threads';
+import type { RgbImage } from '../data/dataset.js';
+import { decodeImage, isRejection, parseHexColour, type DecodedImage, type DecodeOptions, type DecodeRejection } from './decode.js';
+import { qualityOf, shrinkForAnalysis, type QualityMeasures } from './filters.js';
 import { exactPixelHash, hashToHex, perceptualHash } from './hash.js';
 import type { Analysis } from './manifest.js';
-import { planResize, resizeAndEncode } from './resize.js';
+import { planResize, resizeAndEncode, type ResizePlan } from './resize.js';
 import type { CurateConfig } from './schema.js';
 
 /**
@@ -16,6 +18,7 @@ import type { CurateConfig } from './schema.js';
 
 export const CACHE_DIR = '.curate/cache';
 const STATE_VERSION = 1;
+let tmpCounter = 0;
 
 /** Settings that change what analyseFile produces; a state file made under other settings is not reused. */
 export function analysisFingerprint(cfg: CurateConfig): string {
@@ -27,6 +30,7 @@ export function analysisFingerprint(cfg: CurateConfig): string {
     resize: cfg.resize,
     image_format: cfg.output.image_format,
     quality: cfg.output.quality,
+    optimize_coding: cfg.output.optimize_coding,
   };
   return createHash('sha256').update(JSON.stringify(relevant)).digest('hex').slice(0, 12);
 }
@@ -41,35 +45,107 @@ export function sha256Hex(bytes: Uint8Array): string {
  * file is always complete).
  */
 export async function analyseFile(bytes: Uint8Array, sha256: string, cfg: CurateConfig, cacheRoot: string): Promise<Analysis> {
-  const decoded = await decodeImage(bytes, {
-    background: parseHexColour(cfg.decode.background),
-    maxPixels: cfg.decode.max_pixels,
-  });
-  if (isRejection(decoded)) return { ok: false, code: decoded.code, reason: decoded.reason };
-  const img = { rgb: decoded.rgb, width: decoded.width, height: decoded.height };
-  const pixelHash = exactPixelHash(img);
-  const phash = hashToHex(perceptualHash(img, cfg.dedup.hash));
-  const quality = await measureQuality(img.rgb, img.width, img.height, cfg.filters.analysis_size);
-  const plan = planResize(img.width, img.height, cfg.resize.size, cfg.resize.mode, cfg.resize.only_if_bigger);
-  const out = await resizeAndEncode(img.rgb, img.width, img.height, plan, {
+  const measured = cfg.decode.mode === 'exact' ? await measureExact(bytes, cfg) : await measureFast(bytes, cfg);
+  if ('reason' in measured) return { ok: false, code: measured.code, reason: measured.reason };
+  const { decoded, pixels, plan } = measured;
+  const out = await resizeAndEncode(pixels.rgb, pixels.width, pixels.height, plan, {
     format: cfg.output.image_format,
     quality: cfg.output.quality,
     padColour: parseHexColour(cfg.resize.border_colour),
+    optimizeCoding: cfg.output.optimize_coding,
   });
   const rel = join(CACHE_DIR, analysisFingerprint(cfg), `${sha256}.${cfg.output.image_format}`);
   const abs = join(cacheRoot, rel);
   await mkdir(dirname(abs), { recursive: true });
-  const tmp = `${abs}.${process.pid}.tmp`;
+  // Unique per call: two files with the same bytes can be in flight at once, in one thread or in two.
+  const tmp = `${abs}.${process.pid}.${threadId}.${++tmpCounter}.tmp`;
   await writeFile(tmp, out.bytes);
   await rename(tmp, abs);
   return {
     ok: true,
-    width: img.width,
-    height: img.height,
+    width: decoded.fullWidth,
+    height: decoded.fullHeight,
     source: decoded.source,
-    pixelHash,
-    perceptualHash: phash,
-    quality,
+    pixelHash: measured.pixelHash,
+    perceptualHash: measured.perceptualHash,
+    quality: measured.quality,
     cached: { path: rel.split('\\').join('/'), width: out.width, height: out.height, bytes: out.bytes.byteLength },
   };
+}
+
+/** Everything analyseFile learns before encoding, and the pixels the output is made from. */
+interface Measured {
+  decoded: DecodedImage;
+  /** The pixels `plan` applies to (full resolution in exact mode, the output scale in fast mode). */
+  pixels: RgbImage;
+  plan: ResizePlan;
+  pixelHash: string;
+  perceptualHash: string;
+  quality: QualityMeasures;
+}
+
+function decodeOptions(cfg: CurateConfig): DecodeOptions {
+  return { background: parseHexColour(cfg.decode.background), maxPixels: cfg.decode.max_pixels };
+}
+
+function planFor(width: number, height: number, cfg: CurateConfig): ResizePlan {
+  return planResize(width, height, cfg.resize.size, cfg.resize.mode, cfg.resize.only_if_bigger);
+}
+
+/** `decode.mode: exact`: every stage sees the full-resolution pixels; perceptual hashes follow imagededup bit for bit. */
+async function measureExact(bytes: Uint8Array, cfg: CurateConfig): Promise<Measured | DecodeRejection> {
+  const decoded = await decodeImage(bytes, decodeOptions(cfg));
+  if (isRejection(decoded)) return decoded;
+  const pixels = { rgb: decoded.rgb, width: decoded.width, height: decoded.height };
+  return {
+    decoded,
+    pixels,
+    plan: planFor(pixels.width, pixels.height, cfg),
+    pixelHash: exactPixelHash(pixels),
+    perceptualHash: hashToHex(perceptualHash(pixels, cfg.dedup.hash)),
+    quality: qualityOf(await shrinkForAnalysis(pixels, cfg.filters.analysis_size)),
+  };
+}
+
+/**
+ * `decode.mode: fast`: one decode, straight to the scale the output needs (libvips shrink-on-load for JPEG) or to
+ * the analysis size when that is larger; the exact hash is of these pixels, the quality measures and the
+ * perceptual hash are taken on them shrunk to `filters.analysis_size`, and the output is cropped/padded from them.
+ */
+async function measureFast(bytes: Uint8Array, cfg: CurateConfig): Promise<Measured | DecodeRejection> {
+  let plan: ResizePlan | undefined;
+  const decoded = await decodeImage(bytes, {
+    ...decodeOptions(cfg),
+    scaleTo: (width, height) => {
+      plan = planFor(width, height, cfg);
+      return sharedDecodeSize(width, height, plan.scaled, cfg.filters.analysis_size);
+    },
+  });
+  if (isRejection(decoded)) return decoded;
+  const pixels = { rgb: decoded.rgb, width: decoded.width, height: decoded.height };
+  // A plan from the decoded size would differ only by rounding; the one from the full size is what exact mode makes.
+  const fullPlan = plan ?? planFor(decoded.fullWidth, decoded.fullHeight, cfg);
+  const analysed = await shrinkForAnalysis(pixels, cfg.filters.analysis_size);
+  return {
+    decoded,
+    pixels,
+    plan: fullPlan,
+    pixelHash: exactPixelHash(pixels),
+    perceptualHash: hashToHex(perceptualHash(analysed, cfg.dedup.hash)),
+    quality: qualityOf(analysed),
+  };
+}
+
+/** The output's scaled size, or the size whose longest side is the analysis size when the output is smaller. */
+export function sharedDecodeSize(
+  width: number,
+  height: number,
+  scaled: { width: number; height: number },
+  analysisSize: number,
+): { width: number; height: number } {
+  const long = Math.max(width, height);
+  const need = Math.min(analysisSize, long);
+  if (Math.max(scaled.width, scaled.height) >= need) return scaled;
+  const s = need / long;
+  return { width: Math.max(1, Math.round(width * s)), height: Math.max(1, Math.round(height * s)) };
 }

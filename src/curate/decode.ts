@@ -4,13 +4,19 @@ import sharp, { type Metadata } from 'sharp';
  * Turns any file sharp can read into 8-bit sRGB pixels with the EXIF orientation applied and alpha matted onto a
  * background. Never throws for a bad file: corrupt, truncated, empty, non-image and over-sized files come back as
  * a rejection with the reason, so one bad file cannot stop a million-image run.
+ *
+ * Optionally the decode also scales (`scaleTo`): libvips then decodes a JPEG at 1/2, 1/4 or 1/8 of its size in the
+ * DCT domain (shrink-on-load) and finishes with Lanczos-3, so a large photo is never expanded to full resolution.
  */
 
 export interface DecodedImage {
-  /** Interleaved RGB, 8 bits per channel, row-major, after EXIF rotation. */
+  /** Interleaved RGB, 8 bits per channel, row-major, after EXIF rotation (and `scaleTo`). */
   rgb: Uint8Array;
   width: number;
   height: number;
+  /** Size of the full-resolution image after EXIF rotation (equal to width × height unless scaled on decode). */
+  fullWidth: number;
+  fullHeight: number;
   /** What the file was, for the manifest and report. */
   source: SourceFormat;
 }
@@ -35,6 +41,12 @@ export interface DecodeOptions {
   background: readonly [number, number, number];
   /** Files whose width × height exceeds this are refused before their pixels are decoded. */
   maxPixels: number;
+  /**
+   * Size to decode to, given the full size after EXIF rotation; undefined or the full size = no scaling. Scaling
+   * uses Lanczos-3 and, for JPEG, shrink-on-load by 2, 4 or 8 while at least a 2× Lanczos step remains (sharp's
+   * `fastShrinkOnLoad: false` rule), so the result stays close to a full decode followed by Lanczos-3.
+   */
+  scaleTo?: (width: number, height: number) => { width: number; height: number } | undefined;
 }
 
 export function parseHexColour(hex: string): [number, number, number] {
@@ -63,19 +75,22 @@ export async function decodeImage(bytes: Uint8Array, opts: DecodeOptions): Promi
     };
   }
   const [r, g, b] = opts.background;
+  const turned = (meta.orientation ?? 1) >= 5;
+  const fullWidth = turned ? meta.height : meta.width;
+  const fullHeight = turned ? meta.width : meta.height;
+  const target = opts.scaleTo?.(fullWidth, fullHeight);
+  const scale = target && (target.width !== fullWidth || target.height !== fullHeight) ? target : undefined;
   try {
-    const { data, info } = await sharp(bytes, input)
-      .rotate()
-      .toColourspace('srgb')
-      .flatten({ background: { r, g, b } })
-      .removeAlpha()
-      .raw({ depth: 'uchar' })
-      .toBuffer({ resolveWithObject: true });
+    let pipeline = sharp(bytes, input).rotate().toColourspace('srgb').flatten({ background: { r, g, b } }).removeAlpha();
+    if (scale) pipeline = pipeline.resize(scale.width, scale.height, { fit: 'fill', kernel: 'lanczos3', fastShrinkOnLoad: false });
+    const { data, info } = await pipeline.raw({ depth: 'uchar' }).toBuffer({ resolveWithObject: true });
     if (info.channels !== 3) return { code: 'corrupt', reason: `decoded to ${info.channels} channels, expected 3` };
     return {
       rgb: new Uint8Array(data.buffer, data.byteOffset, data.byteLength),
       width: info.width,
       height: info.height,
+      fullWidth: scale ? fullWidth : info.width,
+      fullHeight: scale ? fullHeight : info.height,
       source: {
         format: meta.format ?? 'unknown',
         space: meta.space ?? 'unknown',

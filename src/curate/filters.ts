@@ -1,4 +1,5 @@
 import sharp from 'sharp';
+import type { RgbImage } from '../data/dataset.js';
 import type { CurateConfig } from './schema.js';
 
 /**
@@ -64,21 +65,25 @@ export function laplacianVariance(y: Float64Array, width: number, height: number
   return Math.max(0, sumSq / n - mean * mean);
 }
 
+/** The image the measures are taken on: shrunk (Lanczos-3) so its longest side is at most `analysisSize`. */
+export async function shrinkForAnalysis(img: RgbImage, analysisSize: number): Promise<RgbImage> {
+  const { rgb, width, height } = img;
+  if (Math.max(width, height) <= analysisSize) return img;
+  const { data, info } = await sharp(rgb, { raw: { width, height, channels: 3 } })
+    .resize(analysisSize, analysisSize, { fit: 'inside', kernel: 'lanczos3' })
+    .raw()
+    .toBuffer({ resolveWithObject: true });
+  return { rgb: new Uint8Array(data.buffer, data.byteOffset, data.byteLength), width: info.width, height: info.height };
+}
+
+/** The three measures of an image already at analysis size. */
+export function qualityOf(img: RgbImage): QualityMeasures {
+  const y = luma(img.rgb, img.width, img.height);
+  return { brightness: meanBrightness(y), entropy: histogramEntropy(y), blurVariance: laplacianVariance(y, img.width, img.height) };
+}
+
 export async function measureQuality(rgb: Uint8Array, width: number, height: number, analysisSize: number): Promise<QualityMeasures> {
-  let px = rgb;
-  let w = width;
-  let h = height;
-  if (Math.max(width, height) > analysisSize) {
-    const { data, info } = await sharp(rgb, { raw: { width, height, channels: 3 } })
-      .resize(analysisSize, analysisSize, { fit: 'inside', kernel: 'lanczos3' })
-      .raw()
-      .toBuffer({ resolveWithObject: true });
-    px = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
-    w = info.width;
-    h = info.height;
-  }
-  const y = luma(px, w, h);
-  return { brightness: meanBrightness(y), entropy: histogramEntropy(y), blurVariance: laplacianVariance(y, w, h) };
+  return qualityOf(await shrinkForAnalysis({ rgb, width, height }, analysisSize));
 }
 
 export interface FilterRejection {

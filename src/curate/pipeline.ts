@@ -10,6 +10,7 @@ import { clipFilterRejections } from './clip_filter.js';
 import { cleanCaption, findCaption, readCaptionManifest, withTrigger, type CaptionSource } from './captions.js';
 import { decide, type DuplicateGroup } from './decide.js';
 import { manifestLines, readState, StateWriter, type Analysis, type ManifestRow } from './manifest.js';
+import { AnalysisPool } from './pool.js';
 import { writeFolderOutput, writeWebDatasetOutput, type OutputSample, type WriteStats } from './output.js';
 import { buildReport, writeReport, type CurateReport } from './report.js';
 import { scanInputs, shardOf, type ShardSpec, type SourceFile } from './scan.js';
@@ -35,6 +36,8 @@ export interface CurateRunOptions {
   progressStream?: ProgressStream;
   /** Stop after analysing this many new files, as a crash would (tests of resumability). */
   stopAfter?: number;
+  /** Worker threads to analyse in, kept open by the caller across runs; by default the run starts its own. */
+  pool?: AnalysisPool;
 }
 
 export interface RunCounts {
@@ -83,6 +86,13 @@ export async function runCurate(cfg: CurateConfig, opts: CurateRunOptions): Prom
   });
   const concurrency = resolveConcurrency(cfg);
   log(`curate: ${sources.length} files${shard.count > 1 ? ` in shard ${shard.index}/${shard.count} (of ${scanned.length})` : ''}, ${known.size} already analysed, ${concurrency} in parallel → ${opts.outDir}`);
+  // concurrency 1 analyses in this thread; more runs that many worker threads, started when a file needs one.
+  const ownPool = !opts.pool && concurrency > 1 ? new AnalysisPool(concurrency) : undefined;
+  const pool = opts.pool ?? ownPool;
+  const analyse = (bytes: Uint8Array, sha256: string) =>
+    pool ? pool.analyse(bytes, sha256, cfg, opts.outDir) : analyseFile(bytes, sha256, cfg, opts.outDir);
+  // Twice as many files in flight as workers, so a worker finds its next file read and hashed when it finishes one.
+  const inFlight = pool ? pool.size * 2 : concurrency;
 
   const rows: (ManifestRow | undefined)[] = new Array(sources.length);
   let analysed = 0;
@@ -90,7 +100,8 @@ export async function runCurate(cfg: CurateConfig, opts: CurateRunOptions): Prom
   let reused = 0;
   let done = 0;
   let stopped = false;
-  const limit = pLimit(concurrency);
+  const limit = pLimit(inFlight);
+  const running = new Map<string, Promise<Analysis | undefined>>();
   const one = async (src: SourceFile, index: number) => {
     if (stopped) return;
     const [bytes, caption] = await Promise.all([readSource(src), captionFor(src, cfg, manifest)]);
@@ -99,17 +110,29 @@ export async function runCurate(cfg: CurateConfig, opts: CurateRunOptions): Prom
     if (analysis?.ok && (await stat(join(opts.outDir, analysis.cached.path)).catch(() => null))?.size !== analysis.cached.bytes) {
       analysis = undefined; // the cached output went missing: redo
     }
+    const twin = analysis ? undefined : running.get(sha256);
     if (analysis) reused++;
-    else {
+    else if (twin) {
+      // The same bytes are being analysed for another file: wait for that analysis instead of repeating it, so the
+      // counts and the state file do not depend on which files happened to be in flight together.
+      const settled = await twin;
+      if (!settled) return; // that file failed; its error stops the run
+      analysis = settled;
+      reused++;
+    } else {
       if (opts.stopAfter !== undefined && started >= opts.stopAfter) {
         stopped = true;
         return;
       }
       started++;
+      const job = analyse(bytes!, sha256);
+      running.set(sha256, job.catch(() => undefined));
       try {
-        analysis = await analyseFile(bytes!, sha256, cfg, opts.outDir);
+        analysis = await job;
       } catch (e) {
         throw new JobError(`curate: failed while processing ${src.abs}: ${(e as Error).message}`);
+      } finally {
+        running.delete(sha256);
       }
       state.append({ sha256, analysis });
       known.set(sha256, analysis);
@@ -132,12 +155,15 @@ export async function runCurate(cfg: CurateConfig, opts: CurateRunOptions): Prom
   try {
     for (let i = 0; i < sources.length && !stopped; i++) {
       const p: Promise<void> = limit(() => one(sources[i]!, i)).finally(() => inflight.delete(p));
+      // Marked handled: when one file fails the run stops, and files still in flight may then fail too.
+      p.catch(() => undefined);
       inflight.add(p);
-      if (inflight.size >= concurrency * 4) await Promise.race(inflight);
+      if (inflight.size >= inFlight * 4) await Promise.race(inflight);
     }
     await Promise.all(inflight);
   } finally {
     state.close();
+    await ownPool?.close();
   }
   progress.finish({ analysed, reused });
   const present = rows.filter((r): r is ManifestRow => r !== undefined);

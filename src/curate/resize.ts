@@ -69,6 +69,8 @@ export interface EncodeOptions {
   quality: number;
   /** Padding colour, [r, g, b]. */
   padColour: readonly [number, number, number];
+  /** jpg: optimised Huffman tables (lossless: same pixels, a few % smaller, about twice the encode time). */
+  optimizeCoding?: boolean;
 }
 
 export interface ResizedImage {
@@ -97,7 +99,7 @@ export async function resizeAndEncode(
   }
   switch (enc.format) {
     case 'jpg':
-      img = img.jpeg({ quality: enc.quality, chromaSubsampling: enc.quality >= 90 ? '4:4:4' : '4:2:0' });
+      img = img.jpeg({ quality: enc.quality, chromaSubsampling: enc.quality >= 90 ? '4:4:4' : '4:2:0', optimiseCoding: enc.optimizeCoding ?? false });
       break;
     case 'png':
       img = img.png();

@@ -26,6 +26,12 @@ export const curateInputSchema = z.strictObject({
 export const curateDecodeSchema = z.strictObject({
   background: colour.default('#ffffff').describe('alpha is matted onto this colour'),
   max_pixels: positiveInt.default(100_000_000).describe('larger images are rejected as decompression bombs'),
+  mode: z
+    .enum(['fast', 'exact'])
+    .default('fast')
+    .describe(
+      "fast: decode once straight to the output scale (JPEG shrink-on-load) and derive hashes, measures and output from it; exact: full-resolution decode, perceptual hashes bit-for-bit as imagededup's",
+    ),
 });
 
 export const curateDedupSchema = z.strictObject({
@@ -82,6 +88,7 @@ export const curateOutputSchema = z.strictObject({
   format: z.enum(['folder', 'webdataset']).default('folder'),
   image_format: z.enum(OUTPUT_FORMATS).default('jpg'),
   quality: z.number().int().min(1).max(100).default(95).describe('jpg/webp quality'),
+  optimize_coding: z.boolean().default(false).describe('jpg: optimised Huffman tables — lossless, a few % smaller files, about twice the encode time'),
   samples_per_shard: positiveInt.default(10_000).describe('webdataset: samples per .tar'),
   thumbnails: z.number().int().min(0).default(200).describe('report: at most this many duplicate groups and rejected images with thumbnails'),
 });
@@ -94,7 +101,7 @@ export const CurateRecipeSchema = z.strictObject({
   resize: curateResizeSchema.prefault({}),
   captions: curateCaptionsSchema.prefault({}),
   output: curateOutputSchema.prefault({}),
-  concurrency: z.number().int().min(0).default(0).describe('parallel images; 0 = number of CPU cores'),
+  concurrency: z.number().int().min(0).default(0).describe('worker threads analysing images in parallel; 0 = number of CPU cores, 1 = in the calling thread'),
 });
 
 export type CurateConfig = z.output<typeof CurateRecipeSchema>;
