@@ -121,6 +121,15 @@ describe('DiT job', () => {
     loaded.dispose();
   });
 
+  it('leaves no tensors behind: training, sampling and the fidelity check free what they allocate', async () => {
+    const r = (steps: number) => tinyRecipe({ train: { steps, schedule: { warmup_steps: 1 } } });
+    // A first run warms one-off caches (kernel constants); a second, longer one must add nothing.
+    (await runOnce(r(2), tmp('m1'))).pipeline.dispose();
+    const before = tf.memory().numTensors;
+    (await runOnce(r(4), tmp('m2'))).pipeline.dispose();
+    expect(tf.memory().numTensors).toBe(before);
+  });
+
   it('a CLIP text encoder that is absent, and recipe mistakes, are usage errors', () => {
     expect(() => createTextEncoder({ kind: 'clip', path: '/nonexistent/clip-folder' })).toThrow(UsageError);
     expect(() => tinyRecipe({ text_encoder: { type: 'clip' } })).toThrow(/clip_path/);
