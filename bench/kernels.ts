@@ -2,7 +2,7 @@
  * Kernel and training-step throughput per available tfjs backend: matmul, attention-shaped batch
  * matmuls, 3×3 convolutions (forward, dx, dW) at the NSP shapes, memory-bound elementwise maps, one
  * NSP training step per stage of the default model (configs/nsp-pixel-tiny.yaml), and one DiT-S/2
- * LoRA step (bench/dit_lora.ts). bench/torch_ref.py prints the same rows for PyTorch.
+ * LoRA step (bench/dit_lora.ts), and one DiT pretraining step of the default recipe's trunk (bench/dit_pretrain.ts). bench/torch_ref.py prints the same rows for PyTorch.
  * Run: `npx tsx bench/kernels.ts [--json] [--backends native,wasm,cpu] [--repeats N]`.
  */
 import { fileURLToPath } from 'node:url';
@@ -17,6 +17,7 @@ import { nspRecipeSchema } from '../src/jobs/nsp/schema.js';
 import { AdamW } from '../src/train/optim.js';
 import { Rng } from '../src/util/rng.js';
 import { ditLoraStepRow } from './dit_lora.js';
+import { ditPretrainStepRow } from './dit_pretrain.js';
 
 export interface BenchRow {
   name: string;
@@ -214,6 +215,8 @@ export async function runKernelBench(opts: KernelBenchOptions = {}): Promise<Ben
     if (opts.trainingSteps ?? true) {
       const row = ditLoraStepRow(backend, bestMs, repeats);
       rows.push(row), log(formatRow(row));
+      const pre = ditPretrainStepRow(backend, bestMs, repeats);
+      rows.push(pre), log(formatRow(pre));
     }
   }
   return rows;

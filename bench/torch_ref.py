@@ -5,7 +5,7 @@ printed as JSON rows {name, value, unit} with the torch version and CPU model.
 Run: <python with torch> bench/torch_ref.py [--threads 2] [--part kernels|steps|all] [--autocast bf16];
 `npm run bench` finds the interpreter (bench/torch_python.ts: --torch-python, SCALEFORGE_TORCH_PYTHON,
 python3 on PATH, Debian's /usr/bin/python3).
-The DiT-S/2 LoRA step reuses the fixtures' torch DiT (scripts/fixtures/dit_reference.py).
+The DiT-S/2 LoRA step and the DiT pretraining step reuse the fixtures' torch DiT (scripts/fixtures/dit_reference.py).
 
 Differences from the TypeScript model, kept small on purpose: attention omits the 2-D rotary
 embedding (an elementwise rotation, a few % of the attention block) and the text encoder is
@@ -271,7 +271,7 @@ def dit_lora_rows(repeats, batch=None):
 def serve(args, ctx):
     """Interleaved timing for bench/steps.ts: reads one JSON request per line, {"row": name, "n": runs},
     runs that step n times and answers {"ms": [...]}; the first line out lists the rows."""
-    steps = {**nsp_steps(), **dit_lora_steps(args.dit_batch)}
+    steps = {**nsp_steps(), **dit_lora_steps(args.dit_batch), **dit_pretrain_steps()}
     print(json.dumps(dict(torch=torch.__version__, threads=torch.get_num_threads(), cpu=cpu_model(), autocast=args.autocast,
                           rows=list(steps))), flush=True)
     for line in sys.stdin:
@@ -300,6 +300,40 @@ def cpu_model():
     return platform.processor() or 'unknown'
 
 
+# Keep in step with bench/dit_pretrain.ts (DIT_PRETRAIN_BENCH).
+DIT_PRETRAIN = dict(input_size=32, patch_size=4, channels=3, hidden=128, depth=4, heads=4, classes=10, batch=32, lr=1e-3)
+
+
+def dit_pretrain_steps():
+    """One full pretraining step of the default dit recipe's trunk (class-conditioned): the fixtures' torch DiT,
+    AdamW on every parameter, rectified-flow velocity MSE at logit-normal t (the network sees t * 1000)."""
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'scripts', 'fixtures'))
+    from dit_reference import DiT
+    c = DIT_PRETRAIN
+    b, s, ch = c['batch'], c['input_size'], c['channels']
+    model = DiT(input_size=s, patch_size=c['patch_size'], in_channels=ch, hidden_size=c['hidden'], depth=c['depth'],
+                num_heads=c['heads'], mlp_ratio=4.0, class_dropout_prob=0.1, num_classes=c['classes'], learn_sigma=False).train()
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=c['lr'], weight_decay=0)
+
+    def step():
+        t = torch.sigmoid(torch.randn(b))
+        y = torch.randint(0, c['classes'], (b,))
+        x0 = torch.randn(b, ch, s, s)
+        eps = torch.randn_like(x0)
+        tt = t.view(b, 1, 1, 1)
+        out = model((1 - tt) * x0 + tt * eps, t * 1000, y)
+        loss = (out - (eps - x0)).square().mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    return {f'dit pretrain step (32px, patch 4, 4×128, batch {b})': step}
+
+
+def dit_pretrain_rows(repeats):
+    return [dict(name=f'torch {name}', value=best_ms(step, repeats), unit='ms') for name, step in dit_pretrain_steps().items()]
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument('--threads', type=int, default=2)
@@ -326,7 +360,7 @@ def main():
         if part in ('steps', 'nsp', 'all'):
             rows += nsp_rows(args.repeats)
         if part in ('steps', 'dit', 'all'):
-            rows += dit_lora_rows(args.repeats, args.dit_batch)
+            rows += dit_lora_rows(args.repeats, args.dit_batch) + dit_pretrain_rows(args.repeats)
     print(json.dumps(dict(torch=torch.__version__, threads=torch.get_num_threads(), cpu=cpu_model(), autocast=args.autocast,
                           mkldnn_bf16=bool(getattr(torch.backends.mkldnn, 'is_available', lambda: False)()), rows=rows), indent=2))
 

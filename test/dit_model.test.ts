@@ -65,7 +65,7 @@ describe('DiT layout', () => {
     expect(Math.max(...patch.map(Math.abs))).toBeGreaterThan(0.9 * patchBound);
     expect(std(model.tEmbedder.mlp.first.weight.dataSync() as Float32Array) / 0.02).toBeCloseTo(1, 1);
     expect(std(model.tEmbedder.mlp.second.weight.dataSync() as Float32Array) / 0.02).toBeCloseTo(1, 1);
-    const table = model.yEmbedder.embeddingTable.weight.dataSync() as Float32Array;
+    const table = model.yEmbedder!.embeddingTable.weight.dataSync() as Float32Array;
     expect(Math.abs(std(table) / 0.02 - 1)).toBeLessThan(0.15);
     model.dispose();
   });
@@ -153,7 +153,7 @@ describe('DiT pieces', () => {
     const model = new DiT({ ...fixtureDitConfig, classDropoutProb: 0.25 });
     model.loadStateDict(ditState);
     const labels = tf.tensor1d(Array.from({ length: 20000 }, (_, i) => i % 10), 'int32');
-    const dropped = model.yEmbedder.tokenDrop(labels, { rng: new Rng(9) }).dataSync();
+    const dropped = model.yEmbedder!.tokenDrop(labels, { rng: new Rng(9) }).dataSync();
     const l = labels.dataSync();
     let count = 0;
     for (let i = 0; i < l.length; i++) {

@@ -11,6 +11,8 @@ import { stagePlan } from '../src/jobs/nsp/train.js';
 import { vaeConfigFromRecipe } from '../src/jobs/vae/model.js';
 import { vaeRecipeSchema } from '../src/jobs/vae/schema.js';
 import { AutoencoderKL, vaeConfig } from '../src/models/vae/index.js';
+import { buildDitPipeline } from '../src/jobs/dit/model.js';
+import { ditRecipeSchema } from '../src/jobs/dit/schema.js';
 import { Rng } from '../src/util/rng.js';
 import '../src/curate/schema.js';
 import '../src/jobs/evaluate/index.js';
@@ -23,6 +25,13 @@ const builders: Record<string, (loaded: ReturnType<typeof loadRecipe>) => { para
     const channels = r.space === 'latent' ? vaeConfig('tiny').latentChannels : 3;
     const { pipeline } = buildPipeline(r, channels, fidelityPrompts(16));
     expect(stagePlan(r, r.data.procedural.count).stages.length).toBeGreaterThan(0);
+    return { params: pipeline.numParameters(), dispose: () => pipeline.dispose() };
+  },
+  dit: (loaded) => {
+    const r = parseRecipe(ditRecipeSchema, loaded);
+    const latent = r.space === 'latent';
+    const size = r.model.input_size ?? (latent ? r.data.procedural.size / 8 : r.data.procedural.size);
+    const pipeline = buildDitPipeline(r, size, latent ? vaeConfig('tiny').latentChannels : 3, fidelityPrompts(16));
     return { params: pipeline.numParameters(), dispose: () => pipeline.dispose() };
   },
   vae: (loaded) => {

@@ -1,5 +1,6 @@
 // Importing a job module registers its recipe kind, runner, loader and sampler. A new job kind is one import here.
 import './nsp/index.js';
 import './vae/index.js';
+import './dit/index.js';
 
 export { getJob, jobForModel, listJobs } from './registry.js';

@@ -50,6 +50,13 @@ export interface SampleRequest {
   /** Training checkpoints: use the EMA weights when they exist. */
   ema: boolean;
   log: (line: string) => void;
+  /** Class-conditioned kinds: class labels to sample instead of prompts. */
+  classes?: number[];
+  /** Diffusion kinds: sampler name, number of steps, classifier-free guidance scale, DDIM η. */
+  sampler?: string;
+  steps?: number;
+  cfg?: number;
+  eta?: number;
 }
 
 export interface Job {

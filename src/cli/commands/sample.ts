@@ -12,6 +12,11 @@ interface SampleArgs {
   'save-intermediates': boolean;
   ema: boolean;
   backend?: string;
+  class?: number[];
+  sampler?: string;
+  steps?: number;
+  cfg?: number;
+  eta?: number;
 }
 
 export const sampleCommand: CommandModule<object, SampleArgs> = {
@@ -27,8 +32,14 @@ export const sampleCommand: CommandModule<object, SampleArgs> = {
       .option('save-intermediates', { type: 'boolean', default: false, describe: 'also write every coarser scale' })
       .option('ema', { type: 'boolean', default: true, describe: 'use EMA weights of a training checkpoint (--no-ema for raw)' })
       .option('backend', { type: 'string', describe: 'tfjs backend (default auto)' })
+      .option('class', { type: 'number', array: true, describe: 'class label (repeatable; for class-conditioned kinds such as a DiT)' })
+      .option('sampler', { type: 'string', describe: 'diffusion kinds: ddpm, ddim or euler (default: the run\'s)' })
+      .option('steps', { type: 'number', describe: 'diffusion kinds: sampling steps (default: the run\'s)' })
+      .option('cfg', { type: 'number', describe: 'diffusion kinds: classifier-free guidance scale, 1 = none (default: the run\'s)' })
+      .option('eta', { type: 'number', describe: 'DDIM: stochasticity η (0 = deterministic)' })
       .example('$0 sample --checkpoint checkpoints/nsp-progressive-20261124-101500 --prompt "a red circle in the center on a white background" --n 4', '')
-      .example('$0 sample --checkpoint checkpoints/vae-tiny-20261124-101500 --n 8', 'reconstructions of 8 held-out images'),
+      .example('$0 sample --checkpoint checkpoints/vae-tiny-20261124-101500 --n 8', 'reconstructions of 8 held-out images')
+      .example('$0 sample --checkpoint checkpoints/dit-pretrain-20261206-031500 --prompt "a blue cross in the top right on a yellow background" --steps 30 --cfg 4', ''),
   handler: async (args) => {
     if (!Number.isInteger(args.n) || args.n < 1) throw new UsageError(`--n: expected a positive integer, got ${args.n}`);
     if (!Number.isInteger(args.seed) || args.seed < 0) throw new UsageError(`--seed: expected a non-negative integer, got ${args.seed}`);
@@ -43,6 +54,11 @@ export const sampleCommand: CommandModule<object, SampleArgs> = {
       saveIntermediates: args['save-intermediates'],
       ema: args.ema,
       log: (l) => process.stdout.write(`${l}\n`),
+      ...(args.class ? { classes: args.class } : {}),
+      ...(args.sampler !== undefined ? { sampler: args.sampler } : {}),
+      ...(args.steps !== undefined ? { steps: args.steps } : {}),
+      ...(args.cfg !== undefined ? { cfg: args.cfg } : {}),
+      ...(args.eta !== undefined ? { eta: args.eta } : {}),
     });
   },
 };

@@ -35,7 +35,8 @@ export interface TrainingSource {
   readonly size: number;
   readonly length: number;
   captions(): string[];
-  nextBatch(sampler: BatchSampler, n: number): { x: tf.Tensor4D; captions: string[] };
+  /** A batch in the generated space, with the dataset index of every sample. */
+  nextBatch(sampler: BatchSampler, n: number): { x: tf.Tensor4D; captions: string[]; indices: number[] };
   readonly decode: Decoder | null;
   /** The dataset the sampler indexes. */
   readonly dataset: Dataset;
@@ -56,7 +57,7 @@ export function pixelSource(dataset: Dataset): TrainingSource {
     },
     nextBatch(sampler, n) {
       const b = sampler.nextBatch(n);
-      return { x: b.images, captions: b.captions };
+      return { x: b.images, captions: b.captions, indices: b.indices };
     },
   };
 }
@@ -79,7 +80,11 @@ export function latentSource(dataset: Dataset, latents: Float32Array[], size: nu
       const items = sampler.nextItems(n);
       const data = new Float32Array(items.length * per);
       items.forEach(({ index }, b) => data.set(latents[index]!, b * per));
-      return { x: tf.tensor4d(data, [items.length, size, size, channels]), captions: items.map(({ index }) => caps[index]!) };
+      return {
+        x: tf.tensor4d(data, [items.length, size, size, channels]),
+        captions: items.map(({ index }) => caps[index]!),
+        indices: items.map(({ index }) => index),
+      };
     },
   };
 }

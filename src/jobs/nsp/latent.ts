@@ -30,6 +30,13 @@ export interface LatentSourceOptions {
   progressStream?: NodeJS.WritableStream & { isTTY?: boolean; columns?: number };
 }
 
+/** What latent caching reads from a recipe (the NSP and DiT recipes both have these sections). */
+export type LatentRecipe = Pick<NspRecipe, 'vae' | 'backend'> & {
+  data: Pick<NspRecipe['data'], 'source' | 'folder' | 'allow_upscale'>;
+  /** The generated side is the last entry (NSP's finest scale; DiT's input size). */
+  model: { sizes: readonly number[] };
+};
+
 /** Bump when what the cache holds changes meaning (e.g. sampled instead of mean latents). */
 const CACHE_VERSION = 1;
 const CACHE_META_KEY = 'scaleforge.latent_cache';
@@ -57,7 +64,7 @@ export function findFinishedVaeRun(runsRoot: string, recipe: string): string | u
 }
 
 /** The VAE location for a latent recipe: `vae.path`, else a finished run of `vae.recipe` (trained now if there is none). */
-async function resolveVaeLocation(r: NspRecipe, ctx: JobContext): Promise<string> {
+async function resolveVaeLocation(r: LatentRecipe, ctx: JobContext): Promise<string> {
   if (r.vae.path) return r.vae.path;
   const recipe = r.vae.recipe;
   if (!recipe) {
@@ -143,7 +150,7 @@ function encodeDataset(vae: LoadedVae, dataset: Dataset, latentSize: number, pro
  * cached on disk keyed by the VAE weights file, its config, the dataset's pixels and the image size,
  * and a decoder that turns generated latents into RGB.
  */
-export async function latentSourceFor(r: NspRecipe, datasetIn: Dataset, ctx: JobContext, opts: LatentSourceOptions = {}): Promise<LatentTrainingSource> {
+export async function latentSourceFor(r: LatentRecipe, datasetIn: Dataset, ctx: JobContext, opts: LatentSourceOptions = {}): Promise<LatentTrainingSource> {
   const vaePath = opts.vaePath ?? (await resolveVaeLocation(r, ctx));
   const vae = loadVae(vaePath);
   try {

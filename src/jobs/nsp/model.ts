@@ -64,7 +64,8 @@ export function modelConfigFromRecipe(r: NspRecipe, imageChannels: number, textD
   };
 }
 
-export function textEncoderSpecFromRecipe(r: NspRecipe): TextEncoderSpec {
+/** The text encoder a recipe's `text_encoder:` section describes (the NSP and DiT recipes share its keys). */
+export function textEncoderSpecFromRecipe(r: { text_encoder: Pick<NspRecipe['text_encoder'], 'type' | 'clip_path' | 'train' | 'builtin'> }): TextEncoderSpec {
   const t = r.text_encoder;
   if (t.type === 'clip') return { kind: 'clip', path: t.clip_path ?? '', trainable: t.train };
   return {
@@ -116,7 +117,7 @@ const nspModelConfigSchema: z.ZodType<NspModelConfig> = z.object({
   basePositionEmbedding: z.boolean().optional(),
 });
 
-const textEncoderSpecSchema: z.ZodType<TextEncoderSpec> = z.discriminatedUnion('kind', [
+export const textEncoderSpecSchema: z.ZodType<TextEncoderSpec> = z.discriminatedUnion('kind', [
   z.object({
     kind: z.literal('clip'),
     path: z.string(),

@@ -1,6 +1,6 @@
 import { tf } from '../../backend/tf.js';
 import { silu } from '../../nn/activations.js';
-import { Attention } from '../../nn/attention.js';
+import { Attention, CrossAttention } from '../../nn/attention.js';
 import { modulate } from '../../nn/film.js';
 import { Linear } from '../../nn/linear.js';
 import { MLP } from '../../nn/mlp.js';
@@ -33,30 +33,44 @@ function gated(gate: tf.Tensor2D, x: tf.Tensor): tf.Tensor {
  * Transformer block with adaLN-Zero: the condition sets shift/scale of both pre-norms and a gate on
  * both residual branches; zero-initialised modulation makes a fresh block the identity.
  */
+/** Text token states the blocks cross-attend to: tokens [N, L, D] (already projected to the model width), mask [N, L]. */
+export interface CrossContext {
+  tokens: tf.Tensor3D;
+  mask: tf.Tensor2D;
+}
+
 export class DiTBlock extends Module {
   readonly norm1: LayerNorm;
   readonly attn: Attention;
+  /** PixArt-α's cross-attention to the text tokens, between self-attention and MLP (absent in class-conditioned models). */
+  readonly crossAttn: CrossAttention | null;
   readonly norm2: LayerNorm;
   readonly mlp: MLP;
   readonly adaLNModulation: AdaLnModulation;
 
-  constructor(hiddenSize: number, numHeads: number, mlpHidden: number, rng: Rng) {
+  constructor(hiddenSize: number, numHeads: number, mlpHidden: number, rng: Rng, opts: { crossAttention?: boolean } = {}) {
     super();
     this.norm1 = this.module('norm1', new LayerNorm(hiddenSize, 1e-6, false));
     this.attn = this.module('attn', new Attention(hiddenSize, { numHeads, qkvBias: true, fused: true, rng }));
+    this.crossAttn = opts.crossAttention ? this.module('cross_attn', new CrossAttention(hiddenSize, hiddenSize, { numHeads, qkvBias: true, rng })) : null;
     this.norm2 = this.module('norm2', new LayerNorm(hiddenSize, 1e-6, false));
     this.mlp = this.module('mlp', new MLP(hiddenSize, mlpHidden, hiddenSize, { act: 'gelu_tanh', rng }));
     this.adaLNModulation = this.module('adaLN_modulation', new AdaLnModulation(hiddenSize, 6, rng));
   }
 
-  /** x [N, T, D], c [N, D] → [N, T, D]. */
-  forward(x: tf.Tensor3D, c: tf.Tensor2D): tf.Tensor3D {
+  /** x [N, T, D], c [N, D] (and the text context with cross-attention) → [N, T, D]. */
+  forward(x: tf.Tensor3D, c: tf.Tensor2D, context?: CrossContext): tf.Tensor3D {
     return tf.tidy(() => {
       const [shiftMsa, scaleMsa, gateMsa, shiftMlp, scaleMlp, gateMlp] = this.adaLNModulation.forward(c) as [
         tf.Tensor2D, tf.Tensor2D, tf.Tensor2D, tf.Tensor2D, tf.Tensor2D, tf.Tensor2D,
       ];
       const attnIn = modulate(this.norm1.forward(x), shiftMsa, scaleMsa) as tf.Tensor3D;
-      const h = x.add(gated(gateMsa, this.attn.forward(attnIn)));
+      let h = x.add(gated(gateMsa, this.attn.forward(attnIn))) as tf.Tensor3D;
+      if (this.crossAttn) {
+        if (!context) throw new Error('DiTBlock: this block cross-attends to text tokens; pass the text context');
+        // Ungated residual, no norm on the query side: PixArt-α's block.
+        h = h.add(this.crossAttn.forward(h, context.tokens, { keyMask: context.mask }));
+      }
       const mlpIn = modulate(this.norm2.forward(h), shiftMlp, scaleMlp);
       return h.add(gated(gateMlp, this.mlp.forward(mlpIn))) as tf.Tensor3D;
     });

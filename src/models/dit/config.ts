@@ -17,6 +17,21 @@ export interface DitConfig {
   numClasses: number;
   /** Predict the variance too: the output has 2·inChannels channels, eps first. */
   learnSigma: boolean;
+  /**
+   * What the model is conditioned on besides t: class labels (the official models) or text — a
+   * pooled text vector added to the timestep embedding, plus, with crossAttention, cross-attention
+   * to the token states in every block (PixArt-α). Default 'class'.
+   */
+  conditioning?: 'class' | 'text';
+  /** Width of the text encoder's pooled vector (text conditioning). */
+  textPooledDim?: number;
+  /** Width of the text encoder's token states (text conditioning with cross-attention). */
+  textTokenDim?: number;
+  crossAttention?: boolean;
+}
+
+export function ditConditioning(c: DitConfig): 'class' | 'text' {
+  return c.conditioning ?? 'class';
 }
 
 /** Width of the sinusoidal timestep features fed to the timestep MLP (the official `frequency_embedding_size`). */
@@ -58,6 +73,11 @@ export function validateDitConfig(c: DitConfig): DitConfig {
   // The 2-D sin-cos table gives each axis hiddenSize/2 channels, split again into sin | cos.
   if (c.hiddenSize % 4 !== 0) problems.push(`hiddenSize ${c.hiddenSize} is not a multiple of 4 (2-D sin-cos position table)`);
   if (!(c.classDropoutProb >= 0 && c.classDropoutProb < 1)) problems.push(`classDropoutProb ${c.classDropoutProb} is not in [0, 1)`);
+  if (c.conditioning !== undefined && c.conditioning !== 'class' && c.conditioning !== 'text') problems.push(`conditioning '${String(c.conditioning)}' is not 'class' or 'text'`);
+  if (ditConditioning(c) === 'text') {
+    if (!(Number.isInteger(c.textPooledDim) && c.textPooledDim! > 0)) problems.push(`text conditioning needs textPooledDim (the text encoder's pooled width), got ${c.textPooledDim}`);
+    if (c.crossAttention && !(Number.isInteger(c.textTokenDim) && c.textTokenDim! > 0)) problems.push(`cross-attention needs textTokenDim (the text encoder's token width), got ${c.textTokenDim}`);
+  } else if (c.crossAttention) problems.push('crossAttention needs conditioning: text');
   if (problems.length) throw new Error(`invalid DiT config: ${problems.join('; ')}`);
   return c;
 }
@@ -80,7 +100,7 @@ export function ditLabelRows(c: DitConfig): number {
   return c.numClasses + (c.classDropoutProb > 0 ? 1 : 0);
 }
 
-/** Parameter count including the fixed `pos_embed`, as `sum(p.numel() for p in model.parameters())`. */
+/** Parameter count including the fixed `pos_embed`, as `sum(p.numel() for p in model.parameters())` (class-conditioned models). */
 export function ditParameterCount(c: DitConfig): number {
   const d = c.hiddenSize;
   const p = c.patchSize;

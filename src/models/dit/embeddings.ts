@@ -1,5 +1,5 @@
 import { tf } from '../../backend/tf.js';
-import { silu } from '../../nn/activations.js';
+import { geluTanh, silu } from '../../nn/activations.js';
 import { Conv2d } from '../../nn/conv.js';
 import { Embedding } from '../../nn/embedding.js';
 import { Linear } from '../../nn/linear.js';
@@ -145,6 +145,27 @@ export class LabelEmbedder extends Module {
       const drop = (train && this.dropoutProb > 0) || opts.forceDropIds !== undefined;
       const ids = drop ? this.tokenDrop(labels, opts) : labels;
       return this.embeddingTable.forward(ids.reshape([labels.size])) as tf.Tensor2D;
+    });
+  }
+}
+
+/**
+ * Linear → activation → Linear from a text encoder's width to the model's (diffusers'
+ * PixArtAlphaTextProjection naming: `linear_1`, `linear_2`). SiLU for the pooled vector (SD3's
+ * pooled projection), tanh-GELU for the token states (PixArt-α's caption projection).
+ */
+export class TextProjection extends Module {
+  readonly linear1: Linear;
+  readonly linear2: Linear;
+  constructor(inDim: number, hiddenSize: number, private readonly act: 'silu' | 'gelu_tanh', rng: Rng) {
+    super();
+    this.linear1 = this.module('linear_1', new Linear(inDim, hiddenSize, { rng }));
+    this.linear2 = this.module('linear_2', new Linear(hiddenSize, hiddenSize, { rng }));
+  }
+  forward(x: tf.Tensor): tf.Tensor {
+    return tf.tidy(() => {
+      const h = this.linear1.forward(x);
+      return this.linear2.forward(this.act === 'silu' ? silu(h) : geluTanh(h));
     });
   }
 }

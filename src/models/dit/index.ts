@@ -1,10 +1,11 @@
 // The DiT's public surface, so callers import one module.
-export { DiT, type DiTOptions } from './model.js';
-export { AdaLnModulation, DiTBlock, FinalLayer } from './blocks.js';
-export { LabelEmbedder, PatchEmbed, TimestepEmbedder, sincosPosEmbed2d, timestepEmbedding, timestepFrequencies, type LabelDropOptions } from './embeddings.js';
+export { DiT, type DiTOptions, type DitCondition, type DitTextCondition, isTextCondition } from './model.js';
+export { AdaLnModulation, DiTBlock, FinalLayer, type CrossContext } from './blocks.js';
+export { LabelEmbedder, PatchEmbed, TextProjection, TimestepEmbedder, sincosPosEmbed2d, timestepEmbedding, timestepFrequencies, type LabelDropOptions } from './embeddings.js';
 export {
   type DitConfig,
   TIMESTEP_FREQUENCY_DIM,
+  ditConditioning,
   ditConfig,
   ditConfigs,
   ditLabelRows,
@@ -14,3 +15,15 @@ export {
   ditParameterCount,
   validateDitConfig,
 } from './config.js';
+export {
+  type DitLayout,
+  type LoadDitOptions,
+  type LoadedDitWeights,
+  ditConfigFromDiffusers,
+  inferDitConfig,
+  loadDit,
+  loadDitWeights,
+  officialFromDiffusers,
+  readDitState,
+  resolveDitLocation,
+} from './load.js';

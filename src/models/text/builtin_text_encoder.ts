@@ -64,7 +64,9 @@ export class BuiltinTextEncoder extends TextEncoderModule {
       // CLIP's 0.02 suits fine-tuning pretrained tables; trained jointly from scratch, words need to be
       // distinguishable from the first step or the generator learns the caption-independent mean first.
       const emb = this.model.textModel.embeddings.tokenEmbedding.weight;
-      emb.assign(tf.tensor(rng.fork('builtin-token-init').fillNormal(new Float32Array(emb.size), 0, options.embeddingStd), emb.shape));
+      const init = tf.tensor(rng.fork('builtin-token-init').fillNormal(new Float32Array(emb.size), 0, options.embeddingStd), emb.shape);
+      emb.assign(init);
+      init.dispose();
     }
     this.module('text_model', this.model.textModel);
     this.dim = o.hiddenSize;
