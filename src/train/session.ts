@@ -145,13 +145,18 @@ export function findResumePoint<J>(req: RunRequest, kind: string, jobSchema: z.Z
   }
   const run = openRunDir(dir);
   acquireRunLock(run, req.log);
-  const mgr = new CheckpointManager(run.checkpoints);
-  const checkpoint = file ? mgr.load(file) : mgr.loadLatest();
-  if (!checkpoint) throw new UsageError(`--resume: ${run.checkpoints} holds no checkpoint yet`);
-  if (checkpoint.fellBackFrom) {
-    req.log(`warning: ${checkpoint.fellBackFrom} is unreadable (${checkpoint.fallbackReason}); resuming from the newest valid one, ${checkpoint.file}`);
+  try {
+    const mgr = new CheckpointManager(run.checkpoints);
+    const checkpoint = file ? mgr.load(file) : mgr.loadLatest();
+    if (!checkpoint) throw new UsageError(`--resume: ${run.checkpoints} holds no checkpoint yet`);
+    if (checkpoint.fellBackFrom) {
+      req.log(`warning: ${checkpoint.fellBackFrom} is unreadable (${checkpoint.fallbackReason}); resuming from the newest valid one, ${checkpoint.file}`);
+    }
+    return { run, ...readCheckpointState(checkpoint, kind, jobSchema) };
+  } catch (e) {
+    releaseRunLock(run);
+    throw e;
   }
-  return { run, ...readCheckpointState(checkpoint, kind, jobSchema) };
 }
 
 /** A fresh run folder for this recipe (`--out`, or `<runsRoot>/<recipe>-<time>/`). */
