@@ -13,6 +13,7 @@ import { loadWeightsInto, readCheckpointState } from '../src/train/session.js';
 import { UsageError } from '../src/util/errors.js';
 import { Rng } from '../src/util/rng.js';
 import { nspJobStateSchema } from '../src/jobs/nsp/model.js';
+import { vaeJobStateSchema, vaeLegacyState } from '../src/jobs/vae/model.js';
 
 let tmp: string;
 beforeAll(() => {
@@ -124,6 +125,23 @@ describe('checkpoints across kinds', () => {
     await mgr.save(1, { model, extra: { ...base, job: { architecture: { model: {} } } } });
     expect(() => readCheckpointState(mgr.loadLatest()!, 'nsp-progressive', nspJobStateSchema)).toThrow(/the 'nsp-progressive' state does not match/);
     model.dispose();
+  });
+
+  it('reads checkpoints written before the session existed (legacy flat state) into the same typed state', async () => {
+    const mgr = new CheckpointManager(path.join(vaeRun, 'checkpoints'));
+    const current = readCheckpointState(mgr.loadLatest()!, 'vae', vaeJobStateSchema);
+    const s = current.state;
+    // The layout the VAE trainer wrote before: { kind, step, sampler, rng, config }.
+    const legacyExtra = { kind: 'vae', step: s.step, sampler: s.data, rng: s.rngs.vae, config: current.job.config };
+    const legacyDir = path.join(tmp, 'legacy');
+    const model = new Linear(2, 1, { rng: new Rng(1) });
+    await new CheckpointManager(legacyDir).save(s.step, { model, extra: legacyExtra });
+    model.dispose();
+    const legacy = new CheckpointManager(legacyDir).loadLatest()!;
+    expect(() => readCheckpointState(legacy, 'vae', vaeJobStateSchema)).toThrow(/not a 'vae' training checkpoint of this version/);
+    const read = readCheckpointState(legacy, 'vae', vaeJobStateSchema, vaeLegacyState);
+    expect(read.state).toEqual({ ...s, job: current.job });
+    expect(read.job).toEqual(current.job);
   });
 
   it('loading weights of another architecture names the tensor and both shapes (exit 2)', () => {
