@@ -397,6 +397,9 @@ export class TrainingSession<J> {
     this.resume = null;
     const log = this.opts.log;
     while (this.phaseStep < p.steps) {
+      // A training step never waits on I/O, so without this turn of the event loop a signal would
+      // only be seen at the next sample or checkpoint write.
+      await new Promise<void>((resolve) => setImmediate(resolve));
       if (this.stopRequested) {
         await this.checkpoint();
         return 'stopped';
