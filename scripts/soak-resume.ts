@@ -53,6 +53,7 @@ interface Exit {
   killed: 'time' | 'checkpoint-write' | null;
 }
 
+/** 'time': a random moment `afterMs` after the first checkpoint exists; 'checkpoint-write': inside the (skipWrites+1)-th write seen. */
 type KillPlan = { mode: 'time'; afterMs: number } | { mode: 'checkpoint-write'; skipWrites: number } | null;
 
 /** Runs the CLI; with a plan, SIGKILLs it at the planned moment. */
@@ -62,15 +63,12 @@ function runCli(args: string[], logFile: string, checkpointsDir: string, plan: K
     const child = spawn(process.execPath, [CLI, ...args], { cwd: ROOT, stdio: ['ignore', out, out], env: { ...process.env, SCALEFORGE_DEBUG: '1' } });
     let killed: Exit['killed'] = null;
     let timer: NodeJS.Timeout | undefined;
-    if (plan?.mode === 'time') {
-      timer = setTimeout(() => {
-        killed = 'time';
-        child.kill('SIGKILL');
-      }, plan.afterMs);
-    } else if (plan?.mode === 'checkpoint-write') {
-      // Poll for the temp file a checkpoint (or its `latest` pointer) is written to; kill on sight.
+    if (plan) {
+      // Polled every millisecond: the temp file a checkpoint (or its `latest` pointer) is written to,
+      // and the `latest` pointer itself (training has begun) for kills at a random moment after it.
       let seen = 0;
       let inWrite = false;
+      let armedAt: number | null = null;
       timer = setInterval(() => {
         let names: string[] = [];
         try {
@@ -78,22 +76,38 @@ function runCli(args: string[], logFile: string, checkpointsDir: string, plan: K
         } catch {
           return;
         }
-        const writing = names.some((n) => n.endsWith('.tmp'));
-        if (writing && !inWrite && seen++ >= plan.skipWrites) {
-          killed = 'checkpoint-write';
-          child.kill('SIGKILL');
+        if (plan.mode === 'checkpoint-write') {
+          const writing = names.some((n) => n.endsWith('.tmp'));
+          if (writing && !inWrite && seen++ >= plan.skipWrites) {
+            killed = 'checkpoint-write';
+            child.kill('SIGKILL');
+          }
+          inWrite = writing;
+        } else {
+          if (armedAt === null && names.includes('latest')) armedAt = Date.now();
+          if (armedAt !== null && Date.now() - armedAt >= plan.afterMs && killed === null) {
+            killed = 'time';
+            child.kill('SIGKILL');
+          }
         }
-        inWrite = writing;
       }, 1);
     }
     child.on('error', reject);
     child.on('exit', (code, signal) => {
-      clearTimeout(timer);
       clearInterval(timer);
       fs.closeSync(out);
       resolve({ code, signal, killed: signal === 'SIGKILL' ? killed : null });
     });
   });
+}
+
+/** The end of a log file, for error messages (the scratch folder may be gone by the time one is read). */
+function tail(file: string): string {
+  try {
+    return fs.readFileSync(file, 'utf8').replace(/\r/g, '\n').slice(-800);
+  } catch {
+    return '';
+  }
 }
 
 function hasCheckpoint(runDir: string): boolean {
@@ -146,7 +160,7 @@ export async function soakResume(opts: SoakOptions): Promise<SoakResult> {
   for (let attempt = 0; attempt < opts.kills * 4 && killsLanded < opts.kills; attempt++) {
     // Alternate kill styles; the first one always lands inside a checkpoint write.
     const plan: KillPlan =
-      killsLanded % 2 === 0 ? { mode: 'checkpoint-write', skipWrites: rng.int(3) } : { mode: 'time', afterMs: Math.round(refMs * (0.2 + 0.7 * rng.uniform())) };
+      killsLanded % 2 === 0 ? { mode: 'checkpoint-write', skipWrites: rng.int(3) } : { mode: 'time', afterMs: Math.round(rng.uniform() * Math.min(3000, refMs / 4)) };
     const resume = fs.existsSync(target) && hasCheckpoint(target);
     if (!resume) fs.rmSync(target, { recursive: true, force: true });
     const exit = await runCli([...base, ...(resume ? ['--resume', target] : ['--out', target])], log, path.join(target, 'checkpoints'), plan);
@@ -157,10 +171,12 @@ export async function soakResume(opts: SoakOptions): Promise<SoakResult> {
     } else if (exit.code === 0) {
       say('soak: the run finished before its planned kill; starting it again to place the remaining kills');
       fs.rmSync(target, { recursive: true, force: true });
-    } else throw new Error(`interrupted run failed on its own (exit ${exit.code}, signal ${exit.signal}); see ${log}`);
+    } else throw new Error(`interrupted run failed on its own (exit ${exit.code}, signal ${exit.signal}; seed ${opts.seed}); ${log} ends:\n${tail(log)}`);
   }
-  const last = await runCli([...base, ...(hasCheckpoint(target) ? ['--resume', target] : ['--out', target])], log, path.join(target, 'checkpoints'), null);
-  if (last.code !== 0) throw new Error(`the final resume failed (exit ${last.code}); see ${log}`);
+  const resumeLast = hasCheckpoint(target);
+  if (!resumeLast) fs.rmSync(target, { recursive: true, force: true });
+  const last = await runCli([...base, ...(resumeLast ? ['--resume', target] : ['--out', target])], log, path.join(target, 'checkpoints'), null);
+  if (last.code !== 0) throw new Error(`the final resume failed (exit ${last.code}; seed ${opts.seed}); ${log} ends:\n${tail(log)}`);
 
   const { differences, step } = compareCheckpoints(reference, target);
   const identical = differences.length === 0;

@@ -2,8 +2,8 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
-import { main } from '../src/cli/main.js';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { cli } from './helpers/cli.js';
 import { loadRecipe, PROJECT_ROOT } from '../src/config/recipe.js';
 import { noSpaceError, setWriteFault } from '../src/io/atomic.js';
 import { loadSafetensors } from '../src/io/safetensors.js';
@@ -54,19 +54,6 @@ function sameTensors(a: string, b: string): void {
   }
 }
 
-async function cli(args: string[]): Promise<{ code: number; out: string; err: string }> {
-  const out = vi.spyOn(process.stdout, 'write').mockImplementation(() => true);
-  const err = vi.spyOn(process.stderr, 'write').mockImplementation(() => true);
-  const prev = process.exitCode;
-  try {
-    const code = await main(args);
-    return { code, out: out.mock.calls.map((c) => String(c[0])).join(''), err: err.mock.calls.map((c) => String(c[0])).join('') };
-  } finally {
-    out.mockRestore();
-    err.mockRestore();
-    process.exitCode = prev;
-  }
-}
 
 describe('a full disk', () => {
   let full: VaeJobResult;

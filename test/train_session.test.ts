@@ -1,8 +1,8 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { main } from '../src/cli/main.js';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { cli } from './helpers/cli.js';
 import { loadRecipe } from '../src/config/recipe.js';
 import '../src/jobs/index.js';
 import { detectModelKind } from '../src/jobs/registry.js';
@@ -56,20 +56,6 @@ function write(name: string, text: string): string {
   return f;
 }
 
-/** Runs the CLI, returning its exit code and what it wrote to stdout and stderr. */
-async function cli(args: string[]): Promise<{ code: number; out: string; err: string }> {
-  const out = vi.spyOn(process.stdout, 'write').mockImplementation(() => true);
-  const err = vi.spyOn(process.stderr, 'write').mockImplementation(() => true);
-  const prev = process.exitCode;
-  try {
-    const code = await main(args);
-    return { code, out: out.mock.calls.map((c) => String(c[0])).join(''), err: err.mock.calls.map((c) => String(c[0])).join('') };
-  } finally {
-    out.mockRestore();
-    err.mockRestore();
-    process.exitCode = prev;
-  }
-}
 
 describe('one value or one per stage', () => {
   it('accepts a single value, a one-item list, and one per stage; the value per stage follows one rule', () => {
