@@ -33,6 +33,19 @@ log: { every: 1, sample_every: 100, checkpoint_every: 1, keep_last: 2 }
 eval: { count: 1, grid: 1 }
 `,
   },
+  {
+    kind: 'dit',
+    recipe: `kind: dit
+seed: 5
+backend: cpu
+data: { source: procedural, procedural: { count: 8, size: 16, seed: 1 }, batch_size: 2 }
+model: { patch_size: 4, hidden_size: 16, depth: 1, num_heads: 2 }
+text_encoder: { builtin: { dim: 16, layers: 1, heads: 2, context: 12 } }
+train: { steps: 5, schedule: { warmup_steps: 1 }, ema: { decay: 0.9 } }
+log: { every: 1, sample_every: 100, checkpoint_every: 1, keep_last: 2 }
+sample: { prompts: ['a red circle in the top left on a blue background'], steps: 2, fidelity_samples: 1 }
+`,
+  },
 ];
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'sf-soak-test-'));
