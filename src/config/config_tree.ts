@@ -1,4 +1,4 @@
-import { readFileSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { LineCounter, parseDocument, isAlias, isMap, isScalar, isSeq, isPair, type Document, type Node as YamlNode } from 'yaml';
 import { UsageError } from '../util/errors.js';
@@ -46,12 +46,30 @@ export function fileStart(file: string): Origin {
   return { file, line: 1, col: 1 };
 }
 
+/**
+ * Limits that keep a hostile or broken config from exhausting memory or the stack before it can be reported:
+ * recipes are hand-written files of a few KiB, so these are far above any real one.
+ */
+export const CONFIG_LIMITS = {
+  /** Bytes of one config file or `--set` value. */
+  maxBytes: 1 << 20,
+  /** Nesting of mappings and lists (flow or block). */
+  maxDepth: 64,
+  /** Values after expanding aliases; a "billion laughs" file multiplies a few lines into billions. */
+  maxNodes: 100_000,
+} as const;
+
 /** Reads a YAML file into a positioned tree. The top level must be a mapping (an empty file is an empty one). */
 export function readConfigFile(file: string): MapNode {
   let text: string;
   try {
+    const size = statSync(file).size;
+    if (size > CONFIG_LIMITS.maxBytes) {
+      throw new UsageError(`${displayPath(file)}: ${size} bytes is too large for a config file (limit ${CONFIG_LIMITS.maxBytes} bytes)`);
+    }
     text = readFileSync(file, 'utf8');
   } catch (e) {
+    if (e instanceof UsageError) throw e;
     throw new UsageError(`${displayPath(file)}: cannot read (${(e as NodeJS.ErrnoException).code ?? String(e)})`);
   }
   const tree = parseYamlText(text, (lc, offset) => {
@@ -75,6 +93,14 @@ type OriginAt = (lc: LineCounter, offset: number) => Origin;
 
 function parseYamlText(text: string, originAt: OriginAt, label?: string): ConfigNode | undefined {
   const lineCounter = new LineCounter();
+  if (text.length > CONFIG_LIMITS.maxBytes) {
+    throw new UsageError(`${label ?? 'config'}: ${text.length} characters is too large (limit ${CONFIG_LIMITS.maxBytes})`);
+  }
+  const tooDeep = flowDepthExceeded(text, CONFIG_LIMITS.maxDepth);
+  if (tooDeep !== undefined) {
+    const where = label ?? formatOrigin(originAt(lineCounterFor(text), tooDeep));
+    throw new UsageError(`${where}: lists/mappings nested more than ${CONFIG_LIMITS.maxDepth} deep`);
+  }
   const doc = parseDocument(text, { lineCounter, prettyErrors: false, uniqueKeys: true });
   if (doc.errors.length > 0) {
     const lines = doc.errors.map((err) => {
@@ -84,15 +110,70 @@ function parseYamlText(text: string, originAt: OriginAt, label?: string): Config
     throw new UsageError(lines.join('\n'));
   }
   if (doc.contents === null) return undefined;
-  return convert(doc, doc.contents as YamlNode, lineCounter, originAt, label);
+  const walk: Walk = { doc, lc: lineCounter, originAt, nodes: 0, aliasStack: [] };
+  return convert(walk, doc.contents as YamlNode, 0);
 }
 
-function convert(doc: Document, node: YamlNode, lc: LineCounter, originAt: OriginAt, label: string | undefined): ConfigNode {
+/** A LineCounter filled for `text`, for positions found before the parser ran. */
+function lineCounterFor(text: string): LineCounter {
+  const lc = new LineCounter();
+  lc.addNewLine(0);
+  for (let i = text.indexOf('\n'); i >= 0; i = text.indexOf('\n', i + 1)) lc.addNewLine(i + 1);
+  return lc;
+}
+
+/**
+ * Offset of the first flow bracket (`[`, `{`) opened deeper than `max`, outside quotes and comments; undefined if
+ * none. Checked before parsing because the YAML parser recurses per level and takes seconds on deep input.
+ */
+function flowDepthExceeded(text: string, max: number): number | undefined {
+  let depth = 0;
+  let quote = '';
+  for (let i = 0; i < text.length; i++) {
+    const c = text[i]!;
+    if (quote) {
+      if (c === '\\' && quote === '"') i++;
+      else if (c === quote) quote = '';
+      else if (c === '\n' && depth === 0) quote = '';
+      continue;
+    }
+    if (c === '"' || c === "'") quote = c;
+    else if (c === '#' && (i === 0 || /\s/.test(text[i - 1]!))) {
+      const nl = text.indexOf('\n', i);
+      i = nl < 0 ? text.length : nl;
+    } else if (c === '[' || c === '{') {
+      if (++depth > max) return i;
+    } else if ((c === ']' || c === '}') && depth > 0) depth--;
+  }
+  return undefined;
+}
+
+interface Walk {
+  doc: Document;
+  lc: LineCounter;
+  originAt: OriginAt;
+  /** Values produced so far, aliases counted each time they are expanded. */
+  nodes: number;
+  /** Anchored nodes being expanded through aliases, to catch an alias inside its own anchor. */
+  aliasStack: YamlNode[];
+}
+
+function convert(w: Walk, node: YamlNode, depth: number): ConfigNode {
+  const { doc, lc, originAt } = w;
   const origin = originAt(lc, node.range?.[0] ?? 0);
+  if (++w.nodes > CONFIG_LIMITS.maxNodes) {
+    throw new UsageError(
+      `${formatOrigin(origin)}: expands to more than ${CONFIG_LIMITS.maxNodes} values (aliases that repeat aliases? refused as a resource bomb)`,
+    );
+  }
+  if (depth > CONFIG_LIMITS.maxDepth) throw new UsageError(`${formatOrigin(origin)}: lists/mappings nested more than ${CONFIG_LIMITS.maxDepth} deep`);
   if (isAlias(node)) {
-    const target = node.resolve(doc);
+    const target = node.resolve(doc) as YamlNode | undefined;
     if (target === undefined) throw new UsageError(`${formatOrigin(origin)}: unresolved alias *${node.source}`);
-    const resolved = convert(doc, target as YamlNode, lc, originAt, label);
+    if (w.aliasStack.includes(target)) throw new UsageError(`${formatOrigin(origin)}: alias *${node.source} refers to a value that contains it`);
+    w.aliasStack.push(target);
+    const resolved = convert(w, target, depth);
+    w.aliasStack.pop();
     return { ...resolved, origin };
   }
   if (isMap(node)) {
@@ -108,13 +189,13 @@ function convert(doc: Document, node: YamlNode, lc: LineCounter, originAt: Origi
       const value: ConfigNode =
         pair.value === null
           ? { type: 'scalar', value: null, origin: keyOrigin }
-          : convert(doc, pair.value as YamlNode, lc, originAt, label);
+          : convert(w, pair.value as YamlNode, depth + 1);
       entries.set(key, { keyOrigin, value });
     }
     return { type: 'map', entries, origin };
   }
   if (isSeq(node)) {
-    return { type: 'seq', items: node.items.map((item) => convert(doc, item as YamlNode, lc, originAt, label)), origin };
+    return { type: 'seq', items: node.items.map((item) => convert(w, item as YamlNode, depth + 1)), origin };
   }
   if (isScalar(node)) {
     const v = node.value;
@@ -137,7 +218,8 @@ export function toPlain(n: ConfigNode): unknown {
   if (n.type === 'scalar') return n.value;
   if (n.type === 'seq') return n.items.map(toPlain);
   const out: Record<string, unknown> = {};
-  for (const [k, e] of n.entries) out[k] = toPlain(e.value);
+  // defineProperty, not assignment: a key named `__proto__` must stay a key (and reach the schema's unknown-key check).
+  for (const [k, e] of n.entries) Object.defineProperty(out, k, { value: toPlain(e.value), enumerable: true, writable: true, configurable: true });
   return out;
 }
 

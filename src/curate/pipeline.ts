@@ -1,5 +1,5 @@
 import { availableParallelism } from 'node:os';
-import { mkdir, readFile, stat } from 'node:fs/promises';
+import { readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import pLimit from 'p-limit';
 import { writeFileAtomic } from '../io/atomic.js';
@@ -10,7 +10,7 @@ import { clipFilterRejections } from './clip_filter.js';
 import { cleanCaption, findCaption, readCaptionManifest, withTrigger, type CaptionSource } from './captions.js';
 import { decide, type DuplicateGroup } from './decide.js';
 import { manifestLines, readState, StateWriter, type Analysis, type ManifestRow } from './manifest.js';
-import { writeFolderOutput, writeWebDatasetOutput, type OutputSample, type WriteStats } from './output.js';
+import { ensureRealDir, writeFolderOutput, writeWebDatasetOutput, type OutputSample, type WriteStats } from './output.js';
 import { buildReport, writeReport, type CurateReport } from './report.js';
 import { scanInputs, shardOf, type ShardSpec, type SourceFile } from './scan.js';
 import type { CurateConfig } from './schema.js';
@@ -69,7 +69,7 @@ export async function runCurate(cfg: CurateConfig, opts: CurateRunOptions): Prom
   if (scanned.length === 0) {
     throw new UsageError(`no images found under ${cfg.input.paths.join(', ')} matching ${cfg.input.include.join(', ')}`);
   }
-  await mkdir(join(opts.outDir, '.curate'), { recursive: true });
+  await ensureRealDir(join(opts.outDir, '.curate'));
   await writeFileAtomic(join(opts.outDir, CONFIG_FILE), JSON.stringify({ config: cfg, shard }, null, 1));
   const manifest = cfg.captions.manifest ? await readCaptionManifest(cfg.captions.manifest) : undefined;
 
