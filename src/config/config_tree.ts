@@ -57,6 +57,8 @@ export const CONFIG_LIMITS = {
   maxDepth: 64,
   /** Values after expanding aliases; a "billion laughs" file multiplies a few lines into billions. */
   maxNodes: 100_000,
+  /** Alias uses expanded (each `*name` counts every time it is reached through other aliases). */
+  maxAliasExpansions: 1_000,
 } as const;
 
 /** Reads a YAML file into a positioned tree. The top level must be a mapping (an empty file is an empty one). */
@@ -110,7 +112,7 @@ function parseYamlText(text: string, originAt: OriginAt, label?: string): Config
     throw new UsageError(lines.join('\n'));
   }
   if (doc.contents === null) return undefined;
-  const walk: Walk = { doc, lc: lineCounter, originAt, nodes: 0, aliasStack: [] };
+  const walk: Walk = { doc, lc: lineCounter, originAt, nodes: 0, aliases: 0, aliasStack: [] };
   return convert(walk, doc.contents as YamlNode, 0);
 }
 
@@ -154,6 +156,7 @@ interface Walk {
   originAt: OriginAt;
   /** Values produced so far, aliases counted each time they are expanded. */
   nodes: number;
+  aliases: number;
   /** Anchored nodes being expanded through aliases, to catch an alias inside its own anchor. */
   aliasStack: YamlNode[];
 }
@@ -171,6 +174,11 @@ function convert(w: Walk, node: YamlNode, depth: number): ConfigNode {
     const target = node.resolve(doc) as YamlNode | undefined;
     if (target === undefined) throw new UsageError(`${formatOrigin(origin)}: unresolved alias *${node.source}`);
     if (w.aliasStack.includes(target)) throw new UsageError(`${formatOrigin(origin)}: alias *${node.source} refers to a value that contains it`);
+    if (++w.aliases > CONFIG_LIMITS.maxAliasExpansions) {
+      throw new UsageError(
+        `${formatOrigin(origin)}: more than ${CONFIG_LIMITS.maxAliasExpansions} alias expansions (aliases that repeat aliases? refused as a resource bomb)`,
+      );
+    }
     w.aliasStack.push(target);
     const resolved = convert(w, target, depth);
     w.aliasStack.pop();

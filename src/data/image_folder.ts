@@ -216,7 +216,8 @@ async function decodeImage(
   maxPixels: number,
 ): Promise<{ rgb: Uint8Array; width: number; height: number } | SkippedFile> {
   try {
-    const meta = await sharp(path).metadata();
+    // The header only, without sharp's own limit, so an over-sized file is reported with its size.
+    const meta = await sharp(path, { limitInputPixels: false }).metadata();
     if ((meta.width ?? 0) * (meta.height ?? 0) > maxPixels) {
       return { path, reason: `${meta.width}x${meta.height} exceeds max_pixels ${maxPixels} (possible decompression bomb); not decoded` };
     }
