@@ -35,6 +35,8 @@ export interface CurateRunOptions {
   progressStream?: ProgressStream;
   /** Stop after analysing this many new files, as a crash would (tests of resumability). */
   stopAfter?: number;
+  /** When aborted (Ctrl-C), no new file is started; files in progress finish and are saved to the state file. */
+  stopSignal?: AbortSignal;
 }
 
 export interface RunCounts {
@@ -53,8 +55,10 @@ export interface CurateResult {
   groups: DuplicateGroup[];
   write: WriteStats;
   report: CurateReport;
-  /** False when stopped early by `stopAfter`. */
+  /** False when stopped early by `stopAfter` or `stopSignal`. */
   complete: boolean;
+  /** The state file holding every analysis done so far (what a re-run reuses). */
+  statePath?: string;
 }
 
 export function resolveConcurrency(cfg: CurateConfig): number {
@@ -91,8 +95,9 @@ export async function runCurate(cfg: CurateConfig, opts: CurateRunOptions): Prom
   let done = 0;
   let stopped = false;
   const limit = pLimit(concurrency);
+  const interrupted = () => opts.stopSignal?.aborted === true;
   const one = async (src: SourceFile, index: number) => {
-    if (stopped) return;
+    if (stopped || interrupted()) return;
     const [bytes, caption] = await Promise.all([readSource(src), captionFor(src, cfg, manifest)]);
     const sha256 = bytes ? sha256Hex(bytes) : '';
     let analysis: Analysis | undefined = bytes ? known.get(sha256) : { ok: false, code: 'unreadable', reason: 'cannot read the file' };
@@ -130,7 +135,7 @@ export async function runCurate(cfg: CurateConfig, opts: CurateRunOptions): Prom
   // A bounded window of queued tasks: millions of files never become millions of pending closures.
   const inflight = new Set<Promise<void>>();
   try {
-    for (let i = 0; i < sources.length && !stopped; i++) {
+    for (let i = 0; i < sources.length && !stopped && !interrupted(); i++) {
       const p: Promise<void> = limit(() => one(sources[i]!, i)).finally(() => inflight.delete(p));
       inflight.add(p);
       if (inflight.size >= concurrency * 4) await Promise.race(inflight);
@@ -141,10 +146,10 @@ export async function runCurate(cfg: CurateConfig, opts: CurateRunOptions): Prom
   }
   progress.finish({ analysed, reused });
   const present = rows.filter((r): r is ManifestRow => r !== undefined);
-  if (stopped) {
+  if (stopped || interrupted()) {
     const counts = countsOf(scanned.length, sources.length, analysed, reused, present);
     const write = { written: 0, unchanged: 0, removed: 0 };
-    return { outDir: opts.outDir, counts, rows: present, groups: [], write, report: buildReport({ rows: [], groups: [], counts }), complete: false };
+    return { outDir: opts.outDir, counts, rows: present, groups: [], write, report: buildReport({ rows: [], groups: [], counts }), complete: false, statePath };
   }
   return finishRun(cfg, opts.outDir, present, { scanned: scanned.length, inShard: sources.length, analysed, reused }, log, (row) =>
     join(opts.outDir, (row.analysis as { cached: { path: string } }).cached.path),
