@@ -70,13 +70,16 @@ export interface ManifestRow {
 }
 
 /**
- * A path the pipeline joins onto an output folder: relative, forward slashes, no `..`, `.`, empty or NUL part.
- * State files and manifests are read back from disk, where anyone may have edited them, so a path in them must
- * not lead a run (or `curate merge`) to read or publish a file outside the folder.
+ * Where a cached image may be: `.curate/cache/<fingerprint>/<sha256>.<ext>`, the only files analyseFile writes;
+ * a merged manifest points into the shard folders beside it, so it may climb out with leading `../`. State files
+ * and manifests are read back from disk, where anyone may have edited them: a path in them must not lead a run
+ * (or `curate merge`) to read, and publish into its output, any other file.
  */
-export function isContainedPath(p: string): boolean {
-  if (p === '' || p.startsWith('/') || p.includes('\\') || p.includes('\0') || /^[a-zA-Z]:/.test(p)) return false;
-  return p.split('/').every((part) => part !== '' && part !== '.' && part !== '..');
+const CACHED_IN_OUTPUT = /^\.curate\/cache\/[0-9a-f]+\/[0-9a-f]{64}\.(jpg|png|webp)$/;
+const CACHED_BESIDE = /^(\.\.\/)*((?!\.\.?\/)[^/\\\0]+\/)*\.curate\/cache\/[0-9a-f]+\/[0-9a-f]{64}\.(jpg|png|webp)$/;
+
+export function isCachedImagePath(p: string, opts: { beside?: boolean } = {}): boolean {
+  return (opts.beside ? CACHED_BESIDE : CACHED_IN_OUTPUT).test(p);
 }
 
 const finite = z.number().finite();
@@ -103,7 +106,7 @@ function analysisSchema(cachedPath: z.ZodType<string>): z.ZodType<Analysis> {
   ]);
 }
 
-const StateAnalysisSchema = analysisSchema(z.string().refine(isContainedPath, 'a relative path inside the output folder'));
+const StateAnalysisSchema = analysisSchema(z.string().refine((p) => isCachedImagePath(p), 'a cached image path .curate/cache/<fingerprint>/<sha256>.<ext>'));
 const STAGES = ['decode', 'caption', 'filter', 'exact_duplicate', 'near_duplicate'] as const;
 
 const ManifestRowSchema: z.ZodType<ManifestRow> = z.object({
@@ -113,7 +116,7 @@ const ManifestRowSchema: z.ZodType<ManifestRow> = z.object({
   caption: z.string(),
   captionSource: z.enum(['sidecar', 'manifest', 'none']),
   captionError: z.string().optional(),
-  analysis: analysisSchema(z.string().min(1).refine((p) => !p.includes('\0'), 'a path without NUL bytes')),
+  analysis: analysisSchema(z.string().refine((p) => isCachedImagePath(p, { beside: true }), 'a cached image path [../…/].curate/cache/<fingerprint>/<sha256>.<ext>')),
   decision: z.object({
     status: z.enum(['kept', 'rejected']),
     stage: z.enum(STAGES).optional(),

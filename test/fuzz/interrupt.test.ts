@@ -20,7 +20,7 @@ beforeAll(async () => {
   // Noise at 768² keeps each file busy for a while (decode, hash, resize) so the signal lands mid-run.
   for (let i = 0; i < FILES; i++) {
     const noise = { type: 'gaussian' as const, mean: 40 + i * 3, sigma: 30 + (i % 7) };
-    const img = await sharp({ create: { width: 768, height: 768, channels: 3, noise } }).jpeg({ quality: 90 }).toBuffer();
+    const img = await sharp({ create: { width: 768, height: 768, channels: 3, background: { r: 0, g: 0, b: 0 }, noise } }).jpeg({ quality: 90 }).toBuffer();
     writeFileSync(join(input, `img${String(i).padStart(3, '0')}.jpg`), img);
   }
 });
