@@ -98,10 +98,13 @@ function parseYamlText(text: string, originAt: OriginAt, label?: string): Config
   if (text.length > CONFIG_LIMITS.maxBytes) {
     throw new UsageError(`${label ?? 'config'}: ${text.length} characters is too large (limit ${CONFIG_LIMITS.maxBytes})`);
   }
-  const tooDeep = flowDepthExceeded(text, CONFIG_LIMITS.maxDepth);
-  if (tooDeep !== undefined) {
-    const where = label ?? formatOrigin(originAt(lineCounterFor(text), tooDeep));
+  const scan = preScan(text, CONFIG_LIMITS.maxDepth);
+  if (scan.tooDeepAt !== undefined) {
+    const where = label ?? formatOrigin(originAt(lineCounterFor(text), scan.tooDeepAt));
     throw new UsageError(`${where}: lists/mappings nested more than ${CONFIG_LIMITS.maxDepth} deep`);
+  }
+  if (scan.separators > CONFIG_LIMITS.maxNodes) {
+    throw new UsageError(`${label ?? formatOrigin(originAt(lineCounterFor(text), 0))}: expands to more than ${CONFIG_LIMITS.maxNodes} values (too many for a config)`);
   }
   const doc = parseDocument(text, { lineCounter, prettyErrors: false, uniqueKeys: true });
   if (doc.errors.length > 0) {
@@ -125,12 +128,14 @@ function lineCounterFor(text: string): LineCounter {
 }
 
 /**
- * Offset of the first flow bracket (`[`, `{`) opened deeper than `max`, outside quotes and comments; undefined if
- * none. Checked before parsing because the YAML parser recurses per level and takes seconds on deep input.
+ * Checked before parsing, because the YAML parser recurses per level and takes seconds on deep or huge input:
+ * the offset of the first flow bracket (`[`, `{`) opened deeper than `max` outside quotes and comments, and the
+ * number of commas and line breaks there (an upper bound on the values a file without aliases can hold).
  */
-function flowDepthExceeded(text: string, max: number): number | undefined {
+function preScan(text: string, max: number): { tooDeepAt: number | undefined; separators: number } {
   let depth = 0;
   let quote = '';
+  let separators = 0;
   for (let i = 0; i < text.length; i++) {
     const c = text[i]!;
     if (quote) {
@@ -142,12 +147,13 @@ function flowDepthExceeded(text: string, max: number): number | undefined {
     if (c === '"' || c === "'") quote = c;
     else if (c === '#' && (i === 0 || /\s/.test(text[i - 1]!))) {
       const nl = text.indexOf('\n', i);
-      i = nl < 0 ? text.length : nl;
+      i = nl < 0 ? text.length : nl - 1;
     } else if (c === '[' || c === '{') {
-      if (++depth > max) return i;
+      if (++depth > max) return { tooDeepAt: i, separators };
     } else if ((c === ']' || c === '}') && depth > 0) depth--;
+    else if (c === ',' || c === '\n') separators++;
   }
-  return undefined;
+  return { tooDeepAt: undefined, separators };
 }
 
 interface Walk {
