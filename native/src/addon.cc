@@ -10,6 +10,7 @@
 #include "activation.h"
 #include "conv.h"
 #include "elementwise.h"
+#include "lapack.h"
 #include "layout.h"
 #include "matmul.h"
 #include "napi_util.h"
@@ -617,6 +618,9 @@ napi_value init(napi_env env, napi_value exports) {
       {"pad", nullptr, guarded<pad>, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"pool", nullptr, guarded<pool>, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"resize", nullptr, guarded<resize>, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"dsyevd", nullptr, guarded<lapackSyevd>, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"dgemm", nullptr, guarded<blasGemm>, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"dsyrk", nullptr, guarded<blasSyrk>, nullptr, nullptr, nullptr, napi_default, nullptr},
   };
   napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props);
   return exports;

@@ -85,6 +85,12 @@ export interface NativeAddon {
   pool(kind: 0 | 1, params: Int32Array, input: Float32Array, out: Float32Array): void;
   /** NHWC resize (0 bilinear, 1 its backward, 2 nearest, 3 its backward); params: batch inH inW C outH outW. */
   resize(kind: 0 | 1 | 2 | 3, params: Int32Array, alignCorners: boolean, halfPixelCenters: boolean, input: Float32Array, out: Float32Array): void;
+  /** LAPACK dsyevd on a symmetric n×n (column-major upper triangle): ascending eigenvalues into w; with vectors, a becomes them (columns). */
+  dsyevd(vectors: boolean, n: number, a: Float64Array, w: Float64Array): void;
+  /** BLAS dgemm, row-major: c[m×n] = alpha·op(a)·op(b) + beta·c. */
+  dgemm(transA: boolean, transB: boolean, m: number, n: number, k: number, alpha: number, a: Float64Array, b: Float64Array, beta: number, c: Float64Array): void;
+  /** BLAS dsyrk, row-major: upper triangle of c[n×n] = alpha·aᵀa + beta·c for a [k×n]. */
+  dsyrk(n: number, k: number, alpha: number, a: Float64Array, beta: number, c: Float64Array): void;
 }
 
 export interface NativeInfo {

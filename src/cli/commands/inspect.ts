@@ -4,6 +4,8 @@ import type { CommandModule } from 'yargs';
 import { DTYPE_INFO, byteSize, type SafetensorsDtype } from '../../io/dtypes.js';
 import { ShardedSafetensors, isShardIndexPath, numelOf, readSafetensorsHeader } from '../../io/safetensors.js';
 import { JobError, UsageError } from '../../util/errors.js';
+import { isPyTorchPath } from '../../io/pytorch_file.js';
+import { inspectPyTorch } from './inspect_pytorch.js';
 
 export interface InspectedTensor {
   name: string;
@@ -17,7 +19,7 @@ export interface InspectedTensor {
 
 export interface InspectReport {
   file: string;
-  kind: 'single' | 'sharded';
+  kind: 'single' | 'sharded' | 'pytorch';
   fileBytes: number;
   metadata: Record<string, string>;
   tensors: InspectedTensor[];
@@ -137,13 +139,13 @@ interface InspectArgs {
 
 export const inspectCommand: CommandModule<object, InspectArgs> = {
   command: 'inspect <file>',
-  describe: 'Show the metadata and tensors (dtype, shape, size) of a .safetensors file or sharded index',
+  describe: 'Show the metadata and tensors (dtype, shape, size) of a .safetensors file, sharded index or PyTorch .pth/.pt/.bin',
   builder: (y) =>
     y
       .positional('file', { type: 'string', demandOption: true, describe: 'model.safetensors or model.safetensors.index.json' })
       .option('json', { type: 'boolean', default: false, describe: 'Print one JSON object instead of text' }),
   handler: (args) => {
-    const report = inspectSafetensors(args.file);
+    const report = isPyTorchPath(args.file) ? inspectPyTorch(args.file) : inspectSafetensors(args.file);
     process.stdout.write(args.json ? `${JSON.stringify(report, null, 2)}\n` : `${formatInspectReport(report)}\n`);
   },
 };
