@@ -1,9 +1,10 @@
+import { constants as bufferConstants } from 'node:buffer';
 import fs from 'node:fs';
 import { JobError, UsageError } from '../util/errors.js';
 import type { SafetensorsDtype } from './dtypes.js';
 import { PickleError, PyGlobal, PyTuple, acceptsBuild, describe, pyAttributes, unpickle, unpickleAt, type GlobalHandler } from './pickle.js';
 import { saveSafetensors, type TensorEntry } from './safetensors.js';
-import { ZipReader, looksLikeZip } from './zip.js';
+import { MAX_ENTRY_BYTES, ZipReader, looksLikeZip } from './zip.js';
 
 /**
  * PyTorch `torch.save` files (`.pth`/`.pt`/`.bin`) read without Python. Two layouts exist:
@@ -272,6 +273,13 @@ function intTuple(v: unknown, what: string): number[] {
 
 function checkExtent(storage: TorchStorage, offset: number, shape: number[], stride: number[]): void {
   if (shape.some((s) => s === 0)) return;
+  // A zero-stride (expanded) view can claim any number of elements over a tiny storage; reading it materializes
+  // them all in one buffer, so its size is bounded by what one buffer can hold.
+  const bytes = shape.reduce((a, b) => a * b, 1) * TORCH_DTYPE_BYTES[storage.dtype];
+  const limit = Math.min(MAX_ENTRY_BYTES, bufferConstants.MAX_LENGTH);
+  if (!Number.isSafeInteger(bytes) || bytes > limit) {
+    throw new Error(`a view of size [${shape}] would hold ${bytes.toExponential(3)} bytes, more than the ${limit}-byte limit for one tensor`);
+  }
   let last = offset;
   for (let d = 0; d < shape.length; d++) last += (shape[d]! - 1) * stride[d]!;
   if (last >= storage.numel) {

@@ -1,6 +1,7 @@
 import { crc32 } from 'node:zlib';
 import sharp, { type Sharp } from 'sharp';
 import { serializeSafetensors } from '../../src/io/safetensors.js';
+import { writeZip } from '../../src/io/zip.js';
 
 /**
  * Broken and hostile inputs, built from real encoder output and then edited byte by byte: the committed corpus
@@ -201,5 +202,37 @@ export function brokenManifests(): Record<string, string | Buffer> {
     'traversal.jsonl': '{"file_name": "../../../etc/passwd", "text": "x"}\n{"file_name": "/etc/passwd", "text": "x"}\n{"file_name": "..\\\\..\\\\w.png", "text": "x"}\n',
     'not_utf8.jsonl': Buffer.concat([Buffer.from('{"file_name": "good.png", "text": "caf'), Buffer.from([0xe9]), Buffer.from('"}\n')]),
     'unterminated_quote.csv': 'file_name,text\ngood.png,"never closed\n',
+  };
+}
+
+/** PyTorch files (`inspect x.pth`, `weights fetch --from`): a code-execution attempt, a lying tensor, broken archives. */
+export function brokenPytorch(validPth: Buffer): Record<string, Buffer> {
+  const zip = (pkl: string, storage = new Uint8Array(16)) =>
+    Buffer.from(
+      writeZip([
+        { name: 'archive/data.pkl', data: Buffer.from(pkl, 'latin1') },
+        { name: 'archive/byteorder', data: Buffer.from('little') },
+        { name: 'archive/data/0', data: storage },
+        { name: 'archive/version', data: Buffer.from('3\n') },
+      ]),
+    );
+  const int32 = (n: number) => {
+    const b = Buffer.alloc(4);
+    b.writeInt32LE(n);
+    return `J${b.toString('latin1')}`;
+  };
+  const tensor = (size: number[], stride: number[]) =>
+    '\x80\x02}(X\x01\x00\x00\x00wctorch._utils\n_rebuild_tensor_v2\n(' +
+    `(X\x07\x00\x00\x00storagectorch\nFloatStorage\nX\x01\x00\x00\x000X\x03\x00\x00\x00cpu${int32(4)}tQ${int32(0)}` +
+    `(${size.map(int32).join('')}t(${stride.map(int32).join('')}t\x89ccollections\nOrderedDict\n)RtRu.`;
+  return {
+    'valid.pth': validPth,
+    'os_system.pth': zip("cos\nsystem\n(S'echo pwned'\ntR."),
+    'builtins_eval.pth': zip("\x80\x02cbuiltins\neval\nX\x0b\x00\x00\x00print('hi')\x85R."),
+    'huge_view.pth': zip(tensor([2 ** 31 - 1, 2 ** 31 - 1], [0, 0])),
+    'view_past_storage.pth': zip(tensor([4, 4], [4, 1])),
+    'truncated.pth': validPth.subarray(0, Math.floor(validPth.length / 2)),
+    'legacy_garbage.pth': Buffer.from([0x80, 0x02, 0x8a, 0x0a, 0xff, 0xff, 0x00, 0x01]),
+    'not_a_pth.pth': Buffer.from('hello\n'),
   };
 }

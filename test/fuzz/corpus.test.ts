@@ -7,6 +7,7 @@ import { readCaptionManifest } from '../../src/curate/captions.js';
 import type { ManifestRow } from '../../src/curate/manifest.js';
 import '../../src/curate/schema.js';
 import { ImageFolderDataset, IMAGE_EXTENSIONS } from '../../src/data/image_folder.js';
+import { extractFolder, type FeatureExtractor } from '../../src/eval/evaluate_features.js';
 import { UsageError } from '../../src/util/errors.js';
 import { crashSigns, runCli } from './run_cli.js';
 
@@ -91,7 +92,34 @@ describe('broken-input corpus', () => {
     for (const f of ['bomb.png', 'zero_byte.png', 'truncated.jpg', 'alpha.png', 'random_bytes.webp']) expect(r.stdout).toContain(`skipped ${join(IMAGES, f)}: `);
   });
 
-  it('scaleforge inspect: exit 0 for valid files, 1 with the file named for every broken one', async () => {
+  it('evaluation feature extraction (evaluate fid/kid/is/features on a folder): every image featured or skipped with its reason', async () => {
+    // No network weights exist here: a stand-in extractor (mean colour) exercises the same folder reading.
+    const meanColour: FeatureExtractor = {
+      name: 'mean-colour',
+      cacheKey: 'mean-colour',
+      featureDim: 3,
+      logitDim: 0,
+      settings: {},
+      async extract(images) {
+        const out = new Float32Array(images.length * 3);
+        images.forEach((im, i) => {
+          for (let p = 0; p < im.width * im.height; p++) for (let c = 0; c < 3; c++) out[3 * i + c]! += im.rgb[3 * p + c]! / (im.width * im.height);
+        });
+        return { features: out };
+      },
+      dispose() {},
+    };
+    const set = await extractFolder(IMAGES, meanColour, { cache: null, progress: { write: () => true } });
+    const skipped = new Map(set.skipped.map((s) => [s.file, s.reason]));
+    const readable = imageFiles.filter((f) => (IMAGE_EXTENSIONS as readonly string[]).includes(f.split('.').pop()!));
+    expect([...set.files, ...skipped.keys()].sort()).toEqual(readable.sort());
+    for (const f of ['bomb.png', 'bomb_121mp.png', 'bomb.jpg', 'bomb.webp']) expect(skipped.get(f), f).toMatch(/exceeds the 100000000-pixel limit \(possible decompression bomb\); not decoded/);
+    for (const f of ['zero_byte.png', 'truncated.jpg', 'truncated.png', 'not_an_image.jpg', 'random_bytes.webp']) expect(skipped.get(f), f).toMatch(/^cannot decode: /);
+    expect(set.n).toBe(set.files.length);
+    expect(Array.from(set.features).every(Number.isFinite)).toBe(true);
+  });
+
+  it('scaleforge inspect (.safetensors and .pth): exit 0 for valid files, an error naming the file for every broken one', async () => {
     for (const f of readdirSync(join(CORPUS, 'safetensors'))) {
       const file = join(CORPUS, 'safetensors', f);
       const r = await runCli(['inspect', file]);
@@ -103,6 +131,18 @@ describe('broken-input corpus', () => {
         expect(r.stderr, f).toContain(`error: ${file}: `);
       }
     }
+    for (const f of readdirSync(join(CORPUS, 'pytorch'))) {
+      const file = join(CORPUS, 'pytorch', f);
+      const r = await runCli(['inspect', file]);
+      expect(crashSigns(r.stdout + r.stderr), f).toEqual([]);
+      if (f === 'valid.pth') expect(r.code, `${f}: ${r.stderr}`).toBe(0);
+      else {
+        expect(r.code, `${f}: ${r.stderr}`).toBeGreaterThanOrEqual(1);
+        expect(r.stderr, f).toContain(`error: ${file}: `);
+      }
+    }
+    const refused = await runCli(['inspect', join(CORPUS, 'pytorch', 'os_system.pth')]);
+    expect(refused.stderr).toMatch(/refusing to load global 'os\.system'/);
     const names = await runCli(['inspect', join(CORPUS, 'safetensors', 'proto_names.safetensors'), '--json']);
     expect(JSON.parse(names.stdout).tensors.map((t: { name: string }) => t.name)).toEqual(['__proto__', 'constructor']);
   });

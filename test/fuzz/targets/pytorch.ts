@@ -95,12 +95,14 @@ const hostileTensorPth = fc
     storage: fc.constantFrom('FloatStorage', 'FloatStorage', 'FloatStorage', 'DoubleStorage', 'HalfStorage', 'LongStorage', 'ByteStorage', 'BoolStorage', 'ComplexFloatStorage', 'Storage'),
     numel: hostileInt,
     dataBytes: fc.option(fc.nat(64), { freq: 3 }),
-    offset: hostileInt,
-    size: fc.array(hostileInt, { maxLength: 4 }),
-    stride: fc.array(hostileInt, { maxLength: 4 }),
+    offset: fc.oneof({ weight: 4, arbitrary: fc.constant(0) }, hostileInt),
+    // Usually of one rank, so the extent checks are reached; zero strides make broadcast views of any size.
+    view: fc.integer({ min: 0, max: 4 }).chain((rank) =>
+      fc.tuple(fc.array(hostileInt, { minLength: rank, maxLength: rank }), fc.oneof(fc.constant(new Array<number>(rank).fill(0)), fc.array(hostileInt, { minLength: rank, maxLength: rank }), fc.array(hostileInt, { maxLength: 4 }))),
+    ),
     key: fc.oneof({ weight: 6, arbitrary: fc.constant('0') }, fc.constantFrom('1', '../0', '/etc/passwd', '')),
   })
-  .map(({ storage, numel, dataBytes, offset, size, stride, key }) => {
+  .map(({ storage, numel, dataBytes, offset, view: [size, stride], key }) => {
     // Usually a storage of exactly the declared size, so the view checks (not just the size check) are reached.
     const tuple = (xs: number[]) => `(${xs.map(pickleInt).join('')}t`;
     const pkl =
