@@ -108,10 +108,13 @@ function parseYamlText(text: string, originAt: OriginAt, label?: string): Config
   }
   const doc = parseDocument(text, { lineCounter, prettyErrors: false, uniqueKeys: true });
   if (doc.errors.length > 0) {
-    const lines = doc.errors.map((err) => {
+    // The first few are what a person fixes first; one stray bracket can make the parser report every later line.
+    const shown = 5;
+    const lines = doc.errors.slice(0, shown).map((err) => {
       const where = label ?? formatOrigin(originAt(lineCounter, err.pos[0]));
-      return `${where}: invalid YAML: ${err.message.split('\n')[0]}`;
+      return `${where}: invalid YAML: ${err.message.split('\n')[0]!.slice(0, 300)}`;
     });
+    if (doc.errors.length > shown) lines.push(`… and ${doc.errors.length - shown} more YAML errors after these`);
     throw new UsageError(lines.join('\n'));
   }
   if (doc.contents === null) return undefined;
