@@ -314,9 +314,9 @@ function readZipFormat(file: string): PyTorchFile {
     if (byteorder !== 'little' && byteorder !== 'big') throw new JobError(`${file}: byteorder record says '${String(byteorder)}'`);
     const storages = new Map<string, TorchStorage>();
     const persistentLoad = (pid: unknown): unknown => {
-      if (!(pid instanceof PyTuple) || pid.items[0] !== 'storage') throw new Error(`unexpected persistent id ${describe(pid)}`);
+      if (!(pid instanceof PyTuple) || pid.items[0] !== 'storage') throw new JobError(`${file}: unexpected persistent id ${describe(pid)}`);
       const [, type, key, , numel] = pid.items;
-      if (typeof key !== 'string' || typeof numel !== 'number' || !Number.isSafeInteger(numel) || numel < 0) throw new Error('malformed storage persistent id');
+      if (typeof key !== 'string' || typeof numel !== 'number' || !Number.isSafeInteger(numel) || numel < 0) throw new JobError(`${file}: malformed storage persistent id`);
       const existing = storages.get(key);
       if (existing) return existing;
       const dtype = storageDtype(type);
@@ -364,9 +364,9 @@ function readLegacyFormat(file: string): PyTorchFile {
   const roots = new Map<string, { dtype: TorchDtype; numel: number; bytes?: Uint8Array }>();
   const views = new Map<string, TorchStorage>();
   const persistentLoad = (pid: unknown): unknown => {
-    if (!(pid instanceof PyTuple) || pid.items[0] !== 'storage') throw new Error(`unexpected persistent id ${describe(pid)}`);
+    if (!(pid instanceof PyTuple) || pid.items[0] !== 'storage') throw new JobError(`${file}: unexpected persistent id ${describe(pid)}`);
     const [, type, rootKey, , numel, view] = pid.items;
-    if (typeof rootKey !== 'string' || typeof numel !== 'number' || !Number.isSafeInteger(numel) || numel < 0) throw new Error('malformed storage persistent id');
+    if (typeof rootKey !== 'string' || typeof numel !== 'number' || !Number.isSafeInteger(numel) || numel < 0) throw new JobError(`${file}: malformed storage persistent id`);
     const dtype = storageDtype(type);
     if (!roots.has(rootKey)) roots.set(rootKey, { dtype, numel });
     const root = roots.get(rootKey)!;
