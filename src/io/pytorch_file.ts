@@ -276,7 +276,10 @@ function checkExtent(storage: TorchStorage, offset: number, shape: number[], str
   // A zero-stride (expanded) view can claim any number of elements over a tiny storage; reading it materializes
   // them all in one buffer, so its size is bounded by what one buffer can hold.
   const bytes = shape.reduce((a, b) => a * b, 1) * TORCH_DTYPE_BYTES[storage.dtype];
-  const limit = Math.min(MAX_ENTRY_BYTES, bufferConstants.MAX_LENGTH);
+  // Views within their storage (all that torch.save writes for ordinary tensors) are bounded by the file itself;
+  // an expanded view may grow past its storage only up to 256 MiB, so 16 bytes cannot ask for gigabytes.
+  const storageBytes = storage.numel * TORCH_DTYPE_BYTES[storage.dtype];
+  const limit = Math.min(MAX_ENTRY_BYTES, bufferConstants.MAX_LENGTH, Math.max(storageBytes, 256 * 2 ** 20));
   if (!Number.isSafeInteger(bytes) || bytes > limit) {
     throw new Error(`a view of size [${shape}] would hold ${bytes.toExponential(3)} bytes, more than the ${limit}-byte limit for one tensor`);
   }
