@@ -11,7 +11,7 @@ import { frechetDistance } from '../src/eval/fid.js';
 import { readImageRgb8 } from '../src/io/image.js';
 import { writeNpz } from '../src/io/npz.js';
 import { evaluateRecipeSchema } from '../src/jobs/evaluate/index.js';
-import { UsageError } from '../src/util/errors.js';
+import { Interrupted, UsageError } from '../src/util/errors.js';
 import { pixelFeatures, pixelStatsSpec, writeProceduralFolder } from './helpers/eval_fixtures.js';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'sf-eval-'));
@@ -73,6 +73,24 @@ describe('feature extraction over folders', () => {
     expect(again.files.slice(0, 3)).toEqual(['000.png', '001.png', '002.png']);
     expect(Array.from(again.features.subarray(0, 6))).toEqual(want[0]);
     for (const f of fs.readdirSync(A).filter((x) => /^02[4-7]\./.test(x))) fs.rmSync(path.join(A, f));
+  });
+
+  it('Ctrl-C stops after the batch in flight: its features are cached, Interrupted (exit 130) says how to continue, the re-run computes only the rest', async () => {
+    const cacheRoot = path.join(tmp, 'cache-interrupt');
+    const ex = await extractor();
+    const cache = new FeatureCache(cacheRoot, ex.cacheKey, 6, 4);
+    const stop = new AbortController();
+    // The signal arrives while the first batch is in the network.
+    const interrupting = { ...ex, extract: async (images: Parameters<typeof ex.extract>[0]) => (stop.abort('SIGINT'), ex.extract(images)) };
+    const err = await extractFolder(B, interrupting, { cache, batchSize: 4, progress: quiet, stopSignal: stop.signal }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(Interrupted);
+    expect((err as Interrupted).exitCode).toBe(130);
+    expect((err as Interrupted).message).toMatch(/stopped by SIGINT after 4 of 20 images; .*run the same command again/);
+    const before = calls.images;
+    const rest = await extractFolder(B, ex, { cache, batchSize: 4, progress: quiet });
+    expect(rest.cached).toBe(4);
+    expect(rest.computed).toBe(16);
+    expect(calls.images - before).toBe(16);
   });
 
   it('FID of two folders equals the Fréchet distance of independently computed float64 statistics', async () => {

@@ -2,7 +2,7 @@ import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import yargs from 'yargs';
 import { commands } from './commands/index.js';
-import { UsageError } from '../util/errors.js';
+import { Interrupted, UsageError } from '../util/errors.js';
 
 /** Parses argv, runs one command, and maps failures to exit codes: 0 ok, 1 failure, 2 usage/config. */
 export async function main(argv: string[]): Promise<number> {
@@ -40,6 +40,10 @@ function reportError(e: unknown): number {
   if (e instanceof UsageError) {
     process.stderr.write(`error: ${e.message}\n`);
     return 2;
+  }
+  if (e instanceof Interrupted) {
+    process.stderr.write(`${e.message}\n`);
+    return e.exitCode;
   }
   const err = e instanceof Error ? e : new Error(String(e));
   process.stderr.write(`error: ${err.message}\n`);

@@ -6,7 +6,8 @@ import { IMAGE_EXTENSIONS } from '../data/image_folder.js';
 import { shardOf, type ShardSpec } from '../curate/scan.js';
 import { readImageRgb8 } from '../io/image.js';
 import { Progress, type ProgressStream } from '../util/progress.js';
-import { UsageError } from '../util/errors.js';
+import { Interrupted, UsageError } from '../util/errors.js';
+import { signalExitCode } from '../util/interrupt.js';
 import { FeatureCache, sha256Bytes } from './feature_cache.js';
 import { resolveWeights, type ResolvedWeights } from './weights.js';
 
@@ -116,6 +117,8 @@ export interface ExtractOptions {
   limit?: number;
   progress?: ProgressStream;
   label?: string;
+  /** Once aborted (Ctrl-C), no new image is started: the batch in flight is computed and cached, then `Interrupted` is thrown. */
+  stopSignal?: AbortSignal;
 }
 
 /**
@@ -149,6 +152,7 @@ export async function extractFolder(dir: string, extractor: FeatureExtractor, op
     pending = [];
   };
   for (const file of files) {
+    if (opts.stopSignal?.aborted) break;
     const full = path.join(dir, file);
     let bytes: Buffer;
     try {
@@ -177,6 +181,13 @@ export async function extractFolder(dir: string, extractor: FeatureExtractor, op
   }
   await flush();
   progress.finish({ cached, computed });
+  if (opts.stopSignal?.aborted) {
+    const sig = String(opts.stopSignal.reason);
+    throw new Interrupted(
+      `${dir}: stopped by ${sig} after ${rows.length + skipped.length} of ${files.length} images; the features computed are cached, run the same command again to continue`,
+      signalExitCode(sig === 'SIGTERM' ? 'SIGTERM' : 'SIGINT'),
+    );
+  }
   // Rows in file order whatever mix of cache hits and batches produced them.
   const order = new Map(files.map((f, i) => [f, i]));
   rows.sort((a, b) => order.get(a.file)! - order.get(b.file)!);

@@ -9,6 +9,7 @@ import { setComputeCast } from '../nn/compute_cast.js';
 import { Module, StateDictError } from '../nn/module.js';
 import { JobError, UsageError } from '../util/errors.js';
 import { Progress } from '../util/progress.js';
+import { interruptOnSignals, type Interrupt } from '../util/interrupt.js';
 import { Rng } from '../util/rng.js';
 import { CheckpointManager, checkpointFileName, type LoadedCheckpoint } from './checkpoint.js';
 import type { EMA } from './ema.js';
@@ -270,8 +271,7 @@ export class TrainingSession<J> {
   private ema: EMA | null = null;
   private readonly started = Date.now();
   private stopReason: string | null = null;
-  private stopSignal: NodeJS.Signals | null = null;
-  private readonly signalHandlers: [NodeJS.Signals, () => void][] = [];
+  private readonly interrupt: Interrupt | null = null;
   /** Optimizer steps done over the whole run. */
   step = 0;
   lastLoss: number | null = null;
@@ -307,28 +307,20 @@ export class TrainingSession<J> {
       ...(opts.progressStream ? { stream: opts.progressStream } : {}),
     });
     if (opts.handleSignals ?? true) {
-      for (const sig of ['SIGINT', 'SIGTERM'] as const) {
-        const handler = () => this.onSignal(sig);
-        process.on(sig, handler);
-        this.signalHandlers.push([sig, handler]);
-      }
+      // A second signal means it: the last complete checkpoint stays valid.
+      this.interrupt = interruptOnSignals(
+        {
+          first: 'stopping after the step in progress and writing a checkpoint',
+          second: `aborting without a checkpoint; resume from the last one with --resume ${this.run.dir}`,
+        },
+        { onStop: (sig) => this.requestStop(sig) },
+      );
     }
-  }
-
-  private onSignal(sig: NodeJS.Signals): void {
-    if (this.stopSignal !== null) {
-      // The second signal: the person means it. The last complete checkpoint stays valid.
-      process.stderr.write(`\n${sig} again: aborting without a checkpoint; resume from the last one with --resume ${this.run.dir}\n`);
-      process.exit(signalExitCode(sig));
-    }
-    this.stopSignal = sig;
-    this.requestStop(sig);
-    process.stderr.write(`\n${sig}: stopping after the step in progress and writing a checkpoint (${sig === 'SIGINT' ? 'Ctrl-C' : 'signal'} again aborts at once)\n`);
   }
 
   /** 0, or 128 + the signal number when a signal stopped the run (130 for SIGINT, 143 for SIGTERM). */
   get exitCode(): number {
-    return this.stopSignal ? signalExitCode(this.stopSignal) : 0;
+    return this.interrupt?.exitCode ?? 0;
   }
 
   /**
@@ -497,8 +489,7 @@ export class TrainingSession<J> {
 
   /** Closes the logs. Call once, also after a failure. */
   close(): void {
-    for (const [sig, handler] of this.signalHandlers) process.off(sig, handler);
-    this.signalHandlers.length = 0;
+    this.interrupt?.dispose();
     setComputeCast(null);
     this.metrics.close();
     this.tb.close();
@@ -529,10 +520,6 @@ export class TrainingSession<J> {
     this.say('');
     this.say(`stopped at step ${this.step}${this.stopReason ? ` (${this.stopReason})` : ''}; continue with --resume ${this.run.dir}`);
   }
-}
-
-function signalExitCode(sig: NodeJS.Signals): number {
-  return 128 + (sig === 'SIGINT' ? 2 : sig === 'SIGTERM' ? 15 : 1);
 }
 
 function isWriteError(e: unknown): e is NodeJS.ErrnoException {

@@ -9,3 +9,14 @@ export class JobError extends Error {
   override readonly name = 'JobError';
   readonly exitCode = 1;
 }
+
+/** A job stopped by SIGINT/SIGTERM after saving what it had done: the message says how to continue; exit 130/143. */
+export class Interrupted extends Error {
+  override readonly name = 'Interrupted';
+  constructor(
+    message: string,
+    readonly exitCode: number,
+  ) {
+    super(message);
+  }
+}

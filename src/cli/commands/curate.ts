@@ -1,7 +1,7 @@
 import type { Argv, CommandModule } from 'yargs';
 import { loadRecipe, parseRecipe } from '../../config/recipe.js';
 import { mergeShards } from '../../curate/merge.js';
-import { interruptOnSignals } from '../../curate/interrupt.js';
+import { interruptOnSignals } from '../../util/interrupt.js';
 import { runCurate } from '../../curate/pipeline.js';
 import { resolveShard, shardOutputDir } from '../../curate/scan.js';
 import { CurateRecipeSchema, OUTPUT_FORMATS, RESIZE_MODES, type CurateConfig } from '../../curate/schema.js';
@@ -105,7 +105,10 @@ export const curateCommand: CommandModule<object, CurateArgs> = {
     const cfg = curateConfigFromArgs(args);
     const shard = resolveShard({ shardIndex: args['shard-index'], numShards: args['num-shards'] });
     const outDir = shardOutputDir(cfg.output.dir!, shard);
-    const interrupt = interruptOnSignals('curate');
+    const interrupt = interruptOnSignals({
+      first: 'curate stops after the files in progress and saves what is done',
+      second: 'curate aborting at once; the state file keeps every file analysed so far',
+    });
     let result;
     try {
       result = await runCurate(cfg, { outDir, shard, log: (l) => process.stdout.write(`${l}\n`), stopSignal: interrupt.signal });

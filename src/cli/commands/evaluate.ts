@@ -14,6 +14,7 @@ import { DEFAULT_IS, DEFAULT_KID, computeClipScore, computeFid, computeIs, compu
 import { writeReport } from '../../eval/report.js';
 import { evaluateRecipeSchema, evaluateRun } from '../../jobs/evaluate/index.js';
 import { UsageError } from '../../util/errors.js';
+import { interruptOnSignals } from '../../util/interrupt.js';
 
 /**
  * `scaleforge evaluate`: metrics of image folders, statistics and feature files (fid, kid, is,
@@ -91,9 +92,29 @@ function extractorFor(args: CommonArgs): () => Promise<FeatureExtractor> {
   };
 }
 
+/** Set while an evaluate command runs: Ctrl-C/SIGTERM stop feature extraction after the batch in flight (cached). */
+let activeStop: AbortSignal | undefined;
+
+function interruptible<A>(handler: (args: A) => Promise<void>): (args: A) => Promise<void> {
+  return async (args) => {
+    const interrupt = interruptOnSignals({
+      first: 'evaluate stops after the images in flight and caches their features',
+      second: 'evaluate aborting at once; features computed so far are cached',
+    });
+    activeStop = interrupt.signal;
+    try {
+      await handler(args);
+    } finally {
+      interrupt.dispose();
+      activeStop = undefined;
+    }
+  };
+}
+
 function extractOptions(args: CommonArgs, extractor?: FeatureExtractor) {
   const cacheOff = args.cache === false;
   return {
+    ...(activeStop ? { stopSignal: activeStop } : {}),
     batchSize: args['batch-size'],
     ...(args.limit !== undefined ? { limit: args.limit } : {}),
     ...(cacheOff ? { cache: null } : extractor ? { cache: new FeatureCache(args['cache-dir'] ?? FeatureCache.defaultRoot(), extractor.cacheKey, extractor.featureDim, extractor.logitDim) } : {}),
@@ -144,13 +165,13 @@ const fidCommand: CommandModule<object, PairArgs> = {
   command: 'fid <a> <b>',
   describe: 'Fréchet Inception Distance between two image folders, .npz statistics (mu, sigma) or feature files',
   builder: (y) => common(y.positional('a', { type: 'string', demandOption: true }).positional('b', { type: 'string', demandOption: true }), 'inception-fid') as Argv<PairArgs>,
-  handler: async (args) => {
+  handler: interruptible(async (args) => {
     const ex = extractorFor(args);
     const a = await loadSide(args.a, args, ex);
     const b = await loadSide(args.b, args, ex);
     const r = computeFid(a, b);
     await emit(args, { frechet_inception_distance: r.value }, settingsOf([a, b], { resize: args.resize }), [a, b], r.warnings);
-  },
+  }),
 };
 
 const kidCommand: CommandModule<object, PairArgs> = {
@@ -160,7 +181,7 @@ const kidCommand: CommandModule<object, PairArgs> = {
     common(y.positional('a', { type: 'string', demandOption: true }).positional('b', { type: 'string', demandOption: true }), 'inception-fid')
       .option('kid-subsets', { type: 'number', default: DEFAULT_KID.subsets })
       .option('kid-subset-size', { type: 'number', default: DEFAULT_KID.subsetSize }) as Argv<PairArgs>,
-  handler: async (args) => {
+  handler: interruptible(async (args) => {
     const ex = extractorFor(args);
     const a = await loadSide(args.a, args, ex);
     const b = await loadSide(args.b, args, ex);
@@ -172,25 +193,25 @@ const kidCommand: CommandModule<object, PairArgs> = {
       [a, b],
       [],
     );
-  },
+  }),
 };
 
 const isCommand: CommandModule<object, OneArgs> = {
   command: 'is <a>',
   describe: 'Inception Score of an image folder or a feature file with logits (10 splits, mean ± std)',
   builder: (y) => common(y.positional('a', { type: 'string', demandOption: true }), 'inception-fid').option('is-splits', { type: 'number', default: DEFAULT_IS.splits }) as Argv<OneArgs>,
-  handler: async (args) => {
+  handler: interruptible(async (args) => {
     const a = await loadSide(args.a, args, extractorFor(args));
     const r = computeIs(a, { splits: args['is-splits'], seed: DEFAULT_IS.seed });
     await emit(args, { inception_score_mean: r.mean, inception_score_std: r.std }, settingsOf([a], { resize: args.resize, is_splits: args['is-splits'] }), [a], []);
-  },
+  }),
 };
 
 const clipScoreCommand: CommandModule<object, OneArgs> = {
   command: 'clip-score <a>',
   describe: 'CLIP-score of images against their captions (sidecar .txt or metadata.jsonl): mean max(100·cos, 0)',
   builder: (y) => common(y.positional('a', { type: 'string', demandOption: true, describe: 'image folder with captions' }), 'clip-vit-b32') as Argv<OneArgs>,
-  handler: async (args) => {
+  handler: interruptible(async (args) => {
     const ex = await extractorFor(args)();
     if (!ex.encodeTexts) throw new UsageError(`--model ${ex.name} has no text tower; CLIP-score needs a CLIP model`);
     const set = await extractFolder(args.a, ex, extractOptions(args, ex));
@@ -206,7 +227,7 @@ const clipScoreCommand: CommandModule<object, OneArgs> = {
     for (const sk of skipped) warnings.push(`${sk.path}: ${sk.reason}`);
     const input = fromFeatureSet(set);
     await emit(args, { clip_score: s.clip_score, clip_score_hessel: s.clip_score_hessel }, settingsOf([input], { clip_model: s.model, convention: 'clip_score: torchmetrics, max(mean 100·cos, 0); clip_score_hessel: Hessel et al., mean 2.5·max(cos, 0), "A photo depicts " prefix' }), [input], warnings);
-  },
+  }),
 };
 
 const featuresCommand: CommandModule<object, FeaturesArgs> = {
@@ -217,14 +238,14 @@ const featuresCommand: CommandModule<object, FeaturesArgs> = {
       .option('shard-index', { type: 'number', describe: 'this shard (default: JOB_COMPLETION_INDEX, SLURM_ARRAY_TASK_ID or AWS_BATCH_JOB_ARRAY_INDEX)' })
       .option('num-shards', { type: 'number', describe: 'split the images by a hash of each relative path' })
       .demandOption('out') as Argv<FeaturesArgs>,
-  handler: async (args) => {
+  handler: interruptible(async (args) => {
     const shard = resolveShard({ shardIndex: args['shard-index'], numShards: args['num-shards'] });
     const ex = await extractorFor(args)();
     const set = await extractFolder(args.images, ex, { ...extractOptions(args, ex), shard });
     const input = fromFeatureSet(set);
     await writeFeatureFile(args.out!, set, input.stats!, { shard: `${shard.index}/${shard.count}` });
     process.stdout.write(`${args.out}: ${set.n} images (${set.cached} cached, ${set.computed} computed, ${set.skipped.length} skipped), ${set.featureDim}-d${set.logitDim ? ` + ${set.logitDim} logits` : ''}\n`);
-  },
+  }),
 };
 
 const mergeCommand: CommandModule<object, MergeArgs> = {
@@ -232,10 +253,10 @@ const mergeCommand: CommandModule<object, MergeArgs> = {
   describe: 'Merge shard feature files: sums and sums of outer products added in float64',
   builder: (y) =>
     y.positional('parts', { type: 'string', array: true, demandOption: true }).option('out', { type: 'string', demandOption: true }) as unknown as Argv<MergeArgs>,
-  handler: async (args) => {
+  handler: interruptible(async (args) => {
     const r = await mergeFeatureFiles(args.parts, args.out);
     process.stdout.write(`${args.out}: ${r.n} images from ${args.parts.length} shard(s), ${r.dim}-d\n`);
-  },
+  }),
 };
 
 export const evaluateCommand: CommandModule<object, RunArgs> = {
@@ -257,12 +278,12 @@ export const evaluateCommand: CommandModule<object, RunArgs> = {
       .example('$0 evaluate fid real/ generated/', 'FID of two folders (weights: scaleforge weights fetch inception-fid)')
       .example('$0 evaluate fid generated/ stats/cifar10_clean_train_32.npz', 'against clean-fid/pytorch-fid statistics')
       .example('$0 evaluate --run checkpoints/nsp-progressive-20261124-101500', 'every checkpoint of a run, report.html') as Argv<RunArgs>,
-  handler: async (args) => {
+  handler: interruptible(async (args) => {
     if (!args.recipe && !args.run) throw new UsageError('evaluate: name a sub-command (fid, kid, is, clip-score, features, merge) or pass --run RUN / --recipe evaluate');
     const loaded = loadRecipe(args.recipe ?? 'evaluate', { sets: args.set ?? [] });
     const cfg = parseRecipe(evaluateRecipeSchema, loaded);
-    const r = await evaluateRun(cfg, { log: (l) => process.stderr.write(`${l}\n`), ...(args.run ? { run: args.run } : {}), ...(args.out ? { out: args.out } : {}) });
+    const r = await evaluateRun(cfg, { log: (l) => process.stderr.write(`${l}\n`), ...(activeStop ? { stopSignal: activeStop } : {}), ...(args.run ? { run: args.run } : {}), ...(args.out ? { out: args.out } : {}) });
     if (args.json) process.stdout.write(fs.readFileSync(path.join(r.outDir, 'metrics.json'), 'utf8'));
     else process.stdout.write(`report: ${path.join(r.outDir, 'report.html')}\n`);
-  },
+  }),
 };

@@ -37,6 +37,8 @@ export interface EvaluateRunOptions {
   /** Overrides `out`. */
   out?: string;
   now?: Date;
+  /** Ctrl-C: feature extraction stops after the batch in flight (its features cached) and `Interrupted` is thrown. */
+  stopSignal?: AbortSignal;
 }
 
 export interface CheckpointResult {
@@ -141,7 +143,7 @@ export async function evaluateRun(cfg: EvaluateRecipe, opts: EvaluateRunOptions)
     if (wants.has('caption_fidelity')) metrics.caption_fidelity = aggregateFidelity(fidelity).score;
 
     if (inception) {
-      const set = await extractFolder(sampleDir, inception, { batchSize: cfg.batch_size, label: `inception ${ckpt.label}` });
+      const set = await extractFolder(sampleDir, inception, { batchSize: cfg.batch_size, label: `inception ${ckpt.label}`, ...(opts.stopSignal ? { stopSignal: opts.stopSignal } : {}) });
       const gen = fromFeatureSet(set);
       if (reference && wants.has('fid')) {
         const r = computeFid(gen, reference);
@@ -165,7 +167,7 @@ export async function evaluateRun(cfg: EvaluateRecipe, opts: EvaluateRunOptions)
       }
     }
     if (clip) {
-      const set = await extractFolder(sampleDir, clip, { batchSize: cfg.batch_size, label: `clip ${ckpt.label}` });
+      const set = await extractFolder(sampleDir, clip, { batchSize: cfg.batch_size, label: `clip ${ckpt.label}`, ...(opts.stopSignal ? { stopSignal: opts.stopSignal } : {}) });
       const s = await computeClipScore(clip, set.features, prompts.slice(0, set.n));
       metrics.clip_score = s.clip_score;
       metrics.clip_score_hessel = s.clip_score_hessel;

@@ -1,8 +1,16 @@
 /**
- * Ctrl-C and SIGTERM for long curation runs: the first signal asks the run to stop after the files in progress
- * (their analyses are already in the state file, so a re-run continues where this one stopped); a second signal
- * exits at once. Exit codes follow the shell convention, 128 + signal number: 130 for SIGINT, 143 for SIGTERM.
+ * Ctrl-C and SIGTERM for long jobs (training, curation, evaluation): the first signal asks the job to stop at
+ * its next safe point (after the training step, or the files / images in progress) and keep what is done; a
+ * second signal exits at once. Exit codes follow the shell convention, 128 + signal number: 130 for SIGINT,
+ * 143 for SIGTERM.
  */
+
+export interface InterruptMessages {
+  /** What the job does on the first signal, e.g. "stopping after the step in progress and writing a checkpoint". */
+  first: string;
+  /** What a second signal leaves behind, e.g. "aborting; the state file keeps every file analysed so far". */
+  second: string;
+}
 
 export interface Interrupt {
   /** Aborted on the first SIGINT/SIGTERM. */
@@ -19,17 +27,22 @@ export function signalExitCode(sig: NodeJS.Signals): number {
   return 128 + (sig === 'SIGINT' ? 2 : sig === 'SIGTERM' ? 15 : 1);
 }
 
-export function interruptOnSignals(what: string, stream: NodeJS.WritableStream = process.stderr): Interrupt {
+export function interruptOnSignals(
+  messages: InterruptMessages,
+  opts: { stream?: NodeJS.WritableStream; onStop?: (sig: NodeJS.Signals) => void } = {},
+): Interrupt {
+  const stream = opts.stream ?? process.stderr;
   const controller = new AbortController();
   let received: NodeJS.Signals | undefined;
   const handler = (sig: NodeJS.Signals) => {
     if (received) {
-      stream.write(`\n${sig} again: ${what} aborting at once\n`);
+      stream.write(`\n${sig} again: ${messages.second}\n`);
       process.exit(signalExitCode(sig));
     }
     received = sig;
-    stream.write(`\n${sig}: ${what} stops after the files in progress and saves what is done (${sig === 'SIGINT' ? 'Ctrl-C' : 'the signal'} again aborts at once)\n`);
+    stream.write(`\n${sig}: ${messages.first} (${sig === 'SIGINT' ? 'Ctrl-C' : 'the signal'} again aborts at once)\n`);
     controller.abort(sig);
+    opts.onStop?.(sig);
   };
   const signals = ['SIGINT', 'SIGTERM'] as const;
   for (const s of signals) process.on(s, handler);
