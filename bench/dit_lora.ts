@@ -27,10 +27,8 @@ function alphasCumprod(steps: number): Float64Array {
   return out;
 }
 
-export function ditLoraStepRow(backend: string, bestMs: (fn: () => void, repeats: number) => number, repeats: number, batch: number = DIT_BENCH.batch): BenchRow {
-  const name = `${backend} dit-s/2 lora step (256 tokens, batch ${batch})`;
-  // ~100 GFLOP a step: minutes on the plain-JS reference backend.
-  if (backend === 'cpu') return { name, value: NaN, unit: 'ms', note: 'skipped on cpu (minutes per step)' };
+/** One LoRA optimizer step of DiT-S/2 as a closure; `dispose` frees the model and optimizer state. */
+export function ditLoraStep(batch: number = DIT_BENCH.batch): { name: string; step: () => void; dispose: () => void } {
   const config = ditConfig(DIT_BENCH.variant);
   const model = new DiT(config, { rng: new Rng(0) }).train();
   const lora = injectLora(model, { r: DIT_BENCH.rank, alpha: DIT_BENCH.alpha, targets: DIT_LORA_TARGETS, rng: new Rng(1) });
@@ -63,8 +61,22 @@ export function ditLoraStepRow(backend: string, bestMs: (fn: () => void, repeats
     tf.dispose([value, ...Object.values(grads), x0, eps, signal, noise, tt, yy]);
     varList[0]!.dataSync();
   };
-  const ms = bestMs(step, backend === 'cpu' ? 1 : repeats);
-  opt.dispose();
-  model.dispose();
+  return {
+    name: `dit-s/2 lora step (256 tokens, batch ${batch})`,
+    step,
+    dispose: () => {
+      opt.dispose();
+      model.dispose();
+    },
+  };
+}
+
+export function ditLoraStepRow(backend: string, bestMs: (fn: () => void, repeats: number) => number, repeats: number, batch: number = DIT_BENCH.batch): BenchRow {
+  const name = `${backend} dit-s/2 lora step (256 tokens, batch ${batch})`;
+  // ~100 GFLOP a step: minutes on the plain-JS reference backend.
+  if (backend === 'cpu') return { name, value: NaN, unit: 'ms', note: 'skipped on cpu (minutes per step)' };
+  const { step, dispose } = ditLoraStep(batch);
+  const ms = bestMs(step, repeats);
+  dispose();
   return { name, value: ms, unit: 'ms', note: `rank ${DIT_BENCH.rank} on qkv/proj/fc1/fc2` };
 }

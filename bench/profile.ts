@@ -20,8 +20,15 @@ export interface StageProfile {
   stage: number;
   wallMs: number;
   kernelMs: number;
+  /** Kernel calls in one step (forward, backward, optimizer), the number fusion brings down. */
+  kernels: number;
+  /** Of those, kernels that move no data (Reshape, Identity, ExpandDims, Squeeze): pure tfjs bookkeeping. */
+  bookkeepingKernels: number;
   rows: KernelProfileRow[];
 }
+
+/** Kernels that only relabel a tensor's shape or identity: each costs the engine's ~25 µs and does no work. */
+const NO_WORK_KERNELS = new Set(['Reshape', 'Identity', 'ExpandDims', 'Squeeze']);
 
 /** Profiles one optimizer step (forward, backward, AdamW) of NSP stage `k` after a warm-up step. */
 export async function profileNspStage(k: number): Promise<StageProfile> {
@@ -41,7 +48,9 @@ export async function profileNspStage(k: number): Promise<StageProfile> {
   const rows = [...byKernel.values()].sort((a, b) => b.ms - a.ms);
   dispose();
   gen.dispose?.();
-  return { stage: k, wallMs, kernelMs: rows.reduce((a, r) => a + r.ms, 0), rows };
+  const kernels = rows.reduce((a, r) => a + r.count, 0);
+  const bookkeepingKernels = rows.filter((r) => NO_WORK_KERNELS.has(r.kernel)).reduce((a, r) => a + r.count, 0);
+  return { stage: k, wallMs, kernelMs: rows.reduce((a, r) => a + r.ms, 0), kernels, bookkeepingKernels, rows };
 }
 
 if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
@@ -60,7 +69,7 @@ if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
     console.log(JSON.stringify({ backend, batch: NSP_BENCH_BATCH, stages: out }, null, 2));
   } else {
     for (const p of out) {
-      console.log(`\n${backend} NSP stage ${p.stage}, batch ${NSP_BENCH_BATCH}: wall ${p.wallMs.toFixed(1)} ms (profiled), kernels ${p.kernelMs.toFixed(1)} ms, ${p.rows.reduce((a, r) => a + r.count, 0)} kernel calls`);
+      console.log(`\n${backend} NSP stage ${p.stage}, batch ${NSP_BENCH_BATCH}: wall ${p.wallMs.toFixed(1)} ms (profiled), kernels ${p.kernelMs.toFixed(1)} ms, ${p.kernels} kernel calls per step (${p.bookkeepingKernels} of them reshape/identity)`);
       for (const r of p.rows.slice(0, top)) {
         console.log(`  ${r.kernel.padEnd(28)} ${String(r.count).padStart(5)}× ${r.ms.toFixed(1).padStart(8)} ms ${((100 * r.ms) / p.kernelMs).toFixed(1).padStart(5)} %`);
       }

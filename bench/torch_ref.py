@@ -1,7 +1,10 @@
 #!/usr/bin/python3
 """PyTorch reference for bench/kernels.ts: the same kernel shapes and the same NSP stage
 architecture (configs/nsp-pixel-tiny.yaml), timed the same way (best of N after one warm-up),
-printed as JSON rows {name, value, unit}. Run: /usr/bin/python3 bench/torch_ref.py [--threads 2].
+printed as JSON rows {name, value, unit} with the torch version and CPU model.
+Run: <python with torch> bench/torch_ref.py [--threads 2] [--part kernels|steps|all] [--autocast bf16];
+`npm run bench` finds the interpreter (bench/torch_python.ts: --torch-python, SCALEFORGE_TORCH_PYTHON,
+python3 on PATH, Debian's /usr/bin/python3).
 The DiT-S/2 LoRA step and the DiT pretraining step reuse the fixtures' torch DiT (scripts/fixtures/dit_reference.py).
 
 Differences from the TypeScript model, kept small on purpose: attention omits the 2-D rotary
@@ -194,8 +197,9 @@ class ScalePredictor(nn.Module):
         return self.conv_out(F.silu(self.film_out(self.norm_out(hdn), cond)))
 
 
-def nsp_rows(repeats):
-    rows = []
+def nsp_steps():
+    """{row name: one optimizer step} for each NSP stage at batch 16."""
+    steps = {}
     sizes = CFG['sizes']
     emb = nn.Embedding(len(sizes), CFG['cond_dim'])
     for k, s in enumerate(sizes):
@@ -207,7 +211,7 @@ def nsp_rows(repeats):
         text = torch.randn(BATCH, CFG['text_dim'])
         tokens = torch.randn(BATCH, 16, CFG['text_dim'])
 
-        def step():
+        def step(k=k, s=s, model=model, opt=opt, prev=prev, target=target, text=text, tokens=tokens):
             inp = prev if k == 0 else F.interpolate(prev, size=(s, s), mode='bilinear', align_corners=False)
             out = model(inp, text, emb(torch.tensor([k])).detach(), tokens)
             pred = out if k == 0 else inp + out
@@ -217,15 +221,19 @@ def nsp_rows(repeats):
             loss.backward()
             opt.step()
 
-        rows.append(dict(name=f'torch nsp train step stage {k} ({s}x{s}, batch {BATCH})', value=best_ms(step, repeats), unit='ms'))
-    return rows
+        steps[f'nsp train step stage {k} ({s}x{s}, batch {BATCH})'] = step
+    return steps
+
+
+def nsp_rows(repeats):
+    return [dict(name=f'torch {name}', value=best_ms(step, repeats), unit='ms') for name, step in nsp_steps().items()]
 
 
 # Keep in step with bench/dit_lora.ts (DIT_BENCH).
 DIT = dict(batch=1, rank=16, alpha=16, lr=1e-4, steps=1000, targets=['attn.qkv', 'attn.proj', 'mlp.fc1', 'mlp.fc2'])
 
 
-def dit_lora_rows(repeats, batch=None):
+def dit_lora_steps(batch=None):
     """One LoRA step of DiT-S/2 at 32x32x4 latents (256 tokens): the fixtures' hand-written torch DiT
     (scripts/fixtures/dit_reference.py, the official models.py), rank-16 LoRA done by hand on
     qkv/proj/fc1/fc2, frozen base, AdamW on the adapters, MSE on the eps half at random t/labels."""
@@ -253,7 +261,43 @@ def dit_lora_rows(repeats, batch=None):
         loss.backward()
         opt.step()
 
-    return [dict(name=f'torch dit-s/2 lora step (256 tokens, batch {b})', value=best_ms(step, repeats), unit='ms')]
+    return {f'dit-s/2 lora step (256 tokens, batch {b})': step}
+
+
+def dit_lora_rows(repeats, batch=None):
+    return [dict(name=f'torch {name}', value=best_ms(step, repeats), unit='ms') for name, step in dit_lora_steps(batch).items()]
+
+
+def serve(args, ctx):
+    """Interleaved timing for bench/steps.ts: reads one JSON request per line, {"row": name, "n": runs},
+    runs that step n times and answers {"ms": [...]}; the first line out lists the rows."""
+    steps = {**nsp_steps(), **dit_lora_steps(args.dit_batch)}
+    print(json.dumps(dict(torch=torch.__version__, threads=torch.get_num_threads(), cpu=cpu_model(), autocast=args.autocast,
+                          rows=list(steps))), flush=True)
+    for line in sys.stdin:
+        if not line.strip():
+            continue
+        req = json.loads(line)
+        step = steps[req['row']]
+        times = []
+        with ctx():
+            for _ in range(int(req.get('n', 1))):
+                t = time.perf_counter()
+                step()
+                times.append((time.perf_counter() - t) * 1e3)
+        print(json.dumps(dict(ms=times)), flush=True)
+
+
+def cpu_model():
+    try:
+        with open('/proc/cpuinfo') as f:
+            for line in f:
+                if line.startswith('model name'):
+                    return line.split(':', 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+    return platform.processor() or 'unknown'
 
 
 # Keep in step with bench/dit_pretrain.ts (DIT_PRETRAIN_BENCH).
@@ -290,14 +334,31 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument('--threads', type=int, default=2)
     ap.add_argument('--repeats', type=int, default=5)
-    ap.add_argument('--only-dit', action='store_true', help='just the DiT-S/2 LoRA step')
+    ap.add_argument('--part', choices=['kernels', 'steps', 'nsp', 'dit', 'all'], default='all',
+                    help='kernels: matmul/conv/elementwise rows; steps: the NSP and DiT LoRA training steps')
+    ap.add_argument('--only-dit', action='store_true', help='just the DiT-S/2 LoRA step (same as --part dit)')
     ap.add_argument('--dit-batch', type=int, default=DIT['batch'])
+    ap.add_argument('--autocast', choices=['none', 'bf16'], default='none',
+                    help="bf16: the training steps under torch.autocast('cpu', dtype=torch.bfloat16)")
+    ap.add_argument('--serve', action='store_true', help='answer timing requests on stdin (bench/steps.ts)')
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    dit = dit_lora_rows(args.repeats, args.dit_batch) + dit_pretrain_rows(args.repeats)
-    rows = dit if args.only_dit else kernel_rows(args.repeats) + nsp_rows(args.repeats) + dit
-    print(json.dumps(dict(torch=torch.__version__, threads=args.threads, rows=rows), indent=2))
+    import contextlib
+    ctx = (lambda: torch.autocast('cpu', dtype=torch.bfloat16)) if args.autocast == 'bf16' else contextlib.nullcontext
+    if args.serve:
+        return serve(args, ctx)
+    part = 'dit' if args.only_dit else args.part
+    rows = []
+    if part in ('kernels', 'all'):
+        rows += kernel_rows(args.repeats)
+    with ctx():
+        if part in ('steps', 'nsp', 'all'):
+            rows += nsp_rows(args.repeats)
+        if part in ('steps', 'dit', 'all'):
+            rows += dit_lora_rows(args.repeats, args.dit_batch) + dit_pretrain_rows(args.repeats)
+    print(json.dumps(dict(torch=torch.__version__, threads=torch.get_num_threads(), cpu=cpu_model(), autocast=args.autocast,
+                          mkldnn_bf16=bool(getattr(torch.backends.mkldnn, 'is_available', lambda: False)()), rows=rows), indent=2))
 
 
 if __name__ == '__main__':

@@ -137,13 +137,58 @@ describe('errors after wasm has loaded', () => {
 });
 
 describe('native thread count', () => {
-  it('uses every core on an idle machine and leaves the cores other processes keep busy', async () => {
-    const { defaultThreads } = await import('../src/backend/native/addon.js');
-    expect(defaultThreads(2, 0.05)).toBe(2);
-    expect(defaultThreads(2, 0.6)).toBe(2);
-    expect(defaultThreads(2, 1.0)).toBe(1);
-    expect(defaultThreads(2, 5.3)).toBe(1);
-    expect(defaultThreads(16, 3.9)).toBe(12);
-    expect(defaultThreads(1, 0)).toBe(1);
+  it('uses every core it may run on, whatever the load average, unless told otherwise', async () => {
+    const { chooseThreads } = await import('../src/backend/native/addon.js');
+    expect(chooseThreads({}, 2, undefined)).toEqual({ threads: 2, reason: 'every core this process may run on (2)' });
+    expect(chooseThreads({}, 16, 4).threads).toBe(4);
+    expect(chooseThreads({}, 16, 4).reason).toContain('cgroup CPU quota');
+    expect(chooseThreads({ OMP_NUM_THREADS: '1' }, 2, undefined)).toEqual({ threads: 1, reason: 'OMP_NUM_THREADS=1' });
+    expect(chooseThreads({ OPENBLAS_NUM_THREADS: '3' }, 8, undefined).threads).toBe(3);
+    expect(chooseThreads({ SCALEFORGE_THREADS: '2', OMP_NUM_THREADS: '1' }, 8, undefined)).toEqual({ threads: 2, reason: 'SCALEFORGE_THREADS=2' });
+    // Unparseable values are ignored rather than turned into 0 or NaN threads.
+    expect(chooseThreads({ OMP_NUM_THREADS: 'lots' }, 2, undefined).threads).toBe(2);
+  });
+
+  it('reads a cgroup v2 cpu.max quota', async () => {
+    const { cgroupCpuLimit } = await import('../src/backend/native/addon.js');
+    expect(cgroupCpuLimit('max 100000\n')).toBeUndefined();
+    expect(cgroupCpuLimit('200000 100000\n')).toBe(2);
+    expect(cgroupCpuLimit('150000 100000')).toBe(1);
+    expect(cgroupCpuLimit('50000 100000')).toBe(1);
+    expect(cgroupCpuLimit(undefined)).toBeUndefined();
+  });
+
+  it('sets a short OpenMP spin before the libraries load, keeping what the user chose', async () => {
+    const { waitPolicy, DEFAULT_SPINCOUNT } = await import('../src/backend/native/addon.js');
+    const env: NodeJS.ProcessEnv = {};
+    expect(waitPolicy(env)).toContain('GOMP_SPINCOUNT');
+    expect(env.GOMP_SPINCOUNT).toBe(DEFAULT_SPINCOUNT);
+    const user: NodeJS.ProcessEnv = { OMP_WAIT_POLICY: 'active' };
+    expect(waitPolicy(user)).toBe('OMP_WAIT_POLICY=active (user)');
+    expect(user.GOMP_SPINCOUNT).toBeUndefined();
+  });
+});
+
+describe('native GEMM routing and bf16 report', () => {
+  it('keeps OpenBLAS off the GEMMs when it runs generic kernels on a vector CPU', async () => {
+    const { gemmPolicy, gemmLibrary } = await import('../src/backend/native/matmul.js');
+    const prescott = gemmPolicy('Prescott', 0xe7);
+    expect(prescott.openblasForSmall).toBe(false);
+    expect(prescott.reason).toContain('generic Prescott');
+    expect(gemmLibrary(8, 8, 8, prescott)).toBe(0);
+    const cooper = gemmPolicy('Cooperlake', 0xe7);
+    expect(gemmLibrary(8, 8, 8, cooper)).toBe(1);
+    expect(gemmLibrary(512, 512, 512, cooper)).toBe(0);
+    expect(gemmPolicy('Haswell', 0xe7).openblasForSmall).toBe(true);
+    // A CPU without AVX2 (oneDNN's SSE4.1 level): OpenBLAS's pick is as good as any.
+    expect(gemmPolicy('Nehalem', 0x1).openblasForSmall).toBe(true);
+  });
+
+  it('says whether bf16 runs on bf16 hardware or stays emulated', async () => {
+    const { describeBf16 } = await import('../src/backend/native/addon.js');
+    expect(describeBf16(0xe7)).toContain('AVX-512-BF16');
+    expect(describeBf16(0x3e7)).toContain('AMX-BF16');
+    expect(describeBf16(0x27)).toContain('no bf16 instructions');
+    expect(describeBf16(0x27)).toContain('emulated');
   });
 });

@@ -25,3 +25,22 @@ describe('bench ratios to PyTorch', () => {
     expect(rows[2]!.value).toBeCloseTo(120, 12);
   });
 });
+
+describe('bench: which Python runs torch_ref.py', () => {
+  it('takes --torch-python, then SCALEFORGE_TORCH_PYTHON, then python3 on PATH, then Debian\'s', async () => {
+    const { torchPythonCandidates } = await import('../bench/torch_python.js');
+    expect(torchPythonCandidates(['--torch-python', '/opt/py/bin/python'], { SCALEFORGE_TORCH_PYTHON: '/x' })).toEqual([
+      { python: '/opt/py/bin/python', source: '--torch-python' },
+    ]);
+    expect(torchPythonCandidates(['--torch-python=/a/python'], {})[0]!.python).toBe('/a/python');
+    expect(torchPythonCandidates([], { SCALEFORGE_TORCH_PYTHON: '/x/python' })).toEqual([{ python: '/x/python', source: 'SCALEFORGE_TORCH_PYTHON' }]);
+    expect(torchPythonCandidates([], {}).map((c) => c.python)).toEqual(['python3', '/usr/bin/python3']);
+  });
+
+  it('reports what it tried when an explicit choice cannot import torch', async () => {
+    const { findTorchPython } = await import('../bench/torch_python.js');
+    const r = findTorchPython(['--torch-python', '/nonexistent/python'], {});
+    expect(r.found).toBeUndefined();
+    expect(r.tried[0]).toContain('/nonexistent/python (--torch-python)');
+  });
+});

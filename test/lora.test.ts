@@ -134,7 +134,7 @@ describe('LoRA injection into the DiT', () => {
   it('rejects targets that match nothing or a non-Linear module', () => {
     const model = loadFixtureDit();
     expect(() => injectLora(model, { r: 2, targets: ['to_q'] })).toThrow(/no module matches/);
-    expect(() => injectLora(model, { r: 2, targets: ['attn'] })).toThrow(/only Linear layers.*blocks\.0\.attn \(Attention\)/);
+    expect(() => injectLora(model, { r: 2, targets: ['attn'] })).toThrow(/only Linear and Conv2d layers.*blocks\.0\.attn \(Attention\)/);
     model.dispose();
   });
 });

@@ -15,6 +15,7 @@ import { buildDitPipeline } from '../src/jobs/dit/model.js';
 import { ditRecipeSchema } from '../src/jobs/dit/schema.js';
 import { Rng } from '../src/util/rng.js';
 import '../src/curate/schema.js';
+import '../src/jobs/evaluate/index.js';
 
 /** How each trainable kind's model is built from a recipe, as its job does (weights random). */
 const builders: Record<string, (loaded: ReturnType<typeof loadRecipe>) => { params: number; dispose(): void }> = {

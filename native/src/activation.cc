@@ -33,38 +33,33 @@ inline float apply(float v) {
   }
 }
 
+// One range of the forward (dy null) or backward map, in each ISA clone (parallel.h).
 template <SmoothActivation kKind>
-void forward(const float* x, float* y, int64_t n) {
-  forEachRange(n, n >= kParallelActivation, [x, y](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) y[i] = apply<kKind, false>(x[i]);
-  });
+inline __attribute__((always_inline)) void rangeOf(const float* __restrict dy, const float* __restrict x, float* __restrict out, int64_t n) {
+  if (dy) {
+    for (int64_t i = 0; i < n; ++i) out[i] = dy[i] * apply<kKind, true>(x[i]);
+  } else {
+    for (int64_t i = 0; i < n; ++i) out[i] = apply<kKind, false>(x[i]);
+  }
 }
 
-template <SmoothActivation kKind>
-void backward(const float* dy, const float* x, float* dx, int64_t n) {
-  forEachRange(n, n >= kParallelActivation, [dy, x, dx](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) dx[i] = dy[i] * apply<kKind, true>(x[i]);
-  });
+SFN_VECTOR_CLONES void activationRange(SmoothActivation kind, const float* dy, const float* x, float* out, int64_t n) {
+  switch (kind) {
+    case SmoothActivation::Silu: return rangeOf<SmoothActivation::Silu>(dy, x, out, n);
+    case SmoothActivation::GeluTanh: return rangeOf<SmoothActivation::GeluTanh>(dy, x, out, n);
+    case SmoothActivation::GeluErf: return rangeOf<SmoothActivation::GeluErf>(dy, x, out, n);
+    case SmoothActivation::QuickGelu: return rangeOf<SmoothActivation::QuickGelu>(dy, x, out, n);
+  }
+}
+
+void run(SmoothActivation kind, const float* dy, const float* x, float* out, int64_t n) {
+  forEachRange(n, n >= kParallelActivation, [=](int64_t begin, int64_t end) { activationRange(kind, dy ? dy + begin : nullptr, x + begin, out + begin, end - begin); });
 }
 
 }  // namespace
 
-void activationForward(SmoothActivation kind, const float* x, float* y, int64_t n) {
-  switch (kind) {
-    case SmoothActivation::Silu: return forward<SmoothActivation::Silu>(x, y, n);
-    case SmoothActivation::GeluTanh: return forward<SmoothActivation::GeluTanh>(x, y, n);
-    case SmoothActivation::GeluErf: return forward<SmoothActivation::GeluErf>(x, y, n);
-    case SmoothActivation::QuickGelu: return forward<SmoothActivation::QuickGelu>(x, y, n);
-  }
-}
+void activationForward(SmoothActivation kind, const float* x, float* y, int64_t n) { run(kind, nullptr, x, y, n); }
 
-void activationBackward(SmoothActivation kind, const float* dy, const float* x, float* dx, int64_t n) {
-  switch (kind) {
-    case SmoothActivation::Silu: return backward<SmoothActivation::Silu>(dy, x, dx, n);
-    case SmoothActivation::GeluTanh: return backward<SmoothActivation::GeluTanh>(dy, x, dx, n);
-    case SmoothActivation::GeluErf: return backward<SmoothActivation::GeluErf>(dy, x, dx, n);
-    case SmoothActivation::QuickGelu: return backward<SmoothActivation::QuickGelu>(dy, x, dx, n);
-  }
-}
+void activationBackward(SmoothActivation kind, const float* dy, const float* x, float* dx, int64_t n) { run(kind, dy, x, dx, n); }
 
 }  // namespace sfn

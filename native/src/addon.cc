@@ -8,8 +8,10 @@
 #include <vector>
 
 #include "activation.h"
+#include "attention.h"
 #include "conv.h"
 #include "elementwise.h"
+#include "lapack.h"
 #include "layout.h"
 #include "matmul.h"
 #include "napi_util.h"
@@ -423,6 +425,21 @@ napi_value activationGrad(napi_env env, napi_callback_info cb) {
   return nullptr;
 }
 
+// leakyReluGrad(dy, x, alpha, dx)
+napi_value leakyReluGradient(napi_env env, napi_callback_info cb) {
+  napi_value argv[4];
+  getArgs(env, cb, argv, "leakyReluGrad");
+  auto dy = typedArg<float>(env, argv[0], "dy");
+  auto x = typedArg<float>(env, argv[1], "x");
+  const auto alpha = static_cast<float>(doubleArg(env, argv[2], "alpha"));
+  auto dx = typedArg<float>(env, argv[3], "dx");
+  const int64_t n = static_cast<int64_t>(x.length);
+  requireLength(dy.length, n, "dy");
+  requireLength(dx.length, n, "dx");
+  leakyReluGrad(dy.data, x.data, alpha, dx.data, n);
+  return nullptr;
+}
+
 // transpose(x, shape, perm, out)
 napi_value transpose(napi_env env, napi_callback_info cb) {
   napi_value argv[4];
@@ -592,6 +609,56 @@ napi_value resize(napi_env env, napi_callback_info cb) {
   return nullptr;
 }
 
+AttentionShape attentionShape(napi_env env, napi_value dims, napi_value scale, napi_value causal) {
+  auto d = typedArg<int32_t>(env, dims, "dims");
+  if (d.length != 6) throw JsError{"attention: dims must be [batch, nq, nk, heads, kvHeads, dim]"};
+  for (size_t i = 0; i < 6; ++i) if (d.data[i] < 1) throw JsError{"attention: dims must be positive"};
+  AttentionShape s{d.data[0], d.data[1], d.data[2], d.data[3], d.data[4], d.data[5], static_cast<float>(doubleArg(env, scale, "scale")),
+                   boolArg(env, causal, "causal")};
+  if (s.heads % s.kvHeads != 0) throw JsError{"attention: heads must be a multiple of kvHeads"};
+  return s;
+}
+
+// attention(dims[6], scale, causal, q, k, v, o, p)
+napi_value attention(napi_env env, napi_callback_info cb) {
+  napi_value argv[8];
+  getArgs(env, cb, argv, "attention");
+  const AttentionShape s = attentionShape(env, argv[0], argv[1], argv[2]);
+  auto q = typedArg<float>(env, argv[3], "q");
+  auto k = typedArg<float>(env, argv[4], "k");
+  auto v = typedArg<float>(env, argv[5], "v");
+  auto o = typedArg<float>(env, argv[6], "o");
+  auto p = typedArg<float>(env, argv[7], "p");
+  const int64_t qSize = s.batch * s.nq * s.heads * s.dim, kvSize = s.batch * s.nk * s.kvHeads * s.dim;
+  requireLength(q.length, qSize, "q"), requireLength(k.length, kvSize, "k"), requireLength(v.length, kvSize, "v");
+  requireLength(o.length, qSize, "o"), requireLength(p.length, s.batch * s.heads * s.nq * s.nk, "p");
+  attentionForward(s, q.data, k.data, v.data, o.data, p.data);
+  return nullptr;
+}
+
+// attentionGrad(dims[6], scale, dO, q, k, v, p, dq, dk, dv)
+napi_value attentionGrad(napi_env env, napi_callback_info cb) {
+  napi_value argv[10];
+  getArgs(env, cb, argv, "attentionGrad");
+  napi_value noCausal;
+  check(env, napi_get_boolean(env, false, &noCausal), "get_boolean");
+  const AttentionShape s = attentionShape(env, argv[0], argv[1], noCausal);
+  auto dout = typedArg<float>(env, argv[2], "dO");
+  auto q = typedArg<float>(env, argv[3], "q");
+  auto k = typedArg<float>(env, argv[4], "k");
+  auto v = typedArg<float>(env, argv[5], "v");
+  auto p = typedArg<float>(env, argv[6], "p");
+  auto dq = typedArg<float>(env, argv[7], "dq");
+  auto dk = typedArg<float>(env, argv[8], "dk");
+  auto dv = typedArg<float>(env, argv[9], "dv");
+  const int64_t qSize = s.batch * s.nq * s.heads * s.dim, kvSize = s.batch * s.nk * s.kvHeads * s.dim;
+  requireLength(dout.length, qSize, "dO"), requireLength(q.length, qSize, "q"), requireLength(k.length, kvSize, "k");
+  requireLength(v.length, kvSize, "v"), requireLength(p.length, s.batch * s.heads * s.nq * s.nk, "p");
+  requireLength(dq.length, qSize, "dq"), requireLength(dk.length, kvSize, "dk"), requireLength(dv.length, kvSize, "dv");
+  attentionBackward(s, dout.data, q.data, k.data, v.data, p.data, dq.data, dk.data, dv.data);
+  return nullptr;
+}
+
 napi_value init(napi_env env, napi_value exports) {
   const napi_property_descriptor props[] = {
       {"info", nullptr, guarded<info>, nullptr, nullptr, nullptr, napi_default, nullptr},
@@ -617,6 +684,14 @@ napi_value init(napi_env env, napi_value exports) {
       {"pad", nullptr, guarded<pad>, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"pool", nullptr, guarded<pool>, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"resize", nullptr, guarded<resize>, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"dsyevd", nullptr, guarded<lapackSyevd>, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"dgemm", nullptr, guarded<blasGemm>, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"dsyrk", nullptr, guarded<blasSyrk>, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"dpotrf", nullptr, guarded<lapackPotrf>, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"dtrmm", nullptr, guarded<blasTrmm>, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"leakyReluGrad", nullptr, guarded<leakyReluGradient>, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"attention", nullptr, guarded<attention>, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"attentionGrad", nullptr, guarded<attentionGrad>, nullptr, nullptr, nullptr, napi_default, nullptr},
   };
   napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props);
   return exports;

@@ -4,6 +4,17 @@
 
 #include <cstdint>
 
+// Elementwise loops compiled three times, for AVX-512 (x86-64-v4), AVX2+FMA (x86-64-v3) and the
+// baseline, picked once at load by the CPU's features (GCC's ifunc dispatch): the binary still runs
+// on CPUs without AVX-512, and the exp-family maps vectorize 16 wide where they can. Put it on a
+// plain (non-template) function that holds the loops; the inline helpers it calls are compiled
+// into each clone. -ffp-contract=off keeps the three bit-identical (no FMA contraction).
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define SFN_VECTOR_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define SFN_VECTOR_CLONES
+#endif
+
 namespace sfn {
 
 // Below this much work (in floats touched) a parallel region costs more than the loop.

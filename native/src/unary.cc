@@ -18,11 +18,20 @@ constexpr int64_t kParallelCheap = 1 << 15;
 constexpr int64_t kParallelFast = 1 << 13;
 constexpr int64_t kParallelLibm = 1 << 11;
 
+// The loop for one range, inlined into each ISA clone of unaryRange.
 template <typename F>
-void mapWith(F f, const float* x, float* y, int64_t n, int64_t parallelAbove) {
-  forEachRange(n, n >= parallelAbove, [f, x, y](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) y[i] = f(x[i]);
-  });
+inline __attribute__((always_inline)) void mapWith(F f, const float* __restrict x, float* __restrict y, int64_t n, int64_t) {
+  for (int64_t i = 0; i < n; ++i) y[i] = f(x[i]);
+}
+
+int64_t parallelThreshold(UnaryOp op) {
+  switch (op) {
+    case UnaryOp::Elu: case UnaryOp::Selu: case UnaryOp::Sigmoid: case UnaryOp::Tanh: case UnaryOp::Exp: case UnaryOp::Expm1:
+    case UnaryOp::Erf:
+      return kParallelFast;
+    case UnaryOp::Log: case UnaryOp::Log1p: case UnaryOp::Softplus: case UnaryOp::Sin: case UnaryOp::Cos: return kParallelLibm;
+    default: return kParallelCheap;
+  }
 }
 
 // tfjs's SELU constants (backend_util.SELU_SCALE / SELU_SCALEALPHA, from the SELU paper).
@@ -33,7 +42,7 @@ const float kSoftplusThreshold = static_cast<float>(std::log(1.1920928955078125e
 
 }  // namespace
 
-void unaryMap(UnaryOp op, const float* x, float* y, int64_t n, double p0, double p1) {
+SFN_VECTOR_CLONES void unaryRange(UnaryOp op, const float* x, float* y, int64_t n, double p0, double p1) {
   const float alpha = static_cast<float>(p0), lo = static_cast<float>(p0), hi = static_cast<float>(p1);
   switch (op) {
     // `x <= 0 ? 0 : x` rather than max(0, x): NaN must pass through and -0 become +0, as Math.max does.
@@ -105,6 +114,21 @@ void unaryMap(UnaryOp op, const float* x, float* y, int64_t n, double p0, double
     case UnaryOp::ClipByValue:
       return mapWith([lo, hi](float v) { return v > hi ? hi : (v < lo ? lo : v); }, x, y, n, kParallelCheap);
   }
+}
+
+void unaryMap(UnaryOp op, const float* x, float* y, int64_t n, double p0, double p1) {
+  forEachRange(n, n >= parallelThreshold(op), [=](int64_t begin, int64_t end) { unaryRange(op, x + begin, y + begin, end - begin, p0, p1); });
+}
+
+SFN_VECTOR_CLONES void leakyReluGradRange(const float* __restrict dy, const float* __restrict x, float alpha, float* __restrict dx, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    const float g = dy[i], scaled = g * alpha;
+    dx[i] = x[i] > 0.f ? g : scaled;
+  }
+}
+
+void leakyReluGrad(const float* dy, const float* x, float alpha, float* dx, int64_t n) {
+  forEachRange(n, n >= kParallelCheap, [=](int64_t begin, int64_t end) { leakyReluGradRange(dy + begin, x + begin, alpha, dx + begin, end - begin); });
 }
 
 void selectRows(const uint8_t* cond, int64_t inner, const float* t, const float* e, float* out, int64_t n) {

@@ -42,6 +42,9 @@ constexpr int kUnaryOpCount = 27;
 // because tfjs multiplies by alpha in double before rounding to float32.
 void unaryMap(UnaryOp op, const float* x, float* y, int64_t n, double p0, double p1);
 
+// dx = x > 0 ? dy : dy·alpha (alpha in float32), the gradient tfjs composes as where(x > 0, dy, dy·alpha).
+void leakyReluGrad(const float* dy, const float* x, float alpha, float* dx, int64_t n);
+
 // out[i] = cond[i / inner] ? t[i] : e[i]: `inner` = 1 for a condition shaped like t, or the row
 // size when the condition is rank 1 over t's first axis.
 void selectRows(const uint8_t* cond, int64_t inner, const float* t, const float* e, float* out, int64_t n);

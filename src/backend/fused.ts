@@ -19,6 +19,15 @@ export const FUSED_KERNELS = {
   activation: 'SfActivation',
   /** inputs {dy, x}, attrs {kind} → dy·f'(x) */
   activationGrad: 'SfActivationGrad',
+  /** inputs {dy, x}, attrs {alpha} → x > 0 ? dy : dy·alpha (tf.leakyRelu's gradient, one pass instead of three kernels) */
+  leakyReluGrad: 'SfLeakyReluGrad',
+  /**
+   * inputs {q [B, Nq, H, d], k, v [B, Nk, Hkv, d]} (token-major, as a projection writes them),
+   * attrs AttentionKernelAttrs → [o [B, Nq, H, d], probabilities [B, H, Nq, Nk]].
+   */
+  attention: 'SfAttention',
+  /** inputs {dy, q, k, v, probs}, attrs AttentionKernelAttrs → [dq, dk, dv] */
+  attentionGrad: 'SfAttentionGrad',
 } as const;
 
 export function hasFusedKernel(kernelName: string): boolean {
@@ -39,3 +48,8 @@ export interface AdamKernelAttrs {
 /** Activations with a fused kernel, by the addon's code. */
 export const FUSED_ACTIVATIONS = { silu: 0, gelu_tanh: 1, gelu_erf: 2, quick_gelu: 3 } as const;
 export type FusedActivation = keyof typeof FUSED_ACTIVATIONS;
+
+export interface AttentionKernelAttrs {
+  scale: number;
+  causal: boolean;
+}

@@ -3,6 +3,7 @@ import { UsageError } from '../util/errors.js';
 import { installKernelPatches } from './kernel_patches.js';
 import { describeNative, loadNativeAddon } from './native/addon.js';
 import { NATIVE_BACKEND, registerNativeBackend } from './native/backend.js';
+import { gemmPolicy } from './native/matmul.js';
 
 /** What a probe found out about one backend without switching to it. */
 export interface BackendStatus {
@@ -94,7 +95,7 @@ const nativeCandidate: BackendCandidate = {
   async probe() {
     const load = loadNativeAddon();
     if (!load.addon) return { available: false, reason: load.reason };
-    return { available: true, detail: describeNative(load.info) };
+    return { available: true, detail: `${describeNative(load.info)}; GEMM: ${gemmPolicy(load.info.openblasCore, load.info.dnnlCpuIsa).reason}` };
   },
   async init() {
     if (!registerNativeBackend()) throw new Error(loadNativeAddon().reason ?? 'native addon unavailable');

@@ -234,3 +234,20 @@ async function decodeImage(
   }
 }
 
+
+/**
+ * Captions of images in a folder as the loader reads them (sidecar .txt/.caption first, then
+ * metadata.jsonl/captions.jsonl), for evaluations that need each image's prompt (CLIP-score).
+ * `files` are paths relative to `root` with forward slashes; images without a caption are absent.
+ */
+export async function readFolderCaptions(root: string, files: readonly string[]): Promise<{ captions: Map<string, string>; skipped: SkippedFile[] }> {
+  const skipped: SkippedFile[] = [];
+  const manifest = await readManifests(root, new Set(files), skipped);
+  const captions = new Map<string, string>();
+  for (const file of files) {
+    const c = await findCaption(root, file, manifest);
+    if (typeof c === 'string') captions.set(file, c);
+    else if (c !== undefined) skipped.push(c);
+  }
+  return { captions, skipped };
+}

@@ -35,6 +35,23 @@ export const quickGelu: Activation = fusedOr('quick_gelu', (x) => tf.tidy(() => 
 
 export const relu: Activation = (x) => tf.relu(x);
 
+/**
+ * tf.leakyRelu with its gradient in one native pass where the backend has it (tfjs composes it
+ * from Greater, Multiply and Select: three kernels and a bool mask per activation map).
+ */
+export function leakyRelu(x: tf.Tensor, alpha = 0.2): tf.Tensor {
+  if (x.dtype !== 'float32' || !hasFusedKernel(FUSED_KERNELS.leakyReluGrad)) return tf.leakyRelu(x, alpha);
+  const run = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
+    const [input, save] = args as [tf.Tensor, tf.GradSaveFunc];
+    save([input]);
+    return {
+      value: tf.leakyRelu(input, alpha),
+      gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => tf.engine().runKernel(FUSED_KERNELS.leakyReluGrad, { dy, x: saved[0]! }, { alpha }) as tf.Tensor,
+    };
+  });
+  return run(x) as tf.Tensor;
+}
+
 export const activations: Record<string, Activation> = {
   silu,
   swish: silu,

@@ -3,6 +3,7 @@ import { Rng } from '../util/rng.js';
 import { Module, ModuleList } from './module.js';
 import { Linear } from './linear.js';
 import { Rope2d, applyRope } from './rope.js';
+import { FUSED_KERNELS, hasFusedKernel } from '../backend/fused.js';
 
 /** Added to the score of a masked key: finite, so a row with every key masked gives a uniform row, not NaN. */
 const MASKED_SCORE = -1e30;
@@ -48,6 +49,42 @@ export function scaledDotProductAttention(q: tf.Tensor4D, k: tf.Tensor4D, v: tf.
     if (opts.causal) scores = scores.add(causalBias(nq, nk));
     const probs = tf.softmax(scores, -1).reshape([b, hkv, groups * nq, nk]);
     return tf.matMul(probs, v.cast('float32')).reshape([b, h, nq, d]) as tf.Tensor4D;
+  });
+}
+
+/**
+ * scaledDotProductAttention on the token-major layout the projections produce: q [B, Nq, H, d],
+ * k, v [B, Nk, Hkv, d] → [B, Nq, H, d], so merging the heads back is a free reshape. Where the
+ * backend has the fused kernel (native) and no additive/key mask is given, one kernel forward and
+ * one backward (tf.customGrad); otherwise the head transposes and the tfjs composite above.
+ */
+export function attentionTokens(q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D, opts: SdpaOptions = {}): tf.Tensor4D {
+  const [b, nq, h, d] = q.shape;
+  const [bk, nk, hkv, dk] = k.shape;
+  if (bk !== b || dk !== d || !sameShape(k.shape, v.shape)) throw new Error(`attention: q [${q.shape}] does not fit k [${k.shape}] / v [${v.shape}]`);
+  if (h % hkv !== 0) throw new Error(`attention: ${h} query heads are not a multiple of ${hkv} key/value heads`);
+  const scale = opts.scale ?? 1 / Math.sqrt(d);
+  const causal = opts.causal ?? false;
+  const fusable = !opts.mask && !opts.keyMask && [q, k, v].every((t) => t.dtype === 'float32') && nq > 0 && nk > 0;
+  if (fusable && hasFusedKernel(FUSED_KERNELS.attention)) {
+    const attrs = { scale, causal };
+    const run = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
+      const [qi, ki, vi, save] = args as [tf.Tensor, tf.Tensor, tf.Tensor, tf.GradSaveFunc];
+      const [o, probs] = tf.engine().runKernel(FUSED_KERNELS.attention, { q: qi, k: ki, v: vi }, attrs as unknown as tf.NamedAttrMap) as tf.Tensor[];
+      save([qi, ki, vi, probs!]);
+      return {
+        value: o!,
+        gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
+          const [qs, ks, vs, ps] = saved as [tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor];
+          return tf.engine().runKernel(FUSED_KERNELS.attentionGrad, { dy, q: qs, k: ks, v: vs, probs: ps }, attrs as unknown as tf.NamedAttrMap) as tf.Tensor[];
+        },
+      };
+    });
+    return run(q, k, v) as tf.Tensor4D;
+  }
+  return tf.tidy(() => {
+    const heads = (t: tf.Tensor4D) => t.transpose([0, 2, 1, 3]) as tf.Tensor4D;
+    return heads(scaledDotProductAttention(heads(q), heads(k), heads(v), opts));
   });
 }
 
@@ -137,18 +174,20 @@ export class Attention extends Module {
       let q: tf.Tensor, k: tf.Tensor, v: tf.Tensor;
       if (this.qkv) [q, k, v] = tf.split(this.qkv.forward(x), [qDim, kvDim, kvDim], -1) as [tf.Tensor, tf.Tensor, tf.Tensor];
       else [q, k, v] = [this.qProj!.forward(x), this.kProj!.forward(x), this.vProj!.forward(x)];
-      let qh = splitHeads(q, b, n, this.numHeads, this.headDim);
-      let kh = splitHeads(k, b, n, this.numKvHeads, this.headDim);
-      const vh = splitHeads(v, b, n, this.numKvHeads, this.headDim);
+      let qh = tokenHeads(q, b, n, this.numHeads, this.headDim);
+      let kh = tokenHeads(k, b, n, this.numKvHeads, this.headDim);
+      const vh = tokenHeads(v, b, n, this.numKvHeads, this.headDim);
       if (this.rope) {
         const [gh, gw] = call.grid ?? squareGrid(n);
         if (gh * gw !== n) throw new Error(`Attention: RoPE grid ${gh}×${gw} does not hold ${n} tokens`);
         const tables = this.rope.tables(gh, gw);
-        qh = applyRope(qh, tables) as tf.Tensor4D;
-        kh = applyRope(kh, tables) as tf.Tensor4D;
+        // Tables are [N, d]; on the token-major layout they broadcast over the head axis.
+        const perToken = { cos: tables.cos.reshape([n, 1, this.headDim]), sin: tables.sin.reshape([n, 1, this.headDim]) };
+        qh = applyRope(qh, perToken) as tf.Tensor4D;
+        kh = applyRope(kh, perToken) as tf.Tensor4D;
       }
-      const o = scaledDotProductAttention(qh, kh, vh, { ...call, causal: this.causal || call.causal });
-      return this.outProj.forward(mergeHeads(o)) as tf.Tensor3D;
+      const o = attentionTokens(qh, kh, vh, { ...call, causal: this.causal || call.causal });
+      return this.outProj.forward(o.reshape([b, n, this.numHeads * this.headDim])) as tf.Tensor3D;
     });
   }
 
@@ -204,24 +243,18 @@ export class CrossAttention extends Module {
     return tf.tidy(() => {
       const [b, n] = x.shape;
       const m = context.shape[1];
-      const q = splitHeads(this.toQ.forward(x), b, n, this.numHeads, this.headDim);
-      const k = splitHeads(this.toK.forward(context), b, m, this.numKvHeads, this.headDim);
-      const v = splitHeads(this.toV.forward(context), b, m, this.numKvHeads, this.headDim);
-      const o = scaledDotProductAttention(q, k, v, masks);
-      return this.toOut.at(0).forward(mergeHeads(o)) as tf.Tensor3D;
+      const q = tokenHeads(this.toQ.forward(x), b, n, this.numHeads, this.headDim);
+      const k = tokenHeads(this.toK.forward(context), b, m, this.numKvHeads, this.headDim);
+      const v = tokenHeads(this.toV.forward(context), b, m, this.numKvHeads, this.headDim);
+      const o = attentionTokens(q, k, v, masks);
+      return this.toOut.at(0).forward(o.reshape([b, n, this.numHeads * this.headDim])) as tf.Tensor3D;
     });
   }
 }
 
-/** [B, N, heads·d] → [B, heads, N, d]. */
-function splitHeads(t: tf.Tensor, b: number, n: number, heads: number, d: number): tf.Tensor4D {
-  return t.reshape([b, n, heads, d]).transpose([0, 2, 1, 3]) as tf.Tensor4D;
-}
-
-/** [B, heads, N, d] → [B, N, heads·d]. */
-function mergeHeads(t: tf.Tensor4D): tf.Tensor3D {
-  const [b, h, n, d] = t.shape;
-  return t.transpose([0, 2, 1, 3]).reshape([b, n, h * d]) as tf.Tensor3D;
+/** [B, N, heads·d] → [B, N, heads, d]: a reshape, no data movement. */
+function tokenHeads(t: tf.Tensor, b: number, n: number, heads: number, d: number): tf.Tensor4D {
+  return t.reshape([b, n, heads, d]) as tf.Tensor4D;
 }
 
 function squareGrid(n: number): [number, number] {

@@ -4,6 +4,11 @@ import { Module } from './module.js';
 import { computeCast } from './compute_cast.js';
 import { defaultBias, kaimingUniform } from './init.js';
 
+/** A branch added to a Conv2d's output (e.g. LoRA): x [N, H, W, C_in] → [N, H', W', C_out], or null. */
+export interface Conv2dAdapter {
+  delta(x: tf.Tensor4D): tf.Tensor4D | null;
+}
+
 export interface Conv2dOptions {
   stride?: number;
   /** PyTorch-style symmetric zero padding in pixels, or 'same'/'valid'. */
@@ -21,6 +26,7 @@ export class Conv2d extends Module {
   readonly bias: tf.Variable | null;
   readonly stride: number;
   readonly padding: number | 'same' | 'valid';
+  private adapterBranch: Conv2dAdapter | null = null;
 
   constructor(
     readonly inChannels: number,
@@ -35,6 +41,16 @@ export class Conv2d extends Module {
     const shape = [outChannels, inChannels, kernelSize, kernelSize];
     this.weight = this.param('weight', kaimingUniform(shape, rng));
     this.bias = opts.bias === false ? null : this.param('bias', defaultBias(outChannels, shape, rng));
+  }
+
+  get adapter(): Conv2dAdapter | null {
+    return this.adapterBranch;
+  }
+
+  /** Install a branch added to every output (null removes it); one at a time. */
+  setAdapter(adapter: Conv2dAdapter | null): void {
+    if (adapter && this.adapterBranch) throw new Error('Conv2d already has an adapter; remove it first');
+    this.adapterBranch = adapter;
   }
 
   /** x: [N, H, W, C_in] → [N, H', W', C_out]. */
@@ -63,6 +79,8 @@ export class Conv2d extends Module {
             ]) as tf.Tensor4D)
           : tf.conv2d(input, weight.transpose([2, 3, 1, 0]) as tf.Tensor4D, this.stride, pad);
       if (this.bias) y = y.add(this.bias);
+      const delta = this.adapterBranch?.delta(x);
+      if (delta) y = y.add(delta);
       return y;
     });
   }

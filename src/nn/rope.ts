@@ -72,7 +72,7 @@ function pairSwapMatrix(d: number): tf.Tensor2D {
 }
 
 /** Rotate x [..., N, d] by the tables: each pair (a, b) becomes (a·cos − b·sin, b·cos + a·sin). */
-export function applyRope(x: tf.Tensor, tables: RopeTables): tf.Tensor {
+export function applyRope(x: tf.Tensor, tables: { cos: tf.Tensor; sin: tf.Tensor }): tf.Tensor {
   return tf.tidy(() => {
     const d = x.shape[x.shape.length - 1]!;
     const swapped = tf.matMul(x.reshape([-1, d]) as tf.Tensor2D, pairSwapMatrix(d)).reshape(x.shape);

@@ -42,5 +42,20 @@ export function activationConfigs(addon: NativeAddon, backendName: string): tf.K
         return backend.makeTensorInfo([...x.shape], 'float32', dx);
       },
     },
+    {
+      kernelName: FUSED_KERNELS.leakyReluGrad,
+      backendName,
+      kernelFunc: (args) => {
+        const { dy, x } = args.inputs as { dy: tf.TensorInfo; x: tf.TensorInfo };
+        const backend = args.backend as CpuBackendStorage;
+        const kernel = FUSED_KERNELS.leakyReluGrad;
+        const xv = requireFloat32(backend, x, kernel, 'x');
+        const dyv = requireFloat32(backend, dy, kernel, 'dy');
+        if (dyv.length !== xv.length) throw new Error(`${kernel}: dy [${dy.shape}] and x [${x.shape}] differ`);
+        const dx = nativeBuffers.take(xv.length);
+        addon.leakyReluGrad(dyv, xv, Number(args.attrs?.alpha), dx);
+        return backend.makeTensorInfo([...x.shape], 'float32', dx);
+      },
+    },
   ];
 }

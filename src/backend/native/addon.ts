@@ -85,6 +85,33 @@ export interface NativeAddon {
   pool(kind: 0 | 1, params: Int32Array, input: Float32Array, out: Float32Array): void;
   /** NHWC resize (0 bilinear, 1 its backward, 2 nearest, 3 its backward); params: batch inH inW C outH outW. */
   resize(kind: 0 | 1 | 2 | 3, params: Int32Array, alignCorners: boolean, halfPixelCenters: boolean, input: Float32Array, out: Float32Array): void;
+  /** LAPACK dsyevd on a symmetric n×n (column-major upper triangle): ascending eigenvalues into w; with vectors, a becomes them (columns). */
+  dsyevd(vectors: boolean, n: number, a: Float64Array, w: Float64Array): void;
+  /** BLAS dgemm, row-major: c[m×n] = alpha·op(a)·op(b) + beta·c. */
+  dgemm(transA: boolean, transB: boolean, m: number, n: number, k: number, alpha: number, a: Float64Array, b: Float64Array, beta: number, c: Float64Array): void;
+  /** BLAS dsyrk, row-major: upper triangle of c[n×n] = alpha·aᵀa + beta·c for a [k×n]. */
+  dsyrk(n: number, k: number, alpha: number, a: Float64Array, beta: number, c: Float64Array): void;
+  /** LAPACK dpotrf in place (row-major lower triangle = L of a = L·Lᵀ); returns info (> 0: not positive definite). */
+  dpotrf(n: number, a: Float64Array): number;
+  /** BLAS dtrmm, row-major: b[m×n] = alpha·op(a)·b (left) or alpha·b·op(a) (right), a triangular. */
+  dtrmm(right: boolean, lower: boolean, transA: boolean, m: number, n: number, alpha: number, a: Float64Array, b: Float64Array): void;
+  /** dx = x > 0 ? dy : dy·alpha, alpha rounded to float32 (the gradient of tf.leakyRelu). */
+  leakyReluGrad(dy: Float32Array, x: Float32Array, alpha: number, dx: Float32Array): void;
+  /** Attention on token-major q [B, Nq, H, d], k/v [B, Nk, Hkv, d] (dims = [B, Nq, Nk, H, Hkv, d]): o, and the probabilities [B, H, Nq, Nk]. */
+  attention(dims: Int32Array, scale: number, causal: boolean, q: Float32Array, k: Float32Array, v: Float32Array, o: Float32Array, p: Float32Array): void;
+  /** dq, dk, dv of attention from dO and the forward's probabilities. */
+  attentionGrad(
+    dims: Int32Array,
+    scale: number,
+    dout: Float32Array,
+    q: Float32Array,
+    k: Float32Array,
+    v: Float32Array,
+    p: Float32Array,
+    dq: Float32Array,
+    dk: Float32Array,
+    dv: Float32Array,
+  ): void;
 }
 
 export interface NativeInfo {
@@ -118,19 +145,94 @@ function buildFailure(): string | undefined {
 
 let loaded: NativeLoad | undefined;
 
-/**
- * Threads for the libraries: every core, less the cores other processes already keep busy (the
- * 1-minute load average, read before this process starts working). An OpenMP team waits at every
- * kernel for its slowest thread; with a thread that has to queue for a busy core, a small matmul
- * measured 40× slower on 2 threads than on 1.
- */
-export function defaultThreads(cores: number, loadAverage: number): number {
-  return Math.max(1, Math.min(cores, Math.round(cores - loadAverage + 0.25)));
+/** How many threads the libraries use and why; `scaleforge env` prints it. */
+export interface ThreadChoice {
+  threads: number;
+  reason: string;
+  /** The OpenMP wait policy in force (what libgomp read from the environment at load). */
+  wait: string;
+}
+
+/** CPUs the cgroup lets this process use (cgroup v2 cpu.max), when it sets a quota. */
+export function cgroupCpuLimit(cpuMax: string | undefined): number | undefined {
+  if (!cpuMax) return undefined;
+  const [quota, period] = cpuMax.trim().split(/\s+/);
+  if (!quota || quota === 'max' || !period) return undefined;
+  const cpus = Number(quota) / Number(period);
+  return Number.isFinite(cpus) && cpus > 0 ? Math.max(1, Math.floor(cpus)) : undefined;
+}
+
+function readCgroupCpuMax(): string | undefined {
+  try {
+    return readFileSync('/sys/fs/cgroup/cpu.max', 'utf8');
+  } catch {
+    return undefined;
+  }
 }
 
 /**
- * Loads the addon once. Threads: every core for both oneDNN (OpenMP) and OpenBLAS unless the
- * user set OMP_NUM_THREADS / OPENBLAS_NUM_THREADS, which the libraries read at load time.
+ * Threads for oneDNN (OpenMP) and OpenBLAS: SCALEFORGE_THREADS, else what the user gave the
+ * libraries (OMP_NUM_THREADS / OPENBLAS_NUM_THREADS, read at load), else every core this process may
+ * run on (scheduler affinity, capped by a cgroup CPU quota). Not reduced by the load average: it
+ * is a minute-long average that counts whatever ran just before (a previous benchmark, a compile),
+ * which once made an idle machine train on one of its two cores. Sharing is handled by the wait
+ * policy instead (see waitPolicy).
+ */
+export function chooseThreads(env: NodeJS.ProcessEnv, availableCores: number, cgroupCpus: number | undefined): Omit<ThreadChoice, 'wait'> {
+  const explicit = (name: string) => {
+    const v = env[name];
+    if (v === undefined || v === '') return undefined;
+    const n = Number.parseInt(v, 10);
+    return Number.isFinite(n) && n >= 1 ? n : undefined;
+  };
+  const own = explicit('SCALEFORGE_THREADS');
+  if (own !== undefined) return { threads: own, reason: `SCALEFORGE_THREADS=${own}` };
+  const omp = explicit('OMP_NUM_THREADS');
+  if (omp !== undefined) return { threads: omp, reason: `OMP_NUM_THREADS=${omp}` };
+  const blas = explicit('OPENBLAS_NUM_THREADS');
+  if (blas !== undefined) return { threads: blas, reason: `OPENBLAS_NUM_THREADS=${blas}` };
+  if (cgroupCpus !== undefined && cgroupCpus < availableCores) {
+    return { threads: cgroupCpus, reason: `the cgroup CPU quota (${cgroupCpus} of ${availableCores} cores)` };
+  }
+  return { threads: availableCores, reason: `every core this process may run on (${availableCores})` };
+}
+
+/**
+ * libgomp's default is to spin ~300 000 iterations at every barrier before sleeping. When another
+ * process holds one of the cores, a spinning thread keeps the core its descheduled teammate needs,
+ * and every kernel then waits a scheduler time slice for that teammate. A short spin (a few µs,
+ * still longer than the JS work between two kernels of a step) keeps the idle speed and lets the
+ * core go when it is contended (bench/threads.ts measures both). Must be set before libgomp loads;
+ * a user's OMP_WAIT_POLICY or GOMP_SPINCOUNT wins.
+ */
+export const DEFAULT_SPINCOUNT = '10000';
+
+export function waitPolicy(env: NodeJS.ProcessEnv): string {
+  if (env.OMP_WAIT_POLICY) return `OMP_WAIT_POLICY=${env.OMP_WAIT_POLICY} (user)`;
+  if (env.GOMP_SPINCOUNT) return `GOMP_SPINCOUNT=${env.GOMP_SPINCOUNT} (user)`;
+  env.GOMP_SPINCOUNT = DEFAULT_SPINCOUNT;
+  return `GOMP_SPINCOUNT=${DEFAULT_SPINCOUNT} (short spin, then sleep)`;
+}
+
+let threadChoice: ThreadChoice | undefined;
+
+/** The thread count and wait policy the addon was loaded with (undefined before it loads). */
+export function nativeThreadChoice(): ThreadChoice | undefined {
+  return threadChoice;
+}
+
+/** Changes the libraries' thread count at run time (bench/steps.ts measures 1 and 2 threads). */
+export function setNativeThreads(n: number, reason: string): void {
+  const load = loadNativeAddon();
+  if (!load.addon) throw new Error(load.reason);
+  load.addon.setThreads(n);
+  threadChoice = { threads: n, reason, wait: threadChoice?.wait ?? '' };
+  load.info.ompThreads = n;
+  load.info.openblasThreads = n;
+}
+
+/**
+ * Loads the addon once, with the thread count of chooseThreads and the wait policy of waitPolicy.
  * SCALEFORGE_NO_NATIVE=1 turns the backend off.
  */
 export function loadNativeAddon(): NativeLoad {
@@ -145,9 +247,11 @@ export function loadNativeAddon(): NativeLoad {
     });
   }
   try {
+    const wait = waitPolicy(process.env);
+    const choice = chooseThreads(process.env, os.availableParallelism(), cgroupCpuLimit(readCgroupCpuMax()));
     const addon = createRequire(import.meta.url)(addonPath) as NativeAddon;
-    const userChoseThreads = process.env.OMP_NUM_THREADS || process.env.OPENBLAS_NUM_THREADS;
-    if (!userChoseThreads) addon.setThreads(defaultThreads(os.availableParallelism(), os.loadavg()[0]!));
+    addon.setThreads(choice.threads);
+    threadChoice = { ...choice, wait };
     return (loaded = { addon, info: addon.info() });
   } catch (e) {
     const message = e instanceof Error ? e.message.split('\n')[0]! : String(e);
@@ -156,7 +260,25 @@ export function loadNativeAddon(): NativeLoad {
   }
 }
 
+/** dnnl_cpu_isa_t bits (oneDNN 2.6 dnnl_types.h): AVX-512 with BF16, and with AMX. */
+const DNNL_ISA_AVX512_BF16 = 0xe7;
+const DNNL_ISA_AMX = 0x3e7;
+
+/**
+ * What `precision: bf16` means on this CPU. oneDNN detects the ISA itself (DNNL_VERBOSE shows
+ * `isa:Intel AVX-512 with Intel DL Boost and bfloat16 support` on Zen 4/5 and Cooper Lake), but the
+ * backend has no bf16 kernels yet, so bf16 stays the exact rounding emulation of src/train/precision.ts.
+ */
+export function describeBf16(dnnlIsa: number): string {
+  const hw = (dnnlIsa & DNNL_ISA_AMX) === DNNL_ISA_AMX ? 'AMX-BF16' : (dnnlIsa & DNNL_ISA_AVX512_BF16) === DNNL_ISA_AVX512_BF16 ? 'AVX-512-BF16' : null;
+  return hw
+    ? `bf16 compute: emulated (operands rounded to bf16, fp32 products); the CPU has ${hw}, not used by this backend yet`
+    : 'bf16 compute: emulated (operands rounded to bf16, fp32 products); the CPU has no bf16 instructions';
+}
+
 /** One line for `scaleforge env`: library versions, ISA, BLAS core and threads. */
 export function describeNative(info: NativeInfo): string {
-  return `oneDNN ${info.dnnlVersion} (isa 0x${info.dnnlCpuIsa.toString(16)}), OpenBLAS core ${info.openblasCore}, threads ${info.ompThreads} omp / ${info.openblasThreads} blas`;
+  const t = threadChoice;
+  const threads = t ? `${info.ompThreads} threads (${t.reason}; ${t.wait})` : `threads ${info.ompThreads} omp / ${info.openblasThreads} blas`;
+  return `oneDNN ${info.dnnlVersion} (isa 0x${info.dnnlCpuIsa.toString(16)}), OpenBLAS core ${info.openblasCore}, ${threads}; ${describeBf16(info.dnnlCpuIsa)}`;
 }

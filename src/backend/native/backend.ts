@@ -4,6 +4,7 @@ import { batchMatMulConfig, fusedMatMulConfig } from './matmul.js';
 import { elementwiseConfigs } from './elementwise.js';
 import { reduceConfigs } from './reduce.js';
 import { normConfigs } from './norm.js';
+import { attentionConfigs } from './attention.js';
 import { adamConfig } from './optim.js';
 import { activationConfigs } from './activation.js';
 import { unaryConfigs } from './unary.js';
@@ -28,6 +29,7 @@ function nativeKernels(addon: NativeAddon): tf.KernelConfig[] {
     ...elementwiseConfigs(addon, NATIVE_BACKEND),
     ...reduceConfigs(addon, NATIVE_BACKEND),
     ...normConfigs(addon, NATIVE_BACKEND),
+    ...attentionConfigs(addon, NATIVE_BACKEND),
     adamConfig(addon, NATIVE_BACKEND),
     ...activationConfigs(addon, NATIVE_BACKEND),
     ...layoutConfigs(addon, NATIVE_BACKEND),

@@ -10,12 +10,39 @@ interface MatMulAttrs {
   leakyreluAlpha?: number;
 }
 
+/** OpenBLAS cores with AVX2 or wider kernels (0.3.21's DYNAMIC_ARCH names). */
+const VECTOR_BLAS_CORES = new Set(['haswell', 'zen', 'skylakex', 'cooperlake', 'sapphirerapids']);
+/** dnnl_cpu_isa_avx2: from here up oneDNN's JIT kernels are at least as wide as any OpenBLAS core. */
+const DNNL_ISA_AVX2 = 0x7;
+
+export interface GemmPolicy {
+  /** Whether OpenBLAS takes the small products (it has less fixed overhead than oneDNN's sgemm). */
+  openblasForSmall: boolean;
+  reason: string;
+}
+
+/**
+ * OpenBLAS 0.3.21 does not know newer CPUs (Zen 5, Sapphire Rapids with some microcode) and falls
+ * back to its generic Prescott (SSE3) kernels, 3–5× slower than oneDNN there. Small products go to
+ * OpenBLAS only when its core is a vector one or oneDNN itself has no AVX2; everything else runs
+ * on oneDNN, which detects the ISA by itself. OPENBLAS_CORETYPE is never overridden here: some
+ * builds compute wrong results on cores they were forced to.
+ */
+export function gemmPolicy(openblasCore: string, dnnlIsa: number): GemmPolicy {
+  const core = openblasCore.trim().toLowerCase();
+  if (VECTOR_BLAS_CORES.has(core)) return { openblasForSmall: true, reason: `OpenBLAS (${openblasCore}) for products under 48³, oneDNN above` };
+  if ((dnnlIsa & DNNL_ISA_AVX2) !== DNNL_ISA_AVX2) {
+    return { openblasForSmall: true, reason: `OpenBLAS (${openblasCore}) for products under 48³ (no AVX2 here), oneDNN above` };
+  }
+  return { openblasForSmall: false, reason: `oneDNN for every size (OpenBLAS runs its generic ${openblasCore} kernels on this CPU)` };
+}
+
 /**
  * Which library runs a single (unbatched) GEMM of this size. oneDNN's sgemm wins from mid-size
- * up; OpenBLAS has less fixed overhead on small products (see bench/kernels.ts).
+ * up; OpenBLAS has less fixed overhead on small products when it runs vector kernels.
  */
-export function gemmLibrary(m: number, n: number, k: number): 0 | 1 {
-  return m * n * k < 48 ** 3 ? 1 : 0;
+export function gemmLibrary(m: number, n: number, k: number, policy: GemmPolicy = { openblasForSmall: true, reason: '' }): 0 | 1 {
+  return policy.openblasForSmall && m * n * k < 48 ** 3 ? 1 : 0;
 }
 
 /**
@@ -53,6 +80,7 @@ export function nativeMatMul(
   transA: boolean,
   transB: boolean,
   epilogue?: { bias: Float32Array | null; activation: number; alpha: number },
+  policy?: GemmPolicy,
 ): { values: Float32Array; shape: number[] } {
   const s = matmulShapes(aShape, bShape, transA, transB);
   const out = nativeBuffers.take(sizeOf(s.outShape));
@@ -60,7 +88,7 @@ export function nativeMatMul(
   if (plain && s.batchB === 1 && (s.batchA === 1 || !transA)) {
     // One GEMM: a batch of untransposed A against a shared B stacks into [batch·M, K].
     const rows = s.batchA * s.m;
-    addon.sgemm(gemmLibrary(rows, s.n, s.k), transA, transB, rows, s.n, s.k, a, 0, b, 0, out, 0);
+    addon.sgemm(gemmLibrary(rows, s.n, s.k, policy), transA, transB, rows, s.n, s.k, a, 0, b, 0, out, 0);
   } else {
     addon.matmul(
       Int32Array.from(s.aDims),
@@ -78,8 +106,19 @@ export function nativeMatMul(
   return { values: out, shape: s.outShape };
 }
 
+/** The policy for this process's libraries, decided once. */
+let processPolicy: GemmPolicy | undefined;
+export function nativeGemmPolicy(addon: NativeAddon): GemmPolicy {
+  if (!processPolicy) {
+    const info = addon.info();
+    processPolicy = gemmPolicy(info.openblasCore, info.dnnlCpuIsa);
+  }
+  return processPolicy;
+}
+
 export function batchMatMulConfig(addon: NativeAddon, backendName: string): tf.KernelConfig {
   const fallback = cpuKernel('BatchMatMul');
+  const policy = nativeGemmPolicy(addon);
   return {
     kernelName: 'BatchMatMul',
     backendName,
@@ -90,7 +129,7 @@ export function batchMatMulConfig(addon: NativeAddon, backendName: string): tf.K
       const av = float32Values(backend, a);
       const bv = float32Values(backend, b);
       if (!av || !bv || sizeOf(a.shape) === 0 || sizeOf(b.shape) === 0) return fallback(args);
-      const r = nativeMatMul(addon, av, a.shape, bv, b.shape, transposeA, transposeB);
+      const r = nativeMatMul(addon, av, a.shape, bv, b.shape, transposeA, transposeB, undefined, policy);
       return backend.makeTensorInfo(r.shape, 'float32', r.values);
     },
   };
@@ -98,6 +137,7 @@ export function batchMatMulConfig(addon: NativeAddon, backendName: string): tf.K
 
 export function fusedMatMulConfig(addon: NativeAddon, backendName: string): tf.KernelConfig {
   const fallback = cpuKernel('_FusedMatMul');
+  const policy = nativeGemmPolicy(addon);
   return {
     kernelName: '_FusedMatMul',
     backendName,
@@ -124,7 +164,7 @@ export function fusedMatMulConfig(addon: NativeAddon, backendName: string): tf.K
         bias: biasValues,
         activation,
         alpha: attrs.leakyreluAlpha ?? 0.2,
-      });
+      }, policy);
       return backend.makeTensorInfo(r.shape, 'float32', r.values);
     },
   };

@@ -5,6 +5,8 @@ import { DTYPE_INFO, byteSize, type SafetensorsDtype } from '../../io/dtypes.js'
 import { ShardedSafetensors, isShardIndexPath, numelOf, readSafetensorsHeader } from '../../io/safetensors.js';
 import { CHECKSUM_METADATA_KEY, verifyChecksum } from '../../train/checkpoint.js';
 import { JobError, UsageError } from '../../util/errors.js';
+import { isPyTorchPath } from '../../io/pytorch_file.js';
+import { inspectPyTorch } from './inspect_pytorch.js';
 
 export interface InspectedTensor {
   name: string;
@@ -18,7 +20,7 @@ export interface InspectedTensor {
 
 export interface InspectReport {
   file: string;
-  kind: 'single' | 'sharded';
+  kind: 'single' | 'sharded' | 'pytorch';
   fileBytes: number;
   metadata: Record<string, string>;
   tensors: InspectedTensor[];
@@ -147,14 +149,14 @@ export function verifyReport(file: string): string {
 
 export const inspectCommand: CommandModule<object, InspectArgs> = {
   command: 'inspect <file>',
-  describe: 'Show the metadata and tensors (dtype, shape, size) of a .safetensors file or sharded index',
+  describe: 'Show the metadata and tensors (dtype, shape, size) of a .safetensors file, sharded index or PyTorch .pth/.pt/.bin',
   builder: (y) =>
     y
       .positional('file', { type: 'string', demandOption: true, describe: 'model.safetensors or model.safetensors.index.json' })
       .option('json', { type: 'boolean', default: false, describe: 'Print one JSON object instead of text' })
       .option('verify', { type: 'boolean', default: false, describe: "check a checkpoint's tensor data against its recorded checksum" }),
   handler: (args) => {
-    const report = inspectSafetensors(args.file);
+    const report = isPyTorchPath(args.file) ? inspectPyTorch(args.file) : inspectSafetensors(args.file);
     if (args.verify) {
       process.stdout.write(`${verifyReport(args.file)}\n`);
       return;

@@ -147,7 +147,8 @@ export async function sampleNsp(target: string, req: SampleRequest): Promise<str
           await savePng(file, images[j]!.rgb, images[j]!.width, images[j]!.height);
           written.push(file);
           if (!last) continue;
-          if (parseProceduralCaption(prompt)) {
+          // Caption fidelity reads 16 px and up; a checkpoint of the first stage samples smaller.
+          if (parseProceduralCaption(prompt) && images[j]!.width >= 16 && images[j]!.height >= 16) {
             const f = scoreCaptionFidelity(images[j]!, prompt);
             const ok = (b: boolean) => (b ? 'ok' : 'no');
             req.log(`${file}  fidelity ${(f.score * 100).toFixed(0)}% (colour ${ok(f.color)}, shape ${ok(f.shape)}, position ${ok(f.position)}, background ${ok(f.background)})`);

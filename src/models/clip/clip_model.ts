@@ -1,4 +1,7 @@
+import { existsSync, readFileSync } from 'node:fs';
+import { basename, join } from 'node:path';
 import { tf } from '../../backend/tf.js';
+import { openSafetensors } from '../../io/safetensors.js';
 import { UsageError } from '../../util/errors.js';
 import type { ClipTextModel } from '../text/clip_text_model.js';
 import type { ClipTokenizer } from '../text/clip_tokenizer.js';
@@ -8,7 +11,9 @@ import { type ClipVisionModel, loadClipVisionFromHfFolder } from './vision_model
 /**
  * A full CLIP model (HF CLIPModel) from a local folder: config.json (a CLIPConfig with text_config and
  * vision_config), model.safetensors and the tokenizer files. Both towers must have projections of the same
- * width; embeddings come back L2-normalised, so a dot product is the cosine similarity.
+ * width; embeddings come back L2-normalised, so a dot product is the cosine similarity. `logitScale` is
+ * HF's `logit_scale` parameter (log of the temperature; logits_per_image = exp(logit_scale) · cos), and
+ * `name` the model's identity for reports (config.json's `_name_or_path`, else the folder name).
  */
 
 export class ClipModel {
@@ -20,6 +25,9 @@ export class ClipModel {
     readonly vision: ClipVisionModel,
     readonly tokenizer: ClipTokenizer,
     readonly path: string,
+    /** logit_scale as stored (HF initialises it to ln(1/0.07) = 2.6592); null when the file has none. */
+    readonly logitScale: number | null = null,
+    readonly name: string = basename(path.replace(/\/+$/, '')),
   ) {
     const t = text.config.projectionDim;
     const v = vision.config.projectionDim;
@@ -65,6 +73,13 @@ export class ClipModel {
       out.push(...rows(embeds));
     }
     return out;
+  }
+
+  /** HF CLIPModel's logits_per_image[i][j] = exp(logit_scale) · cos(image i, text j), from unit embeddings. */
+  logitsPerImage(imageEmbeds: readonly Float32Array[], textEmbeds: readonly Float32Array[]): number[][] {
+    if (this.logitScale === null) throw new UsageError(`${this.path}: the checkpoint has no logit_scale`);
+    const scale = Math.exp(this.logitScale);
+    return imageEmbeds.map((im) => textEmbeds.map((t) => scale * cosineSimilarity(im, t)));
   }
 
   dispose(): void {
@@ -113,10 +128,33 @@ export function loadClipModel(dir: string): ClipModel {
     throw new UsageError(`${dir}: tokenizer has ${tokenizer.vocabSize} tokens but the text model's vocab_size is ${text.config.vocabSize}`);
   }
   try {
-    return new ClipModel(text, vision, tokenizer, dir);
+    const meta = readClipIdentity(dir);
+    return new ClipModel(text, vision, tokenizer, dir, meta.logitScale, meta.name);
   } catch (e) {
     text.dispose();
     vision.dispose();
     throw e;
+  }
+}
+
+/** logit_scale from the weights and the model's name from config.json (`_name_or_path`), when present. */
+function readClipIdentity(dir: string): { logitScale: number | null; name: string } {
+  let name = basename(dir.replace(/\/+$/, ''));
+  try {
+    const raw = JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8')) as { _name_or_path?: unknown };
+    if (typeof raw._name_or_path === 'string' && raw._name_or_path.length > 0) name = raw._name_or_path;
+  } catch {
+    // config.json was already validated by the tower loaders; a name is optional.
+  }
+  const weights = ['model.safetensors', 'model.safetensors.index.json'].map((f) => join(dir, f)).find((p) => existsSync(p));
+  if (!weights) return { logitScale: null, name };
+  const source = openSafetensors(weights);
+  try {
+    if (!source.has('logit_scale')) return { logitScale: null, name };
+    const t = source.read('logit_scale');
+    if (t.data.length !== 1) throw new UsageError(`${weights}: logit_scale has shape [${t.shape}], expected a scalar`);
+    return { logitScale: t.data[0]!, name };
+  } finally {
+    source.close();
   }
 }

@@ -1,5 +1,6 @@
 import { tf } from '../../backend/tf.js';
 import { Conv2d } from '../../nn/conv.js';
+import { leakyRelu } from '../../nn/activations.js';
 import { Module, ModuleList } from '../../nn/module.js';
 import { Rng } from '../../util/rng.js';
 
@@ -27,7 +28,7 @@ export class ResidualDenseBlock extends Module {
       const features: tf.Tensor4D[] = [x];
       for (const conv of this.convs) {
         const input = features.length === 1 ? x : tf.concat(features, 3);
-        features.push(tf.leakyRelu(conv.forward(input), 0.2));
+        features.push(leakyRelu(conv.forward(input), 0.2) as tf.Tensor4D);
       }
       return this.fuse.forward(tf.concat(features, 3)).mul(this.beta);
     });
