@@ -12,6 +12,9 @@ import '../src/jobs/index.js';
 import { runDitLoraJob } from '../src/jobs/dit-lora/index.js';
 import { injectAdapters, loadBase } from '../src/jobs/dit-lora/model.js';
 import { ditLoraRecipeSchema } from '../src/jobs/dit-lora/schema.js';
+import { loadLoraData } from '../src/jobs/dit-lora/data.js';
+import { sampleDitLora } from '../src/jobs/dit-lora/sampling.js';
+import sharp from 'sharp';
 import { buildDitPipeline, ditModelMetadata } from '../src/jobs/dit/model.js';
 import { sampleDit } from '../src/jobs/dit/sampling.js';
 import { ditRecipeSchema } from '../src/jobs/dit/schema.js';
@@ -165,6 +168,10 @@ describe('dit-lora job', () => {
     const b = loadSafetensors(resumed.adapterFile!);
     expect([...b.keys()].sort()).toEqual([...a.keys()].sort());
     for (const [k, t] of a) expect(Array.from(b.get(k)!.data), k).toEqual(Array.from(t.data));
+
+    // `scaleforge sample --checkpoint <dit-lora run>`: the base with the run's adapter.
+    const files = await sampleDitLora(full.run.dir, { prompts: ['sfbrand, a red circle in the center on a white background'], n: 2, seed: 0, out: path.join(dir, 'out'), saveIntermediates: false, ema: true, log: () => undefined, steps: 2 });
+    expect(files.length).toBe(2);
   }, 120_000);
 
   it('sample --lora at strength 0 is the base exactly; at strength 1 it differs', async () => {
@@ -227,5 +234,38 @@ describe('dit-lora job', () => {
     }
     expect((err as UsageError).exitCode).toBe(2);
     expect((err as Error).message).toMatch(/data\.trigger.*tokenise to nothing/s);
+  });
+});
+
+describe('dit-lora folder data', () => {
+  async function folder(): Promise<string> {
+    const root = tmp('folder');
+    fs.mkdirSync(path.join(root, '3_logo'));
+    const png = (w: number, h: number) => sharp(Buffer.alloc(w * h * 3, 200), { raw: { width: w, height: h, channels: 3 } }).png().toBuffer();
+    fs.writeFileSync(path.join(root, '3_logo', 'a.png'), await png(24, 16));
+    fs.writeFileSync(path.join(root, '3_logo', 'a.txt'), 'logo, red');
+    fs.writeFileSync(path.join(root, '3_logo', 'b.png'), await png(8, 8));
+    return root;
+  }
+
+  it('puts the trigger first, keeps folder repeats, buckets every image to the base size and reports it', async () => {
+    const r = ditLoraRecipeSchema.parse({ data: { source: 'folder', folder: await folder() } });
+    const d = await loadLoraData(r, 16, 'sfbrand');
+    expect(d.items.map((i) => [i.id, i.caption, i.repeats])).toEqual([
+      ['3_logo/a.png', 'sfbrand, logo, red', 3],
+      ['3_logo/b.png', 'sfbrand, logo', 3],
+    ]);
+    expect(d.items[0]!.pixels.length).toBe(16 * 16 * 3);
+    expect(d.report).toMatch(/2 image\(s\) in 1 bucket\(s\), 0 skipped/);
+    expect(d.report).toMatch(/16x16: 2/);
+  });
+
+  it('with no_upscale, an image below the bucket is reported as skipped, not dropped silently', async () => {
+    const root = await folder();
+    fs.writeFileSync(path.join(root, '3_logo', 'c.png'), await sharp(Buffer.alloc(32 * 32 * 3, 90), { raw: { width: 32, height: 32, channels: 3 } }).png().toBuffer());
+    const r = ditLoraRecipeSchema.parse({ data: { source: 'folder', folder: root, buckets: { no_upscale: true } } });
+    const d = await loadLoraData(r, 16, 'sfbrand');
+    expect(d.items.map((i) => i.id)).toEqual(['3_logo/c.png']);
+    expect(d.report).toMatch(/SKIPPED 3_logo\/b\.png 8x8: .*below the smallest bucket/);
   });
 });
