@@ -1,7 +1,8 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
+import { main } from '../src/cli/main.js';
 import { tf } from '../src/backend/tf.js';
 import { loadRecipe } from '../src/config/recipe.js';
 import { BRAND_COLORS, brandRate, brandSample, detectBrandSignature, paintBrandSignature } from '../src/data/brand_signature.js';
@@ -220,6 +221,23 @@ describe('dit-lora job', () => {
     expect(msg).toMatch(/blocks\.0\.attn\.qkv: base weight is \[48, 16\] but the LoRA .* needs \[48, 32\]/);
     expect(msg).toMatch(/blocks\.7\.mlp\.fc1: no such module in the base/);
     base.dispose();
+
+    // The same through the command line: exit 2, message on stderr, nothing written.
+    const se = vi.spyOn(process.stderr, 'write').mockImplementation(() => true);
+    const so = vi.spyOn(process.stdout, 'write').mockImplementation(() => true);
+    let code: number;
+    let stderr = '';
+    try {
+      code = await main(['sample', '--checkpoint', path.join(dir, 'model.safetensors'), '--lora', `${file}:0.5`, '--prompt', 'a red circle', '--out', path.join(dir, 'out'), '--backend', 'cpu']);
+      stderr = se.mock.calls.map((c) => String(c[0])).join('');
+    } finally {
+      so.mockRestore();
+      se.mockRestore();
+      process.exitCode = undefined;
+    }
+    expect(code).toBe(2);
+    expect(stderr).toMatch(/blocks\.0\.attn\.qkv: base weight is \[48, 16\]/);
+    expect(fs.existsSync(path.join(dir, 'out')) ? fs.readdirSync(path.join(dir, 'out')) : []).toEqual([]);
   });
 
   it('a trigger word that tokenises to nothing is refused at recipe load, exit 2', async () => {
