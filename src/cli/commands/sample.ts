@@ -48,6 +48,8 @@ export const sampleCommand: CommandModule<object, SampleArgs> = {
     if (!Number.isInteger(args.seed) || args.seed < 0) throw new UsageError(`--seed: expected a non-negative integer, got ${args.seed}`);
     // The kind decides what sampling means; detect it before the backend spins up.
     const job = jobForModel(args.checkpoint);
+    // LoRA files hold DiT module names; other kinds would ignore them silently.
+    if (args.lora?.length && job.kind !== 'dit' && job.kind !== 'dit-lora') throw new UsageError(`--lora: ${args.checkpoint} is a ${job.kind} model; LoRA files apply to DiT models (kinds dit, dit-lora)`);
     await initBackend(args.backend ?? process.env.SCALEFORGE_BACKEND);
     await job.sample(args.checkpoint, {
       prompts: args.prompt ?? [],
