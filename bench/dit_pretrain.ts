@@ -15,9 +15,10 @@ import type { BenchRow } from './row.js';
 /** Keep in step with bench/torch_ref.py (DIT_PRETRAIN). */
 export const DIT_PRETRAIN_BENCH = { inputSize: 32, patchSize: 4, channels: 3, hidden: 128, depth: 4, heads: 4, classes: 10, batch: 32, lr: 1e-3 } as const;
 
-export function ditPretrainStepRow(backend: string, bestMs: (fn: () => void, repeats: number) => number, repeats: number): BenchRow {
+/** The step as bench/torch_ref.py names it (without a backend prefix), for interleaved timing in bench/steps.ts. */
+export function ditPretrainStep(): { name: string; step: () => void; dispose: () => void; count: number } {
   const b = DIT_PRETRAIN_BENCH;
-  const name = `${backend} dit pretrain step (32px, patch 4, 4×128, batch ${b.batch})`;
+  const name = `dit pretrain step (32px, patch 4, 4×128, batch ${b.batch})`;
   const model = new DiT(
     { inputSize: b.inputSize, patchSize: b.patchSize, inChannels: b.channels, hiddenSize: b.hidden, depth: b.depth, numHeads: b.heads, mlpRatio: 4, classDropoutProb: 0.1, numClasses: b.classes, learnSigma: false },
     { rng: new Rng(0) },
@@ -43,9 +44,16 @@ export function ditPretrainStepRow(backend: string, bestMs: (fn: () => void, rep
     tf.dispose([value, ...Object.values(grads), x0, eps, tt, labels, xt, target]);
     varList[0]!.dataSync();
   };
+  const dispose = () => {
+    opt.dispose();
+    model.dispose();
+  };
+  return { name, step, dispose, count: model.numParameters() };
+}
+
+export function ditPretrainStepRow(backend: string, bestMs: (fn: () => void, repeats: number) => number, repeats: number): BenchRow {
+  const { name, step, dispose, count } = ditPretrainStep();
   const ms = bestMs(step, backend === 'cpu' ? 1 : repeats);
-  const count = model.numParameters();
-  opt.dispose();
-  model.dispose();
-  return { name, value: ms, unit: 'ms', note: `${count.toLocaleString()} params, all trained` };
+  dispose();
+  return { name: `${backend} ${name}`, value: ms, unit: 'ms', note: `${count.toLocaleString()} params, all trained` };
 }

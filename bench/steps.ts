@@ -16,6 +16,7 @@ import { NextScaleGenerator } from '../src/models/nsp/model.js';
 import { Rng } from '../src/util/rng.js';
 import { NSP_BENCH_BATCH, NSP_BENCH_CONFIG, nspStep } from './kernels.js';
 import { ditLoraStep } from './dit_lora.js';
+import { ditPretrainStep } from './dit_pretrain.js';
 import { formatTable, type BenchRow } from './row.js';
 import { findTorchPython, type TorchPython } from './torch_python.js';
 
@@ -78,7 +79,9 @@ function ourSteps(): { steps: Map<string, () => void>; dispose: () => void } {
   });
   const dit = ditLoraStep();
   steps.set(dit.name, dit.step);
-  disposers.push(dit.dispose, () => gen.dispose?.());
+  const pretrain = ditPretrainStep();
+  steps.set(pretrain.name, pretrain.step);
+  disposers.push(dit.dispose, pretrain.dispose, () => gen.dispose?.());
   return { steps, dispose: () => disposers.forEach((d) => d()) };
 }
 

@@ -271,7 +271,7 @@ def dit_lora_rows(repeats, batch=None):
 def serve(args, ctx):
     """Interleaved timing for bench/steps.ts: reads one JSON request per line, {"row": name, "n": runs},
     runs that step n times and answers {"ms": [...]}; the first line out lists the rows."""
-    steps = {**nsp_steps(), **dit_lora_steps(args.dit_batch)}
+    steps = {**nsp_steps(), **dit_lora_steps(args.dit_batch), **dit_pretrain_steps()}
     print(json.dumps(dict(torch=torch.__version__, threads=torch.get_num_threads(), cpu=cpu_model(), autocast=args.autocast,
                           rows=list(steps))), flush=True)
     for line in sys.stdin:
@@ -304,7 +304,7 @@ def cpu_model():
 DIT_PRETRAIN = dict(input_size=32, patch_size=4, channels=3, hidden=128, depth=4, heads=4, classes=10, batch=32, lr=1e-3)
 
 
-def dit_pretrain_rows(repeats):
+def dit_pretrain_steps():
     """One full pretraining step of the default dit recipe's trunk (class-conditioned): the fixtures' torch DiT,
     AdamW on every parameter, rectified-flow velocity MSE at logit-normal t (the network sees t * 1000)."""
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'scripts', 'fixtures'))
@@ -327,7 +327,11 @@ def dit_pretrain_rows(repeats):
         loss.backward()
         opt.step()
 
-    return [dict(name=f'torch dit pretrain step (32px, patch 4, 4×128, batch {b})', value=best_ms(step, repeats), unit='ms')]
+    return {f'dit pretrain step (32px, patch 4, 4×128, batch {b})': step}
+
+
+def dit_pretrain_rows(repeats):
+    return [dict(name=f'torch {name}', value=best_ms(step, repeats), unit='ms') for name, step in dit_pretrain_steps().items()]
 
 
 def main():

@@ -1,8 +1,8 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { main } from '../src/cli/main.js';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { cli } from './helpers/cli.js';
 import { loadRecipe } from '../src/config/recipe.js';
 import '../src/jobs/index.js';
 import { detectModelKind } from '../src/jobs/registry.js';
@@ -13,6 +13,7 @@ import { loadWeightsInto, readCheckpointState } from '../src/train/session.js';
 import { UsageError } from '../src/util/errors.js';
 import { Rng } from '../src/util/rng.js';
 import { nspJobStateSchema } from '../src/jobs/nsp/model.js';
+import { vaeJobStateSchema, vaeLegacyState } from '../src/jobs/vae/model.js';
 
 let tmp: string;
 beforeAll(() => {
@@ -55,20 +56,6 @@ function write(name: string, text: string): string {
   return f;
 }
 
-/** Runs the CLI, returning its exit code and what it wrote to stdout and stderr. */
-async function cli(args: string[]): Promise<{ code: number; out: string; err: string }> {
-  const out = vi.spyOn(process.stdout, 'write').mockImplementation(() => true);
-  const err = vi.spyOn(process.stderr, 'write').mockImplementation(() => true);
-  const prev = process.exitCode;
-  try {
-    const code = await main(args);
-    return { code, out: out.mock.calls.map((c) => String(c[0])).join(''), err: err.mock.calls.map((c) => String(c[0])).join('') };
-  } finally {
-    out.mockRestore();
-    err.mockRestore();
-    process.exitCode = prev;
-  }
-}
 
 describe('one value or one per stage', () => {
   it('accepts a single value, a one-item list, and one per stage; the value per stage follows one rule', () => {
@@ -124,6 +111,23 @@ describe('checkpoints across kinds', () => {
     await mgr.save(1, { model, extra: { ...base, job: { architecture: { model: {} } } } });
     expect(() => readCheckpointState(mgr.loadLatest()!, 'nsp-progressive', nspJobStateSchema)).toThrow(/the 'nsp-progressive' state does not match/);
     model.dispose();
+  });
+
+  it('reads checkpoints written before the session existed (legacy flat state) into the same typed state', async () => {
+    const mgr = new CheckpointManager(path.join(vaeRun, 'checkpoints'));
+    const current = readCheckpointState(mgr.loadLatest()!, 'vae', vaeJobStateSchema);
+    const s = current.state;
+    // The layout the VAE trainer wrote before: { kind, step, sampler, rng, config }.
+    const legacyExtra = { kind: 'vae', step: s.step, sampler: s.data, rng: s.rngs.vae, config: current.job.config };
+    const legacyDir = path.join(tmp, 'legacy');
+    const model = new Linear(2, 1, { rng: new Rng(1) });
+    await new CheckpointManager(legacyDir).save(s.step, { model, extra: legacyExtra });
+    model.dispose();
+    const legacy = new CheckpointManager(legacyDir).loadLatest()!;
+    expect(() => readCheckpointState(legacy, 'vae', vaeJobStateSchema)).toThrow(/not a 'vae' training checkpoint of this version/);
+    const read = readCheckpointState(legacy, 'vae', vaeJobStateSchema, vaeLegacyState);
+    expect(read.state).toEqual({ ...s, job: current.job });
+    expect(read.job).toEqual(current.job);
   });
 
   it('loading weights of another architecture names the tensor and both shapes (exit 2)', () => {

@@ -1,5 +1,5 @@
 import { UsageError } from '../util/errors.js';
-import { describeNode, formatOrigin, parseSetValue, type ConfigNode, type MapNode } from './config_tree.js';
+import { CONFIG_LIMITS, describeNode, formatOrigin, parseSetValue, type ConfigNode, type MapNode } from './config_tree.js';
 import { mergeNodes } from './merge.js';
 
 export interface SetOverride {
@@ -16,6 +16,7 @@ export function parseSet(arg: string): SetOverride {
   const keyPath = arg.slice(0, eq).trim();
   const keys = keyPath.split('.');
   if (keys.some((k) => k === '')) throw new UsageError(`--set ${arg}: the key path '${keyPath}' has an empty part`);
+  if (keys.length > CONFIG_LIMITS.maxDepth) throw new UsageError(`--set ${keyPath.slice(0, 80)}…: the key path has ${keys.length} parts (limit ${CONFIG_LIMITS.maxDepth})`);
   if (keys[0] === 'extends') throw new UsageError(`--set ${keyPath}: 'extends' is resolved from the files and cannot be set on the command line`);
   const rawValue = arg.slice(eq + 1);
   if (rawValue.trim() === '') throw new UsageError(`--set ${keyPath}: no value after '='; write '~' to unset the key`);

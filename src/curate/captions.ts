@@ -58,12 +58,16 @@ function jsonlRecords(text: string, file: string): { rec: Record<string, unknown
   return out;
 }
 
-/** RFC 4180 CSV: a header row, quoted fields may hold commas, doubled quotes and newlines. */
-export function parseCsv(text: string): string[][] {
+/**
+ * RFC 4180 CSV: a header row, quoted fields may hold commas, doubled quotes and newlines. A quote that is never
+ * closed would swallow the rest of the file into one field, so it is an error naming the line it opened on.
+ */
+export function parseCsv(text: string, file = 'CSV'): string[][] {
   const rows: string[][] = [];
   let row: string[] = [];
   let field = '';
   let quoted = false;
+  let quoteStart = 0;
   let i = text.charCodeAt(0) === 0xfeff ? 1 : 0;
   for (; i < text.length; i++) {
     const ch = text[i]!;
@@ -74,7 +78,10 @@ export function parseCsv(text: string): string[][] {
           i++;
         } else quoted = false;
       } else field += ch;
-    } else if (ch === '"') quoted = true;
+    } else if (ch === '"') {
+      quoted = true;
+      quoteStart = i;
+    }
     else if (ch === ',') {
       row.push(field);
       field = '';
@@ -86,6 +93,7 @@ export function parseCsv(text: string): string[][] {
       field = '';
     } else field += ch;
   }
+  if (quoted) throw new UsageError(`${file}:${text.slice(0, quoteStart).split(/\r\n|\r|\n/).length}: a quoted field is never closed (a '"' without its closing '"')`);
   if (field !== '' || row.length > 0) {
     row.push(field);
     rows.push(row);
@@ -94,7 +102,7 @@ export function parseCsv(text: string): string[][] {
 }
 
 function csvRecords(text: string, file: string): { rec: Record<string, unknown>; where: string }[] {
-  const rows = parseCsv(text);
+  const rows = parseCsv(text, file);
   const header = rows[0];
   if (!header) throw new UsageError(`${file}: empty CSV; expected a header row such as file_name,text`);
   return rows.slice(1).map((r, k) => {

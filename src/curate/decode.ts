@@ -62,7 +62,8 @@ export async function decodeImage(bytes: Uint8Array, opts: DecodeOptions): Promi
   let meta: Metadata;
   try {
     // The header read has no pixel limit so an over-sized file is reported with its size below.
-    meta = await sharp(bytes, { failOn: 'warning', pages: 1 }).metadata();
+    // (sharp's default limit would otherwise refuse files over 2^28 pixels here with a vaguer message.)
+    meta = await sharp(bytes, { failOn: 'warning', pages: 1, limitInputPixels: false }).metadata();
   } catch (e) {
     return { code: 'unsupported', reason: `not a readable image: ${firstLine(e)}` };
   }

@@ -1,4 +1,6 @@
 import { closeSync, existsSync, openSync, readFileSync, readSync, statSync, writeSync } from 'node:fs';
+import { z } from 'zod';
+import { JobError } from '../util/errors.js';
 import type { CaptionSource } from './captions.js';
 import type { SourceFormat } from './decode.js';
 import type { QualityMeasures } from './filters.js';
@@ -68,6 +70,65 @@ export interface ManifestRow {
 }
 
 /**
+ * Where a cached image may be: `.curate/cache/<fingerprint>/<sha256>.<ext>`, the only files analyseFile writes;
+ * a merged manifest points into the shard folders beside it, so it may climb out with leading `../`. State files
+ * and manifests are read back from disk, where anyone may have edited them: a path in them must not lead a run
+ * (or `curate merge`) to read, and publish into its output, any other file.
+ */
+const CACHED_IN_OUTPUT = /^\.curate\/cache\/[0-9a-f]+\/[0-9a-f]{64}\.(jpg|png|webp)$/;
+const CACHED_BESIDE = /^(\.\.\/)*((?!\.\.?\/)[^/\\\0]+\/)*\.curate\/cache\/[0-9a-f]+\/[0-9a-f]{64}\.(jpg|png|webp)$/;
+
+export function isCachedImagePath(p: string, opts: { beside?: boolean } = {}): boolean {
+  return (opts.beside ? CACHED_BESIDE : CACHED_IN_OUTPUT).test(p);
+}
+
+const finite = z.number().finite();
+const count = z.number().int().nonnegative();
+const hex = (n: number) => z.string().regex(new RegExp(`^[0-9a-f]{${n}}$`));
+
+/**
+ * The shape of an analysis as analyseFile writes it; anything else read back from disk is refused. In a state file
+ * the cached path lies inside the output folder; a merged manifest points into the shard folders beside it (`../`).
+ */
+function analysisSchema(cachedPath: z.ZodType<string>): z.ZodType<Analysis> {
+  return z.union([
+    z.object({
+      ok: z.literal(true),
+      width: count,
+      height: count,
+      source: z.object({ format: z.string(), space: z.string(), channels: count, depth: z.string(), hasAlpha: z.boolean(), orientation: count }),
+      pixelHash: hex(64),
+      perceptualHash: hex(16),
+      quality: z.object({ brightness: finite, entropy: finite, blurVariance: finite }),
+      cached: z.object({ path: cachedPath, width: count, height: count, bytes: count }),
+    }),
+    z.object({ ok: z.literal(false), code: z.string(), reason: z.string() }),
+  ]);
+}
+
+const StateAnalysisSchema = analysisSchema(z.string().refine((p) => isCachedImagePath(p), 'a cached image path .curate/cache/<fingerprint>/<sha256>.<ext>'));
+const STAGES = ['decode', 'caption', 'filter', 'exact_duplicate', 'near_duplicate'] as const;
+
+const ManifestRowSchema: z.ZodType<ManifestRow> = z.object({
+  source: z.string(),
+  sha256: z.string(),
+  fileBytes: count,
+  caption: z.string(),
+  captionSource: z.enum(['sidecar', 'manifest', 'none']),
+  captionError: z.string().optional(),
+  analysis: analysisSchema(z.string().refine((p) => isCachedImagePath(p, { beside: true }), 'a cached image path [../…/].curate/cache/<fingerprint>/<sha256>.<ext>')),
+  decision: z.object({
+    status: z.enum(['kept', 'rejected']),
+    stage: z.enum(STAGES).optional(),
+    reasons: z.array(z.string()).optional(),
+    filters: z.array(z.string()).optional(),
+    group: count.optional(),
+    duplicateOf: z.string().optional(),
+    key: z.string().optional(),
+  }),
+});
+
+/**
  * Reads the state file, ignoring a torn last line (a crash during the append) and any line that does not parse.
  * Later lines win, so a re-analysed file replaces its earlier entry.
  */
@@ -82,7 +143,9 @@ export function readState(path: string): Map<string, Analysis> {
     } catch {
       continue;
     }
-    if (typeof rec?.sha256 === 'string' && rec.analysis && typeof rec.analysis.ok === 'boolean') out.set(rec.sha256, rec.analysis);
+    const analysis = StateAnalysisSchema.safeParse(rec?.analysis);
+    // A line in another shape (edited by hand, or from another version) is analysed again rather than trusted.
+    if (typeof rec?.sha256 === 'string' && analysis.success) out.set(rec.sha256, analysis.data);
   }
   return out;
 }
@@ -130,11 +193,18 @@ export function parseManifest(text: string, where: string): ManifestRow[] {
   const lines = text.split('\n');
   for (let i = 0; i < lines.length; i++) {
     if (!lines[i]!.trim()) continue;
+    let json: unknown;
     try {
-      rows.push(JSON.parse(lines[i]!) as ManifestRow);
+      json = JSON.parse(lines[i]!);
     } catch {
-      throw new Error(`${where}:${i + 1}: not valid JSON`);
+      throw new JobError(`${where}:${i + 1}: not valid JSON`);
     }
+    const row = ManifestRowSchema.safeParse(json);
+    if (!row.success) {
+      const issue = row.error.issues[0]!;
+      throw new JobError(`${where}:${i + 1}: not a curate manifest row: ${issue.path.join('.') || '(row)'}: ${issue.message}`);
+    }
+    rows.push(row.data);
   }
   return rows;
 }

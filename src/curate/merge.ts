@@ -1,10 +1,10 @@
 import { existsSync, readFileSync } from 'node:fs';
-import { mkdir } from 'node:fs/promises';
 import { join, relative, resolve } from 'node:path';
 import { writeFileAtomic } from '../io/atomic.js';
 import { UsageError } from '../util/errors.js';
 import { analysisFingerprint } from './analyse.js';
 import { parseManifest, type ManifestRow } from './manifest.js';
+import { ensureRealDir } from './output.js';
 import { CONFIG_FILE, finishRun, MANIFEST_FILE, type CurateResult } from './pipeline.js';
 import type { ShardSpec } from './scan.js';
 import type { CurateConfig } from './schema.js';
@@ -26,8 +26,17 @@ function readShardRun(dir: string): ShardRun {
   if (!existsSync(join(dir, MANIFEST_FILE)) || !existsSync(cfgPath)) {
     throw new UsageError(`${dir} is not a finished curate output (expected ${MANIFEST_FILE} and ${CONFIG_FILE})`);
   }
-  const parsed = JSON.parse(readFileSync(cfgPath, 'utf8')) as { config: CurateConfig; shard: ShardSpec };
-  return { dir: resolve(dir), config: parsed.config, shard: parsed.shard };
+  let parsed: { config: CurateConfig; shard: ShardSpec };
+  try {
+    parsed = JSON.parse(readFileSync(cfgPath, 'utf8')) as { config: CurateConfig; shard: ShardSpec };
+  } catch (e) {
+    throw new UsageError(`${cfgPath}: not readable JSON (${(e as Error).message}); is ${dir} a curate output?`);
+  }
+  const shard = parsed?.shard;
+  if (!shard || !Number.isSafeInteger(shard.index) || !Number.isSafeInteger(shard.count) || shard.count < 1 || shard.count > 1_000_000) {
+    throw new UsageError(`${cfgPath}: expected {"config": …, "shard": {"index", "count"}} as curate writes it`);
+  }
+  return { dir: resolve(dir), config: parsed.config, shard };
 }
 
 /** What must agree between shards for their rows to be merged. */
@@ -55,7 +64,7 @@ export async function mergeShards(shardDirs: readonly string[], outDir: string, 
   if (missing.length > 0) throw new UsageError(`shards ${missing.join(', ')} of ${count} are missing; pass every shard folder`);
 
   const out = resolve(outDir);
-  await mkdir(join(out, '.curate'), { recursive: true });
+  await ensureRealDir(join(out, '.curate'));
   const rows: ManifestRow[] = [];
   for (const r of runs) {
     for (const row of parseManifest(readFileSync(join(r.dir, MANIFEST_FILE), 'utf8'), join(r.dir, MANIFEST_FILE))) {

@@ -1,9 +1,10 @@
 import { createHash } from 'node:crypto';
-import { copyFile, link, mkdir, readdir, readFile, rename, stat, unlink, writeFile } from 'node:fs/promises';
+import { copyFile, link, lstat, mkdir, readdir, readFile, rename, unlink, writeFile } from 'node:fs/promises';
 import { writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { writeFileAtomic } from '../io/atomic.js';
-import { sampleMembers, shardName, tarEnd, tarMemberChunks } from './webdataset.js';
+import { JobError } from '../util/errors.js';
+import { checkSampleKey, sampleMembers, shardName, tarEnd, tarMemberChunks } from './webdataset.js';
 
 /**
  * Writers for the two output layouts. Both are idempotent: a re-run rewrites only what differs, and removes
@@ -31,8 +32,29 @@ export interface WriteStats {
 
 export const IMAGES_DIR = 'images';
 
+/**
+ * Size of a regular file at `path`; undefined for anything else. A symbolic link planted in the output folder
+ * counts as absent, so it is replaced (rename replaces the link itself) and never written through.
+ */
 async function sizeOf(path: string): Promise<number | undefined> {
-  return (await stat(path).catch(() => null))?.size;
+  const info = await lstat(path).catch(() => null);
+  return info?.isFile() ? info.size : undefined;
+}
+
+/** Creates `dir` if needed and refuses a symbolic link there: writes and clean-up deletions would follow it. */
+export async function ensureRealDir(dir: string): Promise<void> {
+  await mkdir(dir, { recursive: true });
+  if ((await lstat(dir)).isSymbolicLink()) {
+    throw new JobError(`${dir} is a symbolic link; curate writes (and removes stale files) only in a real folder inside the output`);
+  }
+}
+
+/** Bytes to `to` via a new temporary file renamed over it: never through a link, never partial. */
+async function replaceFile(to: string, bytes: Uint8Array): Promise<void> {
+  const tmp = `${to}.${process.pid}.tmp`;
+  await unlink(tmp).catch(() => undefined);
+  await writeFile(tmp, bytes, { flag: 'wx' });
+  await rename(tmp, to);
 }
 
 /** Hard link when possible (no extra disk), else a copy; via a temporary name so the target is never partial. */
@@ -49,10 +71,11 @@ async function publish(from: string, to: string): Promise<void> {
 
 export async function writeFolderOutput(outDir: string, samples: readonly OutputSample[], imageExt: string): Promise<WriteStats> {
   const dir = join(outDir, IMAGES_DIR);
-  await mkdir(dir, { recursive: true });
+  await ensureRealDir(dir);
   const stats: WriteStats = { written: 0, unchanged: 0, removed: 0 };
   const wanted = new Set<string>();
   for (const s of samples) {
+    checkSampleKey(s.key);
     const image = `${s.key}.${imageExt}`;
     const text = `${s.key}.txt`;
     wanted.add(image).add(text);
@@ -60,14 +83,14 @@ export async function writeFolderOutput(outDir: string, samples: readonly Output
     const textPath = join(dir, text);
     const captionBytes = Buffer.from(s.caption, 'utf8');
     const sameImage = (await sizeOf(imagePath)) === s.imageBytes;
-    const oldCaption = await readFile(textPath).catch(() => null);
+    const oldCaption = (await sizeOf(textPath)) === undefined ? null : await readFile(textPath).catch(() => null);
     const sameCaption = oldCaption !== null && captionBytes.equals(oldCaption);
     if (sameImage && sameCaption) {
       stats.unchanged++;
       continue;
     }
     if (!sameImage) await publish(s.imagePath, imagePath);
-    if (!sameCaption) await writeFile(textPath, captionBytes);
+    if (!sameCaption) await replaceFile(textPath, captionBytes);
     stats.written++;
   }
   for (const name of await readdir(dir)) {
@@ -93,7 +116,7 @@ export async function writeWebDatasetOutput(
   perShard: number,
   imageExt: string,
 ): Promise<WriteStats & { shards: string[] }> {
-  await mkdir(join(outDir, '.curate'), { recursive: true });
+  await ensureRealDir(join(outDir, '.curate'));
   const statePath = join(outDir, SHARDS_STATE);
   const previous: Record<string, string> = JSON.parse((await readFile(statePath, 'utf8').catch(() => '{}')) || '{}');
   const current: Record<string, string> = {};

@@ -1,5 +1,5 @@
 import { availableParallelism } from 'node:os';
-import { mkdir, readFile, stat } from 'node:fs/promises';
+import { readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import pLimit from 'p-limit';
 import { writeFileAtomic } from '../io/atomic.js';
@@ -11,7 +11,7 @@ import { cleanCaption, findCaption, readCaptionManifest, withTrigger, type Capti
 import { decide, type DuplicateGroup } from './decide.js';
 import { manifestLines, readState, StateWriter, type Analysis, type ManifestRow } from './manifest.js';
 import { AnalysisPool } from './pool.js';
-import { writeFolderOutput, writeWebDatasetOutput, type OutputSample, type WriteStats } from './output.js';
+import { ensureRealDir, writeFolderOutput, writeWebDatasetOutput, type OutputSample, type WriteStats } from './output.js';
 import { buildReport, writeReport, type CurateReport } from './report.js';
 import { scanInputs, shardOf, type ShardSpec, type SourceFile } from './scan.js';
 import type { CurateConfig } from './schema.js';
@@ -38,6 +38,8 @@ export interface CurateRunOptions {
   stopAfter?: number;
   /** Worker threads to analyse in, kept open by the caller across runs; by default the run starts its own. */
   pool?: AnalysisPool;
+  /** When aborted (Ctrl-C), no new file is started; files in progress finish and are saved to the state file. */
+  stopSignal?: AbortSignal;
 }
 
 export interface RunCounts {
@@ -56,8 +58,10 @@ export interface CurateResult {
   groups: DuplicateGroup[];
   write: WriteStats;
   report: CurateReport;
-  /** False when stopped early by `stopAfter`. */
+  /** False when stopped early by `stopAfter` or `stopSignal`. */
   complete: boolean;
+  /** The state file holding every analysis done so far (what a re-run reuses). */
+  statePath?: string;
 }
 
 export function resolveConcurrency(cfg: CurateConfig): number {
@@ -72,7 +76,7 @@ export async function runCurate(cfg: CurateConfig, opts: CurateRunOptions): Prom
   if (scanned.length === 0) {
     throw new UsageError(`no images found under ${cfg.input.paths.join(', ')} matching ${cfg.input.include.join(', ')}`);
   }
-  await mkdir(join(opts.outDir, '.curate'), { recursive: true });
+  await ensureRealDir(join(opts.outDir, '.curate'));
   await writeFileAtomic(join(opts.outDir, CONFIG_FILE), JSON.stringify({ config: cfg, shard }, null, 1));
   const manifest = cfg.captions.manifest ? await readCaptionManifest(cfg.captions.manifest) : undefined;
 
@@ -102,8 +106,9 @@ export async function runCurate(cfg: CurateConfig, opts: CurateRunOptions): Prom
   let stopped = false;
   const limit = pLimit(inFlight);
   const running = new Map<string, Promise<Analysis | undefined>>();
+  const interrupted = () => opts.stopSignal?.aborted === true;
   const one = async (src: SourceFile, index: number) => {
-    if (stopped) return;
+    if (stopped || interrupted()) return;
     const [bytes, caption] = await Promise.all([readSource(src), captionFor(src, cfg, manifest)]);
     const sha256 = bytes ? sha256Hex(bytes) : '';
     let analysis: Analysis | undefined = bytes ? known.get(sha256) : { ok: false, code: 'unreadable', reason: 'cannot read the file' };
@@ -153,7 +158,7 @@ export async function runCurate(cfg: CurateConfig, opts: CurateRunOptions): Prom
   // A bounded window of queued tasks: millions of files never become millions of pending closures.
   const inflight = new Set<Promise<void>>();
   try {
-    for (let i = 0; i < sources.length && !stopped; i++) {
+    for (let i = 0; i < sources.length && !stopped && !interrupted(); i++) {
       const p: Promise<void> = limit(() => one(sources[i]!, i)).finally(() => inflight.delete(p));
       // Marked handled: when one file fails the run stops, and files still in flight may then fail too.
       p.catch(() => undefined);
@@ -167,10 +172,10 @@ export async function runCurate(cfg: CurateConfig, opts: CurateRunOptions): Prom
   }
   progress.finish({ analysed, reused });
   const present = rows.filter((r): r is ManifestRow => r !== undefined);
-  if (stopped) {
+  if (stopped || interrupted()) {
     const counts = countsOf(scanned.length, sources.length, analysed, reused, present);
     const write = { written: 0, unchanged: 0, removed: 0 };
-    return { outDir: opts.outDir, counts, rows: present, groups: [], write, report: buildReport({ rows: [], groups: [], counts }), complete: false };
+    return { outDir: opts.outDir, counts, rows: present, groups: [], write, report: buildReport({ rows: [], groups: [], counts }), complete: false, statePath };
   }
   return finishRun(cfg, opts.outDir, present, { scanned: scanned.length, inShard: sources.length, analysed, reused }, log, (row) =>
     join(opts.outDir, (row.analysis as { cached: { path: string } }).cached.path),

@@ -4,6 +4,8 @@
  * keys must not contain dots; members of a sample are written in sorted extension order, as its TarWriter does.
  */
 
+import { JobError } from '../util/errors.js';
+
 const BLOCK = 512;
 const encoder = new TextEncoder();
 
@@ -21,14 +23,14 @@ export interface TarOptions {
 
 function writeString(buf: Uint8Array, offset: number, length: number, value: string): void {
   const bytes = encoder.encode(value);
-  if (bytes.length > length) throw new Error(`tar header field too long: '${value}' (${bytes.length} > ${length} bytes)`);
+  if (bytes.length > length) throw new JobError(`tar header field too long: '${value}' (${bytes.length} > ${length} bytes)`);
   buf.set(bytes, offset);
 }
 
 /** Octal digits, zero-padded, NUL-terminated (the ustar numeric field form). */
 function writeOctal(buf: Uint8Array, offset: number, length: number, value: number): void {
   const digits = value.toString(8);
-  if (digits.length > length - 1) throw new Error(`tar numeric field overflow: ${value} needs more than ${length - 1} octal digits`);
+  if (digits.length > length - 1) throw new JobError(`tar numeric field overflow: ${value} needs more than ${length - 1} octal digits`);
   writeString(buf, offset, length - 1, digits.padStart(length - 1, '0'));
   buf[offset + length - 1] = 0;
 }
@@ -40,7 +42,7 @@ export function ustarHeader(name: string, size: number, opts: TarOptions = {}): 
   let base = name;
   if (encoder.encode(name).length > 100) {
     const cut = name.lastIndexOf('/', 155);
-    if (cut <= 0 || encoder.encode(name.slice(cut + 1)).length > 100) throw new Error(`tar member name too long for ustar: ${name}`);
+    if (cut <= 0 || encoder.encode(name.slice(cut + 1)).length > 100) throw new JobError(`tar member name too long for ustar: ${name}`);
     prefix = name.slice(0, cut);
     base = name.slice(cut + 1);
   }
@@ -89,14 +91,26 @@ export interface WebDatasetSample {
   fields: Record<string, Uint8Array>;
 }
 
-export function sampleMembers(sample: WebDatasetSample): TarMember[] {
-  if (!/^[^./][^.]*$/.test(sample.key) || sample.key.includes('/')) {
-    throw new Error(`webdataset key '${sample.key}' must be non-empty without dots or slashes`);
+// Member names become paths when a shard is extracted: no separators, NUL or other control characters, no `..`.
+const SAFE_KEY = /^[^./\\\x00-\x1f\x7f]+$/;
+const SAFE_EXT = /^[^/\\\x00-\x1f\x7f]+$/;
+
+/** A sample key is a file name stem in the output: non-empty, without dots, slashes or control characters. */
+export function checkSampleKey(key: string): void {
+  if (!SAFE_KEY.test(key)) {
+    throw new JobError(`sample key ${JSON.stringify(key.slice(0, 80))} must be non-empty without dots, slashes or control characters`);
   }
-  return Object.keys(sample.fields)
-    .filter((ext) => !ext.startsWith('_'))
-    .sort()
-    .map((ext) => ({ name: `${sample.key}.${ext}`, data: sample.fields[ext]! }));
+}
+
+export function sampleMembers(sample: WebDatasetSample): TarMember[] {
+  checkSampleKey(sample.key);
+  const exts = Object.keys(sample.fields).filter((ext) => !ext.startsWith('_'));
+  for (const ext of exts) {
+    if (!SAFE_EXT.test(ext) || ext.split('.').includes('')) {
+      throw new JobError(`webdataset field ${JSON.stringify(ext.slice(0, 80))} of sample '${sample.key}' must be an extension without slashes, empty parts or control characters`);
+    }
+  }
+  return exts.sort().map((ext) => ({ name: `${sample.key}.${ext}`, data: sample.fields[ext]! }));
 }
 
 /** `00000.tar`, `00001.tar`, … */

@@ -40,7 +40,11 @@ export interface ImageFolderOptions {
   maxBytes?: number;
   /** Parallel decodes. Default 4. */
   concurrency?: number;
+  /** Files declaring more pixels than this are skipped before decoding (decompression bombs). Default 100 M. */
+  maxPixels?: number;
 }
+
+export const DEFAULT_MAX_PIXELS = 100_000_000;
 
 export interface SkippedFile {
   path: string;
@@ -127,7 +131,7 @@ export class ImageFolderDataset implements Dataset<ImageFolderMeta> {
             const stem = file.slice(0, file.length - extname(file).length);
             return { path: full, reason: `no caption: expected ${stem}.txt, ${stem}.caption or an entry in ${MANIFEST_NAMES.join('/')}` };
           }
-          const decoded = await decodeImage(full, size, opts.allowUpscale ?? false);
+          const decoded = await decodeImage(full, size, opts.allowUpscale ?? false, opts.maxPixels ?? DEFAULT_MAX_PIXELS);
           if ('reason' in decoded) return decoded;
           return { image: decoded.rgb, caption: caption ?? '', meta: { file, sourceWidth: decoded.width, sourceHeight: decoded.height } };
         }),
@@ -186,6 +190,9 @@ async function readManifests(root: string, images: Set<string>, skipped: Skipped
       } catch {
         throw new UsageError(`${where}: not valid JSON; expected {"file_name": "...", "text": "..."}`);
       }
+      if (rec === null || typeof rec !== 'object' || Array.isArray(rec)) {
+        throw new UsageError(`${where}: expected a JSON object such as {"file_name": "...", "text": "..."}`);
+      }
       const r = rec as { file_name?: unknown; text?: unknown; caption?: unknown };
       const caption = r.text ?? r.caption;
       if (typeof r.file_name !== 'string' || typeof caption !== 'string') {
@@ -206,9 +213,14 @@ async function decodeImage(
   path: string,
   size: number,
   allowUpscale: boolean,
+  maxPixels: number,
 ): Promise<{ rgb: Uint8Array; width: number; height: number } | SkippedFile> {
   try {
-    const meta = await sharp(path).metadata();
+    // The header only, without sharp's own limit, so an over-sized file is reported with its size.
+    const meta = await sharp(path, { limitInputPixels: false }).metadata();
+    if ((meta.width ?? 0) * (meta.height ?? 0) > maxPixels) {
+      return { path, reason: `${meta.width}x${meta.height} exceeds max_pixels ${maxPixels} (possible decompression bomb); not decoded` };
+    }
     // Orientations 5–8 swap the axes; the shorter side is the same either way.
     const swap = (meta.orientation ?? 1) >= 5;
     const width = swap ? meta.height : meta.width;
@@ -217,7 +229,7 @@ async function decodeImage(
     if (Math.min(width, height) < size && !allowUpscale) {
       return { path, reason: `smaller than the target: ${width}x${height}, shorter side < ${size} (set allow_upscale to enlarge)` };
     }
-    const { data, info } = await sharp(path)
+    const { data, info } = await sharp(path, { limitInputPixels: maxPixels })
       .rotate()
       .toColourspace('srgb')
       .flatten({ background: { r: 255, g: 255, b: 255 } })

@@ -3,6 +3,7 @@ import { dirname } from 'node:path';
 import sharp from 'sharp';
 import { tf } from '../backend/tf.js';
 import type { RgbImage } from '../data/dataset.js';
+import { JobError } from '../util/errors.js';
 import { writeFileAtomic } from './atomic.js';
 
 export type { RgbImage } from '../data/dataset.js';
@@ -65,9 +66,17 @@ export async function savePng(path: string, rgb: Uint8Array, width: number, heig
   await writeFileAtomic(path, png);
 }
 
+/** Larger files are refused before decoding: a few KiB of PNG can declare gigapixels (a decompression bomb). */
+export const MAX_DECODE_PIXELS = 100_000_000;
+
 /** Decodes any image sharp reads to 8-bit sRGB RGB; alpha is flattened onto white. */
-export async function readImageRgb8(path: string): Promise<RgbImage> {
-  const { data, info } = await sharp(path)
+export async function readImageRgb8(path: string, opts: { maxPixels?: number } = {}): Promise<RgbImage> {
+  const maxPixels = opts.maxPixels ?? MAX_DECODE_PIXELS;
+  const meta = await sharp(path, { limitInputPixels: false }).metadata();
+  if ((meta.width ?? 0) * (meta.height ?? 0) > maxPixels) {
+    throw new JobError(`${path}: ${meta.width}x${meta.height} exceeds the ${maxPixels}-pixel limit (possible decompression bomb); not decoded`);
+  }
+  const { data, info } = await sharp(path, { limitInputPixels: maxPixels })
     .toColourspace('srgb')
     .flatten({ background: { r: 255, g: 255, b: 255 } })
     .removeAlpha()

@@ -75,7 +75,9 @@ export function parseNpy(bytes: Uint8Array, where: string): NpyArray {
   const dataStart = headerStart + headerLen;
   const need = numel * kind.bytes;
   if (dataStart + need > bytes.length) throw fail(`shape [${shape}] of ${kind.dtype} needs ${need} bytes, the file holds ${bytes.length - dataStart}`);
-  const raw = bytes.slice(dataStart, dataStart + need);
+  // A copy of exactly the data (Buffer#slice would share a Node Buffer's whole pool, and the byte swap below would
+  // write into the caller's bytes): the typed view below spans all of raw.buffer.
+  const raw = Uint8Array.prototype.slice.call(bytes, dataStart, dataStart + need);
   if (descr[1] === '>' && kind.bytes > 1) {
     for (let i = 0; i < raw.length; i += kind.bytes) raw.subarray(i, i + kind.bytes).reverse();
   }

@@ -1,3 +1,4 @@
+import { constants as bufferConstants } from 'node:buffer';
 import fs from 'node:fs';
 import { JobError, UsageError } from '../util/errors.js';
 import { bf16BitsToF32, f16BitsToF32, type SafetensorsDtype } from './dtypes.js';
@@ -5,7 +6,7 @@ import type { HostTensor } from '../nn/module.js';
 import { typedView } from './npz.js';
 import { PickleError, PyGlobal, PyTuple, acceptsBuild, describe, pyAttributes, unpickle, unpickleAt, type GlobalHandler } from './pickle.js';
 import { openSafetensors, saveSafetensors, type TensorEntry, type TensorInfo, type TensorSource } from './safetensors.js';
-import { ZipReader, looksLikeZip } from './zip.js';
+import { MAX_ENTRY_BYTES, ZipReader, looksLikeZip } from './zip.js';
 
 /**
  * PyTorch `torch.save` files (`.pth`/`.pt`/`.bin`) read without Python. Two layouts exist:
@@ -255,6 +256,16 @@ function intTuple(v: unknown, what: string): number[] {
 
 function checkExtent(storage: TorchStorage, offset: number, shape: number[], stride: number[]): void {
   if (shape.some((s) => s === 0)) return;
+  // A zero-stride (expanded) view can claim any number of elements over a tiny storage; reading it materializes
+  // them all in one buffer, so its size is bounded by what one buffer can hold.
+  const bytes = shape.reduce((a, b) => a * b, 1) * TORCH_DTYPE_BYTES[storage.dtype];
+  // Views within their storage (all that torch.save writes for ordinary tensors) are bounded by the file itself;
+  // an expanded view may grow past its storage only up to 256 MiB, so 16 bytes cannot ask for gigabytes.
+  const storageBytes = storage.numel * TORCH_DTYPE_BYTES[storage.dtype];
+  const limit = Math.min(MAX_ENTRY_BYTES, bufferConstants.MAX_LENGTH, Math.max(storageBytes, 256 * 2 ** 20));
+  if (!Number.isSafeInteger(bytes) || bytes > limit) {
+    throw new Error(`a view of size [${shape}] would hold ${bytes.toExponential(3)} bytes, more than the ${limit}-byte limit for one tensor`);
+  }
   let last = offset;
   for (let d = 0; d < shape.length; d++) last += (shape[d]! - 1) * stride[d]!;
   if (last >= storage.numel) {
@@ -289,9 +300,9 @@ function readZipFormat(file: string): PyTorchFile {
     if (byteorder !== 'little' && byteorder !== 'big') throw new JobError(`${file}: byteorder record says '${String(byteorder)}'`);
     const storages = new Map<string, TorchStorage>();
     const persistentLoad = (pid: unknown): unknown => {
-      if (!(pid instanceof PyTuple) || pid.items[0] !== 'storage') throw new Error(`unexpected persistent id ${describe(pid)}`);
+      if (!(pid instanceof PyTuple) || pid.items[0] !== 'storage') throw new JobError(`${file}: unexpected persistent id ${describe(pid)}`);
       const [, type, key, , numel] = pid.items;
-      if (typeof key !== 'string' || typeof numel !== 'number' || !Number.isSafeInteger(numel) || numel < 0) throw new Error('malformed storage persistent id');
+      if (typeof key !== 'string' || typeof numel !== 'number' || !Number.isSafeInteger(numel) || numel < 0) throw new JobError(`${file}: malformed storage persistent id`);
       const existing = storages.get(key);
       if (existing) return existing;
       const dtype = storageDtype(type);
@@ -339,9 +350,9 @@ function readLegacyFormat(file: string): PyTorchFile {
   const roots = new Map<string, { dtype: TorchDtype; numel: number; bytes?: Uint8Array }>();
   const views = new Map<string, TorchStorage>();
   const persistentLoad = (pid: unknown): unknown => {
-    if (!(pid instanceof PyTuple) || pid.items[0] !== 'storage') throw new Error(`unexpected persistent id ${describe(pid)}`);
+    if (!(pid instanceof PyTuple) || pid.items[0] !== 'storage') throw new JobError(`${file}: unexpected persistent id ${describe(pid)}`);
     const [, type, rootKey, , numel, view] = pid.items;
-    if (typeof rootKey !== 'string' || typeof numel !== 'number' || !Number.isSafeInteger(numel) || numel < 0) throw new Error('malformed storage persistent id');
+    if (typeof rootKey !== 'string' || typeof numel !== 'number' || !Number.isSafeInteger(numel) || numel < 0) throw new JobError(`${file}: malformed storage persistent id`);
     const dtype = storageDtype(type);
     if (!roots.has(rootKey)) roots.set(rootKey, { dtype, numel });
     const root = roots.get(rootKey)!;

@@ -48,13 +48,33 @@ export type TensorsToSave = Record<string, TensorEntry> | Map<string, TensorEntr
 /** A corrupt or unreadable safetensors file; the message names the file (and tensor, where there is one). */
 export class SafetensorsError extends JobError {
   override readonly name = 'SafetensorsError' as 'JobError';
+  /** The system error code (ENOENT, EISDIR, …) when the file itself could not be opened or read. */
+  code?: string;
+}
+
+/** Opens a file for reading; a missing or unreadable file is a SafetensorsError naming it, with the system code kept. */
+function openForReading(file: string): number {
+  try {
+    const fd = fs.openSync(file, 'r');
+    if (fs.fstatSync(fd).isFile()) return fd;
+    fs.closeSync(fd);
+    const err = new SafetensorsError(`${file}: not a file (expected a .safetensors file)`);
+    err.code = 'EISDIR';
+    throw err;
+  } catch (e) {
+    if (e instanceof SafetensorsError) throw e;
+    const code = (e as NodeJS.ErrnoException).code ?? 'EIO';
+    const err = new SafetensorsError(`${file}: cannot open (${code === 'ENOENT' ? 'no such file' : code})`);
+    err.code = code;
+    throw err;
+  }
 }
 
 // ------------------------------------------------------------------------------------------- reading
 
 /** Read and validate the header only: two small reads, however large the file. */
 export function readSafetensorsHeader(file: string): SafetensorsHeader {
-  const fd = fs.openSync(file, 'r');
+  const fd = openForReading(file);
   try {
     return readHeaderFromFd(fd, file);
   } finally {
@@ -71,7 +91,12 @@ function readHeaderFromFd(fd: number, file: string): SafetensorsHeader {
   if (n > BigInt(MAX_HEADER_SIZE)) throw fail(`header length ${n} exceeds the ${MAX_HEADER_SIZE}-byte limit (is this a safetensors file?)`);
   const headerSize = Number(n);
   if (8 + headerSize > fileSize) throw fail(`header length ${headerSize} runs past the end of the ${fileSize}-byte file`);
-  const raw = readAt(fd, 8, headerSize);
+  let raw: Uint8Array;
+  try {
+    raw = readAt(fd, 8, headerSize);
+  } catch (e) {
+    throw fail(`cannot read the header: ${(e as Error).message}`);
+  }
   let text: string;
   try {
     text = new TextDecoder('utf-8', { fatal: true }).decode(raw);
@@ -86,7 +111,8 @@ function readHeaderFromFd(fd: number, file: string): SafetensorsHeader {
     throw fail(`header is not valid JSON: ${(e as Error).message}`);
   }
   if (typeof json !== 'object' || json === null || Array.isArray(json)) throw fail('header must be a JSON object');
-  const tensors: Record<string, TensorInfo> = {};
+  // No prototype: a tensor named `__proto__` or `constructor` is a tensor like any other.
+  const tensors: Record<string, TensorInfo> = Object.create(null);
   let metadata: Record<string, string> = {};
   for (const [name, v] of Object.entries(json)) {
     if (name === '__metadata__') metadata = parseMetadata(v, fail);
@@ -99,9 +125,9 @@ function readHeaderFromFd(fd: number, file: string): SafetensorsHeader {
 function parseMetadata(v: unknown, fail: (m: string) => Error): Record<string, string> {
   if (v === null) return {};
   if (typeof v !== 'object' || Array.isArray(v)) throw fail('__metadata__ must be an object of string values');
-  const out: Record<string, string> = {};
+  const out: Record<string, string> = Object.create(null);
   for (const [k, val] of Object.entries(v as Record<string, unknown>)) {
-    if (typeof val !== 'string') throw fail(`__metadata__ value for '${k}' must be a string, got ${JSON.stringify(val)}`);
+    if (typeof val !== 'string') throw fail(`__metadata__ value for '${k}' must be a string, got ${preview(val)}`);
     out[k] = val;
   }
   return out;
@@ -111,13 +137,19 @@ function parseTensorInfo(name: string, v: unknown, fail: (m: string) => Error): 
   const bad = (what: string) => fail(`tensor '${name}': ${what}`);
   if (typeof v !== 'object' || v === null || Array.isArray(v)) throw bad('entry must be an object with dtype, shape, data_offsets');
   const o = v as Record<string, unknown>;
-  if (!isSafetensorsDtype(o.dtype)) throw bad(`unknown dtype ${JSON.stringify(o.dtype)}`);
-  if (!Array.isArray(o.shape) || !o.shape.every(isCount)) throw bad(`shape must be an array of non-negative integers, got ${JSON.stringify(o.shape)}`);
+  if (!isSafetensorsDtype(o.dtype)) throw bad(`unknown dtype ${preview(o.dtype)}`);
+  if (!Array.isArray(o.shape) || !o.shape.every(isCount)) throw bad(`shape must be an array of non-negative integers, got ${preview(o.shape)}`);
   const off = o.data_offsets;
   if (!Array.isArray(off) || off.length !== 2 || !off.every(isCount)) {
-    throw bad(`data_offsets must be [begin, end] non-negative integers, got ${JSON.stringify(off)}`);
+    throw bad(`data_offsets must be [begin, end] non-negative integers, got ${preview(off)}`);
   }
   return { dtype: o.dtype, shape: [...(o.shape as number[])], dataOffsets: [off[0] as number, off[1] as number] };
+}
+
+/** A value quoted in an error message, cut short: a hostile header can hold megabytes in one field. */
+function preview(v: unknown): string {
+  const s = JSON.stringify(v) ?? String(v);
+  return s.length > 80 ? `${s.slice(0, 77)}...` : s;
 }
 
 function isCount(x: unknown): x is number {
@@ -193,7 +225,7 @@ export class SafetensorsFile implements TensorSource {
   }
 
   static open(file: string): SafetensorsFile {
-    const fd = fs.openSync(file, 'r');
+    const fd = openForReading(file);
     try {
       return new SafetensorsFile(file, fd, readHeaderFromFd(fd, file));
     } catch (e) {
@@ -259,18 +291,21 @@ export interface ShardIndex {
 export function readShardIndex(indexPath: string): ShardIndex {
   let json: unknown;
   try {
+    const size = fs.statSync(indexPath).size;
+    if (size > MAX_HEADER_SIZE) throw new SafetensorsError(`${indexPath}: ${size} bytes is too large for a shard index (limit ${MAX_HEADER_SIZE})`);
     json = JSON.parse(fs.readFileSync(indexPath, 'utf8'));
   } catch (e) {
-    if ((e as NodeJS.ErrnoException).code) throw e;
-    throw new SafetensorsError(`${indexPath}: not valid JSON: ${(e as Error).message}`);
+    if (e instanceof SafetensorsError) throw e;
+    const code = (e as NodeJS.ErrnoException).code;
+    throw new SafetensorsError(`${indexPath}: ${code ? `cannot read (${code})` : `not valid JSON: ${(e as Error).message}`}`);
   }
   const o = json as Record<string, unknown>;
   if (typeof o !== 'object' || o === null || typeof o.weight_map !== 'object' || o.weight_map === null || Array.isArray(o.weight_map)) {
     throw new SafetensorsError(`${indexPath}: expected an object with a "weight_map" object`);
   }
   for (const [k, v] of Object.entries(o.weight_map as Record<string, unknown>)) {
-    if (typeof v !== 'string' || v.includes('/') || v.includes('\\') || v === '..' || v === '.') {
-      throw new SafetensorsError(`${indexPath}: weight_map['${k}'] must be a shard file name in the same directory, got ${JSON.stringify(v)}`);
+    if (typeof v !== 'string' || v.includes('/') || v.includes('\\') || v.includes('\0') || v === '..' || v === '.' || v === '') {
+      throw new SafetensorsError(`${indexPath}: weight_map['${k}'] must be a shard file name in the same directory, got ${preview(v)}`);
     }
   }
   const metadata = typeof o.metadata === 'object' && o.metadata !== null ? (o.metadata as Record<string, unknown>) : {};

@@ -56,6 +56,13 @@ const sessionStateSchema = z.strictObject({
 
 export type SessionState = z.infer<typeof sessionStateSchema>;
 
+/**
+ * Maps the state a job's checkpoints held before the session existed (one flat object per job)
+ * to the session's layout, so runs started by an older build still resume; the result is
+ * validated like any state.
+ */
+export type LegacyState = (extra: Record<string, unknown>) => unknown;
+
 /** A checkpoint read back with its state checked: the session's part and the job's part, typed. */
 export interface ResumePoint<J> {
   checkpoint: LoadedCheckpoint;
@@ -67,16 +74,25 @@ export interface ResumePoint<J> {
  * Reads a checkpoint's state for a job of `kind`: a checkpoint of another kind, or one whose
  * state does not match the job's schema, is a usage error naming both (exit 2).
  */
-export function readCheckpointState<J>(ckpt: LoadedCheckpoint, kind: string, jobSchema: z.ZodType<J>): ResumePoint<J> {
+export function readCheckpointState<J>(ckpt: LoadedCheckpoint, kind: string, jobSchema: z.ZodType<J>, legacy?: LegacyState): ResumePoint<J> {
   const otherKind = typeof ckpt.extra.kind === 'string' ? ckpt.extra.kind : undefined;
   if (otherKind !== undefined && otherKind !== kind) {
     throw new UsageError(`${ckpt.file}: a checkpoint of kind '${otherKind}', but this job is of kind '${kind}'; resume it with a '${otherKind}' recipe`);
   }
-  const parsed = sessionStateSchema.safeParse(ckpt.extra);
+  const current = sessionStateSchema.safeParse(ckpt.extra);
+  const parsed = current.success || !legacy ? current : sessionStateSchema.safeParse(legacy(ckpt.extra));
   if (!parsed.success) throw new UsageError(`${ckpt.file}: not a '${kind}' training checkpoint of this version (${issueText(parsed.error)})`);
-  const job = jobSchema.safeParse(parsed.data.job);
-  if (!job.success) throw new UsageError(`${ckpt.file}: the '${kind}' state does not match this version (${issueText(job.error)})`);
-  return { checkpoint: ckpt, state: parsed.data, job: job.data };
+  const job = parsed.data.job;
+  const check = jobSchema.safeParse(job);
+  if (!check.success) throw new UsageError(`${ckpt.file}: the '${kind}' state does not match this version (${issueText(check.error)})`);
+  // The stored object itself, not zod's rebuilt copy: same key order, so a resumed run writes back byte-identical state.
+  if (!conforms(jobSchema, job)) throw new Error('unreachable: the state was just validated');
+  return { checkpoint: ckpt, state: parsed.data, job };
+}
+
+/** A type guard from a schema (job state schemas have no defaults or transforms, so input and output agree). */
+function conforms<J>(schema: z.ZodType<J>, x: unknown): x is J {
+  return schema.safeParse(x).success;
 }
 
 function issueText(e: z.ZodError): string {
@@ -125,7 +141,7 @@ export interface RunRequest {
  * checkpoint file), read and checked against `kind` and the job's state schema; null without
  * `--resume`. Runs before any model or dataset is built, so a wrong target fails fast.
  */
-export function findResumePoint<J>(req: RunRequest, kind: string, jobSchema: z.ZodType<J>): (ResumePoint<J> & { run: RunDir }) | null {
+export function findResumePoint<J>(req: RunRequest, kind: string, jobSchema: z.ZodType<J>, legacy?: LegacyState): (ResumePoint<J> & { run: RunDir }) | null {
   if (!req.resume) return null;
   const runsRoot = req.runsRoot ?? 'checkpoints';
   let dir: string;
@@ -145,13 +161,18 @@ export function findResumePoint<J>(req: RunRequest, kind: string, jobSchema: z.Z
   }
   const run = openRunDir(dir);
   acquireRunLock(run, req.log);
-  const mgr = new CheckpointManager(run.checkpoints);
-  const checkpoint = file ? mgr.load(file) : mgr.loadLatest();
-  if (!checkpoint) throw new UsageError(`--resume: ${run.checkpoints} holds no checkpoint yet`);
-  if (checkpoint.fellBackFrom) {
-    req.log(`warning: ${checkpoint.fellBackFrom} is unreadable (${checkpoint.fallbackReason}); resuming from the newest valid one, ${checkpoint.file}`);
+  try {
+    const mgr = new CheckpointManager(run.checkpoints);
+    const checkpoint = file ? mgr.load(file) : mgr.loadLatest();
+    if (!checkpoint) throw new UsageError(`--resume: ${run.checkpoints} holds no checkpoint yet`);
+    if (checkpoint.fellBackFrom) {
+      req.log(`warning: ${checkpoint.fellBackFrom} is unreadable (${checkpoint.fallbackReason}); resuming from the newest valid one, ${checkpoint.file}`);
+    }
+    return { run, ...readCheckpointState(checkpoint, kind, jobSchema, legacy) };
+  } catch (e) {
+    releaseRunLock(run);
+    throw e;
   }
-  return { run, ...readCheckpointState(checkpoint, kind, jobSchema) };
 }
 
 /** A fresh run folder for this recipe (`--out`, or `<runsRoot>/<recipe>-<time>/`). */
@@ -376,6 +397,9 @@ export class TrainingSession<J> {
     this.resume = null;
     const log = this.opts.log;
     while (this.phaseStep < p.steps) {
+      // A training step never waits on I/O, so without this turn of the event loop a signal would
+      // only be seen at the next sample or checkpoint write.
+      await new Promise<void>((resolve) => setImmediate(resolve));
       if (this.stopRequested) {
         await this.checkpoint();
         return 'stopped';

@@ -1,6 +1,7 @@
 import type { Argv, CommandModule } from 'yargs';
 import { loadRecipe, parseRecipe } from '../../config/recipe.js';
 import { mergeShards } from '../../curate/merge.js';
+import { interruptOnSignals } from '../../curate/interrupt.js';
 import { runCurate } from '../../curate/pipeline.js';
 import { resolveShard, shardOutputDir } from '../../curate/scan.js';
 import { CurateRecipeSchema, OUTPUT_FORMATS, RESIZE_MODES, type CurateConfig } from '../../curate/schema.js';
@@ -104,7 +105,23 @@ export const curateCommand: CommandModule<object, CurateArgs> = {
     const cfg = curateConfigFromArgs(args);
     const shard = resolveShard({ shardIndex: args['shard-index'], numShards: args['num-shards'] });
     const outDir = shardOutputDir(cfg.output.dir!, shard);
-    const result = await runCurate(cfg, { outDir, shard, log: (l) => process.stdout.write(`${l}\n`) });
+    const interrupt = interruptOnSignals('curate');
+    let result;
+    try {
+      result = await runCurate(cfg, { outDir, shard, log: (l) => process.stdout.write(`${l}\n`), stopSignal: interrupt.signal });
+    } finally {
+      interrupt.dispose();
+    }
+    if (interrupt.received) {
+      const { inShard, analysed, reused } = result.counts;
+      process.stderr.write(
+        `curate: interrupted by ${interrupt.received} with ${analysed + reused} of ${inShard} files analysed` +
+          `${result.statePath ? ` (saved in ${result.statePath})` : ''}${result.complete ? '; the output is complete' : ''}.\n` +
+          `To continue, run the same command again: files already analysed are not decoded again.\n`,
+      );
+      process.exitCode = interrupt.exitCode;
+      return;
+    }
     process.exitCode = result.complete ? 0 : 1;
   },
 };

@@ -41,6 +41,8 @@ export interface PreviewAugResult {
   augmented: AugmentedSample[];
   /** Where the augment config came from. */
   configSource: string;
+  /** Files of an input folder that could not be used, and why. */
+  skipped: { path: string; reason: string }[];
 }
 
 interface RecipeDataSection {
@@ -87,8 +89,11 @@ export async function previewAugmentations(opts: PreviewAugOptions): Promise<Pre
   const size = opts.size ?? data.procedural?.size ?? 64;
   const folder = opts.input ?? (data.source === 'folder' ? data.folder : undefined);
   let dataset: Dataset;
+  let skipped: PreviewAugResult['skipped'] = [];
   if (folder) {
-    dataset = await ImageFolderDataset.load({ root: folder, size, missingCaption: 'empty' });
+    const loaded = await ImageFolderDataset.load({ root: folder, size, missingCaption: 'empty' });
+    dataset = loaded;
+    skipped = loaded.skipped;
     if (dataset.length === 0) throw new UsageError(`${folder}: no usable images (png, jpg, jpeg, webp at least ${size}px on the shorter side)`);
   } else {
     dataset = await ProceduralDataset.create({
@@ -117,7 +122,7 @@ export async function previewAugmentations(opts: PreviewAugOptions): Promise<Pre
   const pairsPerRow = Math.ceil(Math.sqrt(shown));
   const scale = Math.max(1, Math.ceil(96 / dataset.width));
   const grid = await saveGridPng(opts.out, cells, { cols: 2 * pairsPerRow, scale, labels, pad: 3 });
-  return { out: opts.out, width: grid.width, height: grid.height, indices, augmented, configSource };
+  return { out: opts.out, width: grid.width, height: grid.height, indices, augmented, configSource, skipped };
 }
 
 /** A label short enough to fit under a ~100 px cell: which stages fired, and CutMix's λ. */
@@ -169,6 +174,7 @@ export const previewAugCommand: CommandModule<object, PreviewAugArgs> = {
       epoch: args.epoch,
       out: args.out,
     });
+    for (const s of result.skipped) process.stdout.write(`skipped ${s.path}: ${s.reason}\n`);
     process.stdout.write(
       `wrote ${result.out}: ${result.indices.length} samples (original | augmented), ${result.width}x${result.height}, config: ${result.configSource}\n`,
     );

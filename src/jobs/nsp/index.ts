@@ -4,7 +4,7 @@ import { createRun, findResumePoint, TrainingSession } from '../../train/session
 import { JobContext, JobRunOptions, registerJob } from '../registry.js';
 import { loadNspDataset, pixelSource, TrainingSource } from './data.js';
 import { latentSourceFor } from './latent.js';
-import { buildPipeline, loadNspForSampling, NspJobState, nspJobStateSchema, pipelineFromArchitecture } from './model.js';
+import { buildPipeline, loadNspForSampling, NspJobState, nspJobStateSchema, nspLegacyState, pipelineFromArchitecture } from './model.js';
 import { sampleNsp } from './sampling.js';
 import { nspRecipeSchema } from './schema.js';
 import { stagePlan, trainNspProgressive, NspTrainResult } from './train.js';
@@ -18,7 +18,7 @@ export const NSP_KIND = 'nsp-progressive';
  */
 export async function runNspJob(ctx: JobContext, opts: JobRunOptions = {}): Promise<NspTrainResult & { exitCode: number }> {
   const r = parseRecipe(nspRecipeSchema, ctx.loaded);
-  const resume = findResumePoint(ctx, NSP_KIND, nspJobStateSchema);
+  const resume = findResumePoint(ctx, NSP_KIND, nspJobStateSchema, nspLegacyState);
   const backend = await initBackend(ctx.backend ?? r.backend);
   ctx.log(`backend: ${backend.name}`);
 

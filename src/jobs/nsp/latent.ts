@@ -8,7 +8,7 @@ import { ImageFolderDataset } from '../../data/image_folder.js';
 import { loadSafetensors, readSafetensorsHeader, saveSafetensors } from '../../io/safetensors.js';
 import { loadVae, vaeDownsampleFactor, type LoadedVae } from '../../models/vae/index.js';
 import { RECIPE_FILE, runBaseName } from '../../train/run_dir.js';
-import { UsageError } from '../../util/errors.js';
+import { JobError, UsageError } from '../../util/errors.js';
 import { Progress } from '../../util/progress.js';
 import type { JobContext } from '../registry.js';
 import { runVaeJob } from '../vae/index.js';
@@ -81,7 +81,9 @@ async function resolveVaeLocation(r: LatentRecipe, ctx: JobContext): Promise<str
   ctx.log(`vae: no finished run of ${recipe} under ${path.resolve(runsRoot)}/ — training it first (the same as: npx scaleforge train --recipe ${recipe})`);
   const backend = ctx.backend ?? r.backend;
   const result = await runVaeJob({ loaded, recipeArg: recipe, runsRoot, backend, log: (l) => ctx.log(`[vae] ${l}`) });
-  if (!result.vaeDir) throw new Error(`training ${recipe} stopped before writing its vae/ folder`);
+  if (!result.vaeDir) {
+    throw new JobError(`training ${recipe} stopped at step ${result.step} before writing its vae/ folder; finish it with: npx scaleforge train --recipe ${recipe} --resume ${result.run.dir}, then start this job again`);
+  }
   ctx.log(`vae: trained ${result.vaeDir}; NSP training continues`);
   return result.vaeDir;
 }

@@ -152,6 +152,20 @@ export const nspArchitectureSchema: z.ZodType<NspArchitecture> = z.object({
 export const nspJobStateSchema = z.strictObject({ architecture: nspArchitectureSchema });
 export type NspJobState = z.infer<typeof nspJobStateSchema>;
 
+/** Checkpoints written before the training session existed: `{ kind, stage, stageStep, globalStep, sampler, noiseRng, lossScaler, architecture }`. */
+export function nspLegacyState(x: Record<string, unknown>): unknown {
+  return {
+    kind: x.kind,
+    step: x.globalStep,
+    phase: x.stage,
+    phaseStep: x.stageStep,
+    data: x.sampler,
+    rngs: { 'teacher-noise': x.noiseRng },
+    lossScaler: x.lossScaler ?? null,
+    job: { architecture: x.architecture },
+  };
+}
+
 // ---------------------------------------------------------------------------------------------
 // A trained pipeline, ready to sample from.
 
@@ -245,7 +259,7 @@ function loadFinalModel(file: string): LoadedNsp {
 
 function loadTrainingCheckpoint(file: string, useEma: boolean): LoadedNsp {
   const ckpt = new CheckpointManager(path.dirname(file)).load(file);
-  const { state, job } = readCheckpointState(ckpt, 'nsp-progressive', nspJobStateSchema);
+  const { state, job } = readCheckpointState(ckpt, 'nsp-progressive', nspJobStateSchema, nspLegacyState);
   const pipeline = pipelineFromArchitecture(job.architecture);
   loadWeightsInto(pipeline, ckpt.model, file);
   let usedEma = false;

@@ -6,7 +6,7 @@ import { createRun, findResumePoint, TrainingSession } from '../../train/session
 import { Rng } from '../../util/rng.js';
 import { JobContext, JobRunOptions, registerJob } from '../registry.js';
 import { loadVaeData } from './data.js';
-import { loadVaeModel, VAE_KIND, vaeConfigFromRecipe, VaeJobState, vaeJobStateSchema } from './model.js';
+import { loadVaeModel, VAE_KIND, vaeConfigFromRecipe, VaeJobState, vaeJobStateSchema, vaeLegacyState } from './model.js';
 import { sampleVae } from './sampling.js';
 import { vaeRecipeSchema } from './schema.js';
 import { trainVae, VaeTrainResult } from './train.js';
@@ -22,7 +22,7 @@ export interface VaeJobResult extends VaeTrainResult {
  */
 export async function runVaeJob(ctx: JobContext, opts: JobRunOptions = {}): Promise<VaeJobResult> {
   const r = parseRecipe(vaeRecipeSchema, ctx.loaded);
-  const resume = findResumePoint(ctx, VAE_KIND, vaeJobStateSchema);
+  const resume = findResumePoint(ctx, VAE_KIND, vaeJobStateSchema, vaeLegacyState);
   const backend = await initBackend(ctx.backend ?? r.backend);
   ctx.log(`backend: ${backend.name}`);
   const { train, evalImages, evalNote } = await loadVaeData(r, ctx.log);

@@ -48,6 +48,11 @@ export const vaeConfigSchema: z.ZodType<VaeConfig> = z.object({
 export const vaeJobStateSchema = z.strictObject({ config: vaeConfigSchema });
 export type VaeJobState = z.infer<typeof vaeJobStateSchema>;
 
+/** Checkpoints written before the training session existed: `{ kind, step, sampler, rng, config }`. */
+export function vaeLegacyState(x: Record<string, unknown>): unknown {
+  return { kind: x.kind, step: x.step, phase: 0, phaseStep: x.step, data: x.sampler, rngs: { vae: x.rng }, lossScaler: null, job: { config: x.config } };
+}
+
 export interface LoadedVaeModel {
   kind: typeof VAE_KIND;
   model: AutoencoderKL;
@@ -75,7 +80,7 @@ export function loadVaeModel(target: string, opts: { ema?: boolean } = {}): Load
   else return wrap(loadVae(p).model, p, false);
 
   const ckpt = new CheckpointManager(path.dirname(checkpointFile)).load(checkpointFile);
-  const { job } = readCheckpointState(ckpt, VAE_KIND, vaeJobStateSchema);
+  const { job } = readCheckpointState(ckpt, VAE_KIND, vaeJobStateSchema, vaeLegacyState);
   const model = new AutoencoderKL(job.config, { rng: new Rng(0) });
   try {
     loadWeightsInto(model, ckpt.model, checkpointFile);
