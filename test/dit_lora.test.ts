@@ -8,7 +8,6 @@ import { loadRecipe } from '../src/config/recipe.js';
 import { BRAND_COLORS, brandRate, brandSample, detectBrandSignature, paintBrandSignature } from '../src/data/brand_signature.js';
 import { renderProcedural, sampleProceduralMeta } from '../src/data/procedural.js';
 import { loadSafetensors } from '../src/io/safetensors.js';
-import { saveModule } from '../src/io/safetensors.js';
 import '../src/jobs/index.js';
 import { runDitLoraJob } from '../src/jobs/dit-lora/index.js';
 import { injectAdapters, loadBase } from '../src/jobs/dit-lora/model.js';
@@ -16,35 +15,15 @@ import { ditLoraRecipeSchema } from '../src/jobs/dit-lora/schema.js';
 import { loadLoraData } from '../src/jobs/dit-lora/data.js';
 import { sampleDitLora } from '../src/jobs/dit-lora/sampling.js';
 import sharp from 'sharp';
-import { buildDitPipeline, ditModelMetadata } from '../src/jobs/dit/model.js';
 import { sampleDit } from '../src/jobs/dit/sampling.js';
-import { ditRecipeSchema } from '../src/jobs/dit/schema.js';
-import { fidelityPrompts } from '../src/jobs/nsp/sampling.js';
 import { applyLoraFiles } from '../src/lora/files.js';
 import { writeLoraFile } from '../src/lora/formats/index.js';
 import { CheckpointManager } from '../src/train/checkpoint.js';
 import { UsageError } from '../src/util/errors.js';
+import { tinyBase } from './helpers/dit_lora.js';
 import { quietStream } from './helpers/train.js';
 
 const tmp = (name: string) => fs.mkdtempSync(path.join(os.tmpdir(), `ditlora-${name}-`));
-
-/** A tiny random text-conditioned DiT saved as a dit model file: the base the adapters go on. */
-async function tinyBase(dir: string): Promise<string> {
-  const r = ditRecipeSchema.parse({
-    seed: 3,
-    model: { patch_size: 4, hidden_size: 16, depth: 1, num_heads: 2 },
-    text_encoder: { builtin: { dim: 16, layers: 1, heads: 2, context: 12 } },
-  });
-  const pipeline = buildDitPipeline(r, 16, 3, fidelityPrompts(64));
-  // DiT zero-initialises adaLN gates and the final layer; a trained base has neither, and with them
-  // every block (and so every adapter) would have no effect on the output.
-  let seed = 1;
-  for (const [, v] of pipeline.namedParameters()) if (v.dtype === 'float32') v.assign(tf.randomNormal(v.shape, 0, 0.2, 'float32', seed++));
-  const file = path.join(dir, 'model.safetensors');
-  await saveModule(file, pipeline, { metadata: ditModelMetadata(pipeline.architecture) });
-  pipeline.dispose();
-  return file;
-}
 
 function recipeFile(dir: string, base: string, over: string = ''): string {
   const file = path.join(dir, 'dit-lora-test.yaml');
