@@ -13,6 +13,8 @@ import { vaeRecipeSchema } from '../src/jobs/vae/schema.js';
 import { AutoencoderKL, vaeConfig } from '../src/models/vae/index.js';
 import { buildDitPipeline } from '../src/jobs/dit/model.js';
 import { ditRecipeSchema } from '../src/jobs/dit/schema.js';
+import { injectAdapters } from '../src/jobs/dit-lora/model.js';
+import { ditLoraRecipeSchema } from '../src/jobs/dit-lora/schema.js';
 import { Rng } from '../src/util/rng.js';
 import '../src/curate/schema.js';
 import '../src/jobs/evaluate/index.js';
@@ -33,6 +35,17 @@ const builders: Record<string, (loaded: ReturnType<typeof loadRecipe>) => { para
     const size = r.model.input_size ?? (latent ? r.data.procedural.size / 8 : r.data.procedural.size);
     const pipeline = buildDitPipeline(r, size, latent ? vaeConfig('tiny').latentChannels : 3, fidelityPrompts(16));
     return { params: pipeline.numParameters(), dispose: () => pipeline.dispose() };
+  },
+  // The adapters of a dit-lora recipe on the model its base recipe builds; params = what trains.
+  'dit-lora': (loaded) => {
+    const r = parseRecipe(ditLoraRecipeSchema, loaded);
+    const baseRecipe = parseRecipe(ditRecipeSchema, loadRecipe(r.base.recipe));
+    const pipeline = buildDitPipeline(baseRecipe, baseRecipe.model.input_size ?? baseRecipe.data.procedural.size, 3, fidelityPrompts(16));
+    pipeline.freeze();
+    const lora = injectAdapters(pipeline, r.lora, r.seed);
+    const params = [...lora.trainableParameters().values()].reduce((n, v) => n + v.size, 0);
+    expect(params).toBe(pipeline.numParameters(true));
+    return { params, dispose: () => pipeline.dispose() };
   },
   vae: (loaded) => {
     const model = new AutoencoderKL(vaeConfigFromRecipe(parseRecipe(vaeRecipeSchema, loaded)), { rng: new Rng(0) });

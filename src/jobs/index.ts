@@ -2,5 +2,6 @@
 import './nsp/index.js';
 import './vae/index.js';
 import './dit/index.js';
+import './dit-lora/index.js';
 
 export { getJob, jobForModel, listJobs } from './registry.js';

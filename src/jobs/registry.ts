@@ -57,6 +57,8 @@ export interface SampleRequest {
   steps?: number;
   cfg?: number;
   eta?: number;
+  /** Diffusion kinds: LoRA files `FILE[:strength]` applied to the model before sampling (any layout). */
+  loras?: string[];
 }
 
 export interface Job {

@@ -10,7 +10,8 @@ import type { DitCondition } from '../../models/dit/model.js';
 import { UsageError } from '../../util/errors.js';
 import type { SampleRequest } from '../registry.js';
 import type { Decoder } from '../nsp/sampling.js';
-import { concatConditions, disposeCondition, type DitPipeline, loadDitModel, scheduleOf } from './model.js';
+import { applyLoraFiles } from '../../lora/files.js';
+import { concatConditions, disposeCondition, type DitPipeline, loadDitModel, type LoadedDit, scheduleOf } from './model.js';
 import { defaultSamplerFor } from './schema.js';
 
 export interface DitSampleSettings {
@@ -134,6 +135,17 @@ function slug(s: string): string {
 export async function sampleDit(target: string, req: SampleRequest): Promise<string[]> {
   const loaded = loadDitModel(target, { ema: req.ema });
   try {
+    return await sampleLoadedDit(loaded, req);
+  } finally {
+    loaded.dispose();
+  }
+}
+
+/** `sampleDit` on a loaded model, with `req.loras` (FILE[:strength]) applied to the DiT for the duration. */
+export async function sampleLoadedDit(loaded: LoadedDit, req: SampleRequest): Promise<string[]> {
+  const applied = applyLoraFiles(loaded.pipeline.dit, req.loras ?? []);
+  if (applied.modules.length) req.log(`LoRA: ${(req.loras ?? []).join(', ')} applied to ${applied.modules.length} module(s)`);
+  try {
     const p = loaded.pipeline;
     const arch = p.architecture;
     const classes = req.classes ?? [];
@@ -172,6 +184,6 @@ export async function sampleDit(target: string, req: SampleRequest): Promise<str
     );
     return written;
   } finally {
-    loaded.dispose();
+    applied.remove();
   }
 }
