@@ -19,7 +19,7 @@ export interface Interrupt {
   readonly received: NodeJS.Signals | undefined;
   /** 130 (SIGINT) or 143 (SIGTERM) once a signal arrived, else 0. */
   readonly exitCode: number;
-  /** Removes the handlers (the process's default behaviour returns). */
+  /** Removes the handlers (the process's default behaviour returns), unless a signal already arrived. */
   dispose(): void;
 }
 
@@ -55,6 +55,9 @@ export function interruptOnSignals(
       return received ? signalExitCode(received) : 0;
     },
     dispose() {
+      // After a signal the process is on its way out: a second one, even during shutdown, must still exit
+      // with 130/143 and say so, not fall through to the default handler.
+      if (received) return;
       for (const s of signals) process.off(s, handler);
     },
   };

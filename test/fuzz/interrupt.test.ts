@@ -31,20 +31,30 @@ interface Run {
   stderr: string;
 }
 
-/** Starts curate; once `whenLines` analyses are in the state file, sends each of `signals` (50 ms apart). */
+/**
+ * Starts curate; once `whenLines` analyses are in the state file, sends the first of `signals`, and the
+ * rest as soon as the process says it is stopping (so they land while it still finishes its files).
+ */
 function curate(out: string, signals: NodeJS.Signals[], whenLines = 3): Promise<Run> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, [BIN, 'curate', input, '--out', out, '--size', '64', '--concurrency', '1'], { stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d) => (stdout += d));
-    child.stderr.on('data', (d) => (stderr += d));
     let sent = false;
+    let restSent = false;
+    child.stderr.on('data', (d) => {
+      stderr += d;
+      if (sent && !restSent && stderr.includes(`${signals[0]}: curate stops`)) {
+        restSent = true;
+        for (const s of signals.slice(1)) child.kill(s);
+      }
+    });
     const poll = setInterval(() => {
       if (sent || signals.length === 0) return;
       if (stateLines(out) >= whenLines) {
         sent = true;
-        signals.forEach((s, k) => setTimeout(() => child.kill(s), 50 * k));
+        child.kill(signals[0]!);
       }
     }, 20);
     child.on('error', reject);
