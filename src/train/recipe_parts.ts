@@ -97,3 +97,17 @@ export function checkPerStage(ctx: z.RefinementCtx, path: (string | number)[], v
     message: `expected one value or one per stage (${stages}, the length of ${what}), got a list of ${v.length}`,
   });
 }
+
+/**
+ * The `log:` keys every trainer's session reads (how often to log, sample and checkpoint, how many
+ * checkpoints to keep), with a job's own defaults; a job adds its extra keys to the returned shape.
+ */
+export function logShape(d: { sample_every: number; checkpoint_every: number; keep_last: number }) {
+  const positive = z.number().int().positive();
+  return {
+    every: positive.default(10),
+    sample_every: positive.default(d.sample_every),
+    checkpoint_every: positive.default(d.checkpoint_every),
+    keep_last: positive.default(d.keep_last),
+  };
+}

@@ -2,7 +2,7 @@ import { z } from 'zod';
 import { DIT_LORA_EXTRA_TARGETS, DIT_LORA_TARGETS } from '../../lora/inject.js';
 import { LORA_FORMAT_NAMES } from '../../lora/formats/types.js';
 import { samplerNames } from '../../diffusion/samplers.js';
-import { optimizerSchema, scheduleSchema } from '../../train/recipe_parts.js';
+import { logShape, optimizerSchema, scheduleSchema } from '../../train/recipe_parts.js';
 
 /** Schema of `kind: dit-lora` recipes: LoRA adapters trained on a frozen DiT from a `dit` run. */
 const positiveInt = z.number().int().positive();
@@ -78,14 +78,7 @@ export const ditLoraRecipeSchema = z
     lora: ditLoraAdapterSchema.prefault({}),
     data: ditLoraDataSchema.prefault({}),
     train: ditLoraTrainSchema.prefault({}),
-    log: z
-      .strictObject({
-        every: positiveInt.default(10),
-        sample_every: positiveInt.default(100),
-        checkpoint_every: positiveInt.default(100),
-        keep_last: positiveInt.default(2),
-      })
-      .prefault({}),
+    log: z.strictObject(logShape({ sample_every: 100, checkpoint_every: 100, keep_last: 2 })).prefault({}),
     sample: ditLoraSampleSchema.prefault({}),
     output: z.strictObject({ format: z.enum(LORA_FORMAT_NAMES).default('peft'), name: z.string().min(1).default('brand-lora') }).prefault({}),
   })

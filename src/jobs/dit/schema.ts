@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { samplerNames } from '../../diffusion/samplers.js';
-import { optimizerSchema, scheduleSchema } from '../../train/recipe_parts.js';
+import { logShape, optimizerSchema, scheduleSchema } from '../../train/recipe_parts.js';
 import { builtinTextSchema, vaeRefSchema } from '../nsp/schema.js';
 
 /** Schema of `kind: dit` recipes: a DiT trained from scratch (or continued from a checkpoint) as a diffusion/flow model. */
@@ -90,14 +90,7 @@ export const ditRecipeSchema = z
     model: ditModelSchema.prefault({}),
     objective: ditObjectiveSchema.prefault({}),
     train: ditTrainSchema.prefault({}),
-    log: z
-      .strictObject({
-        every: positiveInt.default(10),
-        sample_every: positiveInt.default(250),
-        checkpoint_every: positiveInt.default(250),
-        keep_last: positiveInt.default(3),
-      })
-      .prefault({}),
+    log: z.strictObject(logShape({ sample_every: 250, checkpoint_every: 250, keep_last: 3 })).prefault({}),
     sample: ditSampleSchema.prefault({}),
   })
   .superRefine((r, ctx) => {

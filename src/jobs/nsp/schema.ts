@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import { checkNspConfig } from '../../models/nsp/config.js';
 import { modelConfigFromRecipe } from './model.js';
-import { checkPerStage, gradClipSchema, optimizerSchema, perStageSchema, perStageValue, scheduleSchema } from '../../train/recipe_parts.js';
+import { checkPerStage, gradClipSchema, logShape, optimizerSchema, perStageSchema, perStageValue, scheduleSchema } from '../../train/recipe_parts.js';
 
 /** Schema of `kind: nsp-progressive` recipes. Keys are snake_case as users write them in YAML. */
 const positiveInt = z.number().int().positive();
@@ -107,13 +107,7 @@ export const nspRecipeSchema = z
   model: nspModelSchema.prefault({}),
   train: nspTrainSchema.prefault({}),
   log: z
-    .strictObject({
-      every: positiveInt.default(10),
-      sample_every: positiveInt.default(250),
-      checkpoint_every: positiveInt.default(250),
-      keep_last: positiveInt.default(3),
-      histogram_every: positiveInt.default(250),
-    })
+    .strictObject({ ...logShape({ sample_every: 250, checkpoint_every: 250, keep_last: 3 }), histogram_every: positiveInt.default(250) })
     .prefault({}),
   sample: z
     .strictObject({

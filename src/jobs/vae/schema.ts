@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { vaeDownsampleFactor } from '../../models/vae/index.js';
-import { gradClipSchema, optimizerSchema, scheduleSchema } from '../../train/recipe_parts.js';
+import { gradClipSchema, logShape, optimizerSchema, scheduleSchema } from '../../train/recipe_parts.js';
 import { vaeConfigFromRecipe } from './model.js';
 
 /** Schema of `kind: vae` recipes: train a diffusers-layout AutoencoderKL to serve latent-space jobs. */
@@ -66,14 +66,7 @@ export const vaeRecipeSchema = z
   model: vaeModelSchema.prefault({}),
   data: vaeDataSchema.prefault({}),
   train: vaeTrainSchema.prefault({}),
-  log: z
-    .strictObject({
-      every: positiveInt.default(10),
-      sample_every: positiveInt.default(50),
-      checkpoint_every: positiveInt.default(50),
-      keep_last: positiveInt.default(3),
-    })
-    .prefault({}),
+  log: z.strictObject(logShape({ sample_every: 50, checkpoint_every: 50, keep_last: 3 })).prefault({}),
   eval: z
     .strictObject({
       count: positiveInt.default(32).describe('images for the reconstruction grid and the final PSNR'),
