@@ -102,7 +102,10 @@ export async function decodeImage(bytes: Uint8Array, opts: DecodeOptions): Promi
       },
     };
   } catch (e) {
-    return { code: 'corrupt', reason: `cannot decode ${meta.format ?? 'image'}: ${firstLine(e)}` };
+    // libvips keeps the warning's own text per thread: a worker thread may only see the generic
+    // "warning treated as error", so both name the same failure, and pool and single thread agree.
+    const why = /premature end|Warning treated as error/i.test(firstLine(e)) ? 'truncated or corrupt data (a decoder warning, treated as an error)' : firstLine(e);
+    return { code: 'corrupt', reason: `cannot decode ${meta.format ?? 'image'}: ${why}` };
   }
 }
 
