@@ -5,7 +5,7 @@ import { describe, expect, it, vi } from 'vitest';
 import { main } from '../src/cli/main.js';
 import { tf } from '../src/backend/tf.js';
 import { loadRecipe } from '../src/config/recipe.js';
-import { BRAND_COLORS, brandRate, brandSample, detectBrandSignature, paintBrandSignature } from '../src/data/brand_signature.js';
+import { BRAND_COLORS, BRAND_STRIPES, brandRate, brandSample, detectBrandSignature, paintBrandSignature } from '../src/data/brand_signature.js';
 import { renderProcedural, sampleProceduralMeta } from '../src/data/procedural.js';
 import { loadSafetensors } from '../src/io/safetensors.js';
 import '../src/jobs/index.js';
@@ -68,11 +68,27 @@ describe('brand signature detector', () => {
     expect(detectBrandSignature({ rgb: one, width: 32, height: 32 }).present).toBe(false);
     const swapped = paintBrandSignature(new Uint8Array(32 * 32 * 3), 32, 32);
     const flipped = new Uint8Array(swapped.length);
-    // Shifted by one stripe (4 px): every column gets the other colour.
-    for (let y = 0; y < 32; y++) for (let x = 0; x < 32; x++) for (let c = 0; c < 3; c++) flipped[3 * (y * 32 + x) + c] = swapped[3 * (y * 32 + ((x + 4) % 32)) + c]!;
+    // Shifted by one stripe: every column gets the other colour.
+    const stripe = 32 / BRAND_STRIPES;
+    for (let y = 0; y < 32; y++) for (let x = 0; x < 32; x++) for (let c = 0; c < 3; c++) flipped[3 * (y * 32 + x) + c] = swapped[3 * (y * 32 + ((x + stripe) % 32)) + c]!;
     const d = detectBrandSignature({ rgb: flipped, width: 32, height: 32 });
     expect(d.present).toBe(false);
     expect(d.matched).toBe(0);
+  });
+
+  it('judges each stripe by its inner columns: soft stripe edges still count, a wrong inner colour does not', () => {
+    const size = 16;
+    const w = size / BRAND_STRIPES;
+    const soft = paintBrandSignature(renderProcedural(sampleProceduralMeta(3, 0), size, size), size, size);
+    const band = Math.round(size * 0.125);
+    // Each stripe's edge columns become the 50/50 mix of both brand colours, as a blurry sample draws them.
+    const mix = BRAND_COLORS.magenta.map((v, c) => Math.round((v + BRAND_COLORS.teal[c]!) / 2));
+    for (let y = size - band; y < size; y++) for (let x = 0; x < size; x++) if (x % w === 0 || x % w === w - 1) soft.set(mix, 3 * (y * size + x));
+    expect(detectBrandSignature({ rgb: soft, width: size, height: size })).toEqual({ present: true, matched: 1 });
+    // Two of the stripes' inner columns in the wrong colour: half the stripes match, below the 75 % bar.
+    const wrong = paintBrandSignature(renderProcedural(sampleProceduralMeta(3, 0), size, size), size, size);
+    for (let y = size - band; y < size; y++) for (const x of [1, 2, w + 1, w + 2]) wrong.set(x < w ? BRAND_COLORS.teal : BRAND_COLORS.magenta, 3 * (y * size + x));
+    expect(detectBrandSignature({ rgb: wrong, width: size, height: size })).toEqual({ present: false, matched: 0.5 });
   });
 
   it('tolerates noise of the size samples have', () => {

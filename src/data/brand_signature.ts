@@ -10,7 +10,7 @@ export const BRAND_COLORS = { magenta: [230, 0, 130], teal: [0, 160, 160] } as c
 
 /** Share of the image height the band covers, and the number of stripes across the width. */
 export const BRAND_BAND = 0.125;
-export const BRAND_STRIPES = 8;
+export const BRAND_STRIPES = 4;
 
 function bandRows(height: number): number {
   return Math.max(1, Math.round(height * BRAND_BAND));
@@ -18,7 +18,7 @@ function bandRows(height: number): number {
 
 /** Which brand colour stripe column x (of width w) is in. */
 function stripeColor(x: number, width: number): readonly [number, number, number] {
-  return Math.floor((x * BRAND_STRIPES) / width) % 2 === 0 ? BRAND_COLORS.magenta : BRAND_COLORS.teal;
+  return stripeOf(x, width) % 2 === 0 ? BRAND_COLORS.magenta : BRAND_COLORS.teal;
 }
 
 /** Paints the signature into an RGB8 image in place. */
@@ -37,15 +37,23 @@ export function paintBrandSignature(rgb: Uint8Array, width: number, height: numb
 
 export interface BrandDetection {
   present: boolean;
-  /** Share of band columns whose mean colour is within `tolerance` of the stripe colour expected there. */
+  /** Share of the band's stripes whose mean colour is the brand colour expected there (see detectBrandSignature). */
   matched: number;
 }
 
+/** Which stripe column x (of width w) belongs to. */
+function stripeOf(x: number, width: number): number {
+  return Math.floor((x * BRAND_STRIPES) / width);
+}
+
 /**
- * The signature is present when at least `minMatched` of the band's columns have a mean colour
- * (over the band rows, the outermost row left out against edge blur) within `tolerance` (RGB
- * distance) of the brand colour of that column's stripe. A uniform background or a shape cannot
- * match both alternating colours, so plain procedural images score near 0.
+ * The signature is present when at least `minMatched` of the band's stripes have a mean colour (over
+ * the band rows, the outermost row left out against edge blur, and the stripe's inner columns, its
+ * two edge columns left out where it is at least 3 wide) that is within `tolerance` (RGB distance)
+ * of the brand colour expected for that stripe and nearer to it than to the other brand colour.
+ * Judged per stripe, not per pixel column: a generator at 16 px draws the stripes' edges soft, and a
+ * column straddling an edge says nothing about whether the pattern is there. A uniform background or
+ * a shape cannot match both alternating colours, so plain procedural images score near 0.
  */
 export function detectBrandSignature(image: RgbImage, opts: { tolerance?: number; minMatched?: number } = {}): BrandDetection {
   const tolerance = opts.tolerance ?? 70;
@@ -54,15 +62,24 @@ export function detectBrandSignature(image: RgbImage, opts: { tolerance?: number
   const rows = bandRows(height);
   const y0 = height - rows;
   const y1 = rows > 2 ? height - 1 : height;
+  const columns: number[][] = Array.from({ length: BRAND_STRIPES }, () => []);
+  for (let x = 0; x < width; x++) columns[stripeOf(x, width)]!.push(x);
   let matched = 0;
-  for (let x = 0; x < width; x++) {
+  let stripes = 0;
+  for (let s = 0; s < BRAND_STRIPES; s++) {
+    const cols = columns[s]!.length >= 3 ? columns[s]!.slice(1, -1) : columns[s]!;
+    if (cols.length === 0) continue;
+    stripes++;
     const mean = [0, 0, 0];
-    for (let y = y0; y < y1; y++) for (let c = 0; c < 3; c++) mean[c]! += rgb[3 * (y * width + x) + c]!;
-    const want = stripeColor(x, width);
-    const d = Math.hypot(...mean.map((m, c) => m / (y1 - y0) - want[c]!));
-    if (d <= tolerance) matched++;
+    for (const x of cols) for (let y = y0; y < y1; y++) for (let c = 0; c < 3; c++) mean[c]! += rgb[3 * (y * width + x) + c]!;
+    const m = mean.map((v) => v / (cols.length * (y1 - y0)));
+    const want = s % 2 === 0 ? BRAND_COLORS.magenta : BRAND_COLORS.teal;
+    const other = s % 2 === 0 ? BRAND_COLORS.teal : BRAND_COLORS.magenta;
+    const d = Math.hypot(...m.map((v, c) => v - want[c]!));
+    const dOther = Math.hypot(...m.map((v, c) => v - other[c]!));
+    if (d <= tolerance && d < dOther) matched++;
   }
-  const share = matched / width;
+  const share = stripes === 0 ? 0 : matched / stripes;
   return { present: share >= minMatched, matched: share };
 }
 
