@@ -58,6 +58,12 @@ describe('aspect-ratio buckets (kohya maths, fixture from scripts/fixtures/lora_
     const text = formatBucketReport(r);
     expect(text).toMatch(/2 image\(s\) in 2 bucket\(s\), 2 skipped/);
     expect(text).toMatch(/SKIPPED tiny 100x90/);
+    const lines = text.split('\n');
+    const line = (id: string) => lines.find((l) => l.startsWith(`  ${id} `));
+    const a = r.assigned.find((x) => x.id === 'a')!;
+    expect(line('a')).toBe(`  a 1024x768 → ${a.bucket.width}x${a.bucket.height} (resized ${a.resized.width}x${a.resized.height}${a.resized.width === a.bucket.width && a.resized.height === a.bucket.height ? '' : ', centre-cropped'})`);
+    const same = formatBucketReport(assignBuckets([{ id: 'fits', width: 16, height: 16 }], { minSide: 16, maxSide: 16, step: 8, maxArea: 256 }));
+    expect(same.split('\n').at(-1)).toBe('  fits 16x16 → 16x16 (not resized)');
   });
 
   it('bucket batches: one bucket per batch, every item `repeats` times per epoch, partial batches kept, deterministic and resumable', () => {

@@ -143,7 +143,11 @@ export function assignBuckets(images: readonly { id: string; width: number; heig
 export function formatBucketReport(r: BucketReport): string {
   const lines = [`${r.assigned.length} image(s) in ${r.counts.length} bucket(s), ${r.skipped.length} skipped`];
   for (const c of r.counts) lines.push(`  ${c.bucket}: ${c.images}`);
-  for (const a of r.assigned) lines.push(`  ${a.id} ${a.width}x${a.height} → ${a.bucket.width}x${a.bucket.height} (resized ${a.resized.width}x${a.resized.height})`);
+  for (const a of r.assigned) {
+    const how = a.resized.width === a.width && a.resized.height === a.height ? 'not resized' : `resized ${a.resized.width}x${a.resized.height}`;
+    const crop = a.resized.width === a.bucket.width && a.resized.height === a.bucket.height ? '' : ', centre-cropped';
+    lines.push(`  ${a.id} ${a.width}x${a.height} → ${a.bucket.width}x${a.bucket.height} (${how}${crop})`);
+  }
   for (const s of r.skipped) lines.push(`  SKIPPED ${s.id} ${s.width}x${s.height}: ${s.reason}`);
   return lines.join('\n');
 }
