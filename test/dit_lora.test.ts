@@ -21,6 +21,9 @@ import { writeLoraFile } from '../src/lora/formats/index.js';
 import { CheckpointManager } from '../src/train/checkpoint.js';
 import { UsageError } from '../src/util/errors.js';
 import { tinyBase } from './helpers/dit_lora.js';
+import { expectClose } from './helpers/close.js';
+import { AutoencoderKL, saveVae, vaeConfig } from '../src/models/vae/index.js';
+import { Rng } from '../src/util/rng.js';
 import { quietStream } from './helpers/train.js';
 
 const tmp = (name: string) => fs.mkdtempSync(path.join(os.tmpdir(), `ditlora-${name}-`));
@@ -125,6 +128,38 @@ describe('dit-lora job', () => {
     const after = base.pipeline.dit.forward(x, t, cond).dataSync();
     expect(Array.from(after)).toEqual(Array.from(before));
     base.dispose();
+  });
+
+  it('latent-space base: images encoded once through its VAE (cached, keyed by VAE and pixels), adapters trained on the latents', async () => {
+    const dir = tmp('latent');
+    const vaeDir = path.join(dir, 'vae');
+    // Downsamples ×2: 16 px brand images → 8×8×4 latents, the base's grid.
+    const vaeConfigTiny = { ...vaeConfig('tiny'), blockOutChannels: [8, 16], normNumGroups: 4, scalingFactor: 0.5, sampleSize: 16 };
+    const vae = new AutoencoderKL(vaeConfigTiny, { rng: new Rng(9) });
+    await saveVae(vaeDir, vae);
+    const baseFile = await tinyBase(dir, { vaeDir, size: 8 });
+    const recipe = recipeFile(dir, baseFile);
+    const runs = path.join(dir, 'runs');
+    const logs: string[] = [];
+    const run = async () => runDitLoraJob({ loaded: loadRecipe(recipe), recipeArg: recipe, runsRoot: runs, log: (l) => logs.push(l) }, { progressStream: quietStream });
+    const first = await run();
+    expect(first.exitCode).toBe(0);
+    expect(logs.join('\n')).toMatch(/8 images \(16px → 8×8×4 latents\)/);
+    const cacheFiles = fs.readdirSync(path.join(runs, '.latent-cache')).filter((f) => f.startsWith('lora-latents-'));
+    expect(cacheFiles).toHaveLength(1);
+    // The cache holds posterior-mean latents × scaling factor of exactly the brand images, computed here independently.
+    const cached = loadSafetensors(path.join(runs, '.latent-cache', cacheFiles[0]!)).get('latents')!;
+    expect(cached.shape).toEqual([8, 8, 8, 4]);
+    const pixels = Array.from({ length: 8 }, (_, i) => Array.from(brandSample(2, i, 16, 'sfbrand', 0.5).image, (v) => v / 127.5 - 1)).flat();
+    const mean = vae.encode(tf.tensor4d(pixels, [8, 16, 16, 3])).mean.sub(vaeConfigTiny.shiftFactor).mul(vaeConfigTiny.scalingFactor);
+    expectClose(cached.data as Float32Array, mean.dataSync(), 1e-5);
+    expect(first.evaluation!.brandRateWithTrigger).toBeGreaterThanOrEqual(0);
+    logs.length = 0;
+    const second = await run();
+    expect(second.exitCode).toBe(0);
+    expect(logs.join('\n')).toMatch(/latents: 8 × 8×8×4 from the cache/);
+    vae.dispose();
+    mean.dispose();
   });
 
   it('trains only the adapters: base tensors bit-identical, adapters changed; adapter written in the chosen format; resume is exact', async () => {
@@ -268,7 +303,8 @@ describe('dit-lora folder data', () => {
       ['3_logo/a.png', 'sfbrand, logo, red', 3],
       ['3_logo/b.png', 'sfbrand, logo', 3],
     ]);
-    expect(d.items[0]!.pixels.length).toBe(16 * 16 * 3);
+    expect(d.items[0]!.x.length).toBe(16 * 16 * 3);
+    expect(d.channels).toBe(3);
     expect(d.report).toMatch(/2 image\(s\) in 1 bucket\(s\), 0 skipped/);
     expect(d.report).toMatch(/16x16: 2/);
   });

@@ -5,14 +5,19 @@ import { buildDitPipeline, ditModelMetadata } from '../../src/jobs/dit/model.js'
 import { ditRecipeSchema } from '../../src/jobs/dit/schema.js';
 import { fidelityPrompts } from '../../src/jobs/nsp/sampling.js';
 
-/** A tiny random text-conditioned DiT saved as a dit model file: the base the adapters go on. */
-export async function tinyBase(dir: string): Promise<string> {
+/**
+ * A tiny random text-conditioned DiT saved as a dit model file: the base the adapters go on. With
+ * `latent`, it generates the latent grid of the VAE saved at `latent.vaeDir` (`latent.size` per side, 4 channels).
+ */
+export async function tinyBase(dir: string, latent?: { vaeDir: string; size: number }): Promise<string> {
   const r = ditRecipeSchema.parse({
     seed: 3,
     model: { patch_size: 4, hidden_size: 16, depth: 1, num_heads: 2 },
     text_encoder: { builtin: { dim: 16, layers: 1, heads: 2, context: 12 } },
   });
-  const pipeline = buildDitPipeline(r, 16, 3, fidelityPrompts(64));
+  const pipeline = latent
+    ? buildDitPipeline(r, latent.size, 4, fidelityPrompts(64), { vae: { path: latent.vaeDir } })
+    : buildDitPipeline(r, 16, 3, fidelityPrompts(64));
   // DiT zero-initialises adaLN gates and the final layer; a trained base has neither, and with them
   // every block (and so every adapter) would have no effect on the output.
   let seed = 1;

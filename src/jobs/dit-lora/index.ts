@@ -5,12 +5,13 @@ import { parseRecipe } from '../../config/recipe.js';
 import { checkTriggerWord } from '../../data/caption_ops.js';
 import { writeLoraFile } from '../../lora/formats/index.js';
 import { BuiltinTextEncoder } from '../../models/text/builtin_text_encoder.js';
+import { vaeDownsampleFactor } from '../../models/vae/index.js';
 import type { RunDir } from '../../train/run_dir.js';
 import { createRun, findResumePoint, TrainingSession } from '../../train/session.js';
 import { UsageError } from '../../util/errors.js';
 import { type JobContext, type JobRunOptions, registerJob } from '../registry.js';
 import type { DitPipeline } from '../dit/model.js';
-import { loadLoraData, loraSampler, writeBucketReport } from './data.js';
+import { encodeLoraLatents, loadLoraData, loraSampler, writeBucketReport } from './data.js';
 import { ADAPTER_INFO_FILE, DIT_LORA_KIND, type DitLoraJobState, ditLoraJobStateSchema, injectAdapters, loadBase, resolveBase } from './model.js';
 import { type BrandEvaluation, evaluateBrand, sampleDitLora } from './sampling.js';
 import { ditLoraRecipeSchema } from './schema.js';
@@ -49,9 +50,11 @@ export async function runDitLoraJob(ctx: JobContext, opts: JobRunOptions = {}): 
   const base = loadBase(basePath);
   try {
     const arch = base.pipeline.architecture;
-    if (arch.vae) throw new UsageError(`base: ${basePath} is a latent-space DiT; dit-lora trains pixel-space bases only for now`);
     const trigger = checkedTrigger(r.data.trigger, base.pipeline, ctx.log);
-    const data = await loadLoraData(r, arch.model.inputSize, trigger);
+    // Latent-space bases: images at the size the VAE encodes to the base's latent grid, then cached latents.
+    const imageSize = arch.model.inputSize * (base.vae ? vaeDownsampleFactor(base.vae.config) : 1);
+    const images = await loadLoraData(r, imageSize, trigger);
+    const data = base.vae ? await encodeLoraLatents(images, base.vae, base.vaeWeightsPath!, path.join(ctx.runsRoot ?? 'checkpoints', '.latent-cache'), ctx.log) : images;
     const loraConfig = resume?.job.lora ?? r.lora;
     const lora = injectAdapters(base.pipeline, loraConfig, r.seed);
     const sampler = loraSampler(data, r.data.batch_size, r.seed);
@@ -62,7 +65,7 @@ export async function runDitLoraJob(ctx: JobContext, opts: JobRunOptions = {}): 
     ctx.log(`run folder: ${run.dir}`);
     ctx.log(`base: ${basePath} (${base.pipeline.numParameters().toLocaleString()} params, frozen)`);
     ctx.log(`lora: ${lora.adapters.size} adapters (r ${loraConfig.r}, alpha ${loraConfig.alpha ?? loraConfig.r}${loraConfig.dora ? ', DoRA' : ''}), ${adapterParams.toLocaleString()} trainable params`);
-    ctx.log(`data: ${data.items.length} images, trigger "${trigger}"; bucket report in ${path.join(run.dir, 'buckets.txt')}`);
+    ctx.log(`data: ${data.items.length} images${base.vae ? ` (${imageSize}px → ${data.size}×${data.size}×${data.channels} latents)` : ''}, trigger "${trigger}"; bucket report in ${path.join(run.dir, 'buckets.txt')}`);
     const session = new TrainingSession<DitLoraJobState>({
       kind: DIT_LORA_KIND,
       run,

@@ -10,7 +10,7 @@ import { StepFunction } from '../../train/step.js';
 import { disposeCondition, type LoadedDit, scheduleOf } from '../dit/model.js';
 import { type DitSampleSettings } from '../dit/sampling.js';
 import { defaultSamplerFor } from '../dit/schema.js';
-import { batchPixels, type LoraData } from './data.js';
+import { batchX, type LoraData } from './data.js';
 import type { DitLoraJobState } from './model.js';
 import { saveLoraGrid } from './sampling.js';
 import type { DitLoraRecipe } from './schema.js';
@@ -68,7 +68,7 @@ export async function trainDitLora(opts: DitLoraTrainOptions): Promise<DitLoraTr
 
   const microBatch = () => {
     const batch = sampler.next();
-    const x = batchPixels(data, batch.items);
+    const x = batchX(data, batch.items);
     const n = batch.items.length;
     const captions = batch.items.map((i) => applyCaptionOps(data.items[i]!.caption, ops, captionRng));
     const [, h, w, c] = x.shape;

@@ -229,18 +229,23 @@ export interface LoadedDit {
   /** Latent-space runs: generated latents → RGB through the run's VAE; null for pixel space. */
   decode: Decoder | null;
   vae: AutoencoderKL | null;
+  /** The VAE's weights file (what a latent cache is keyed by); null for pixel space. */
+  vaeWeightsPath: string | null;
   dispose(): void;
 }
 
 function withDecoder(pipeline: DitPipeline, source: string, usedEma: boolean): LoadedDit {
   const ref = pipeline.architecture.vae;
   let vae: AutoencoderKL | null = null;
+  let vaeWeightsPath: string | null = null;
   if (ref) {
     if (!fs.existsSync(ref.path)) {
       pipeline.dispose();
       throw new UsageError(`${source}: this latent-space model is decoded by the VAE at ${ref.path}, which does not exist any more`);
     }
-    vae = loadVae(ref.path).model;
+    const loaded = loadVae(ref.path);
+    vae = loaded.model;
+    vaeWeightsPath = loaded.weightsPath;
   }
   const v = vae;
   return {
@@ -249,6 +254,7 @@ function withDecoder(pipeline: DitPipeline, source: string, usedEma: boolean): L
     source,
     usedEma,
     vae,
+    vaeWeightsPath,
     decode: v ? (x) => v.decodeLatents(x) : null,
     dispose() {
       pipeline.dispose();

@@ -6,7 +6,7 @@ import { loadRecipe } from '../../config/recipe.js';
 import { Dataset } from '../../data/dataset.js';
 import { ImageFolderDataset } from '../../data/image_folder.js';
 import { loadSafetensors, readSafetensorsHeader, saveSafetensors } from '../../io/safetensors.js';
-import { loadVae, vaeDownsampleFactor, type LoadedVae } from '../../models/vae/index.js';
+import { type AutoencoderKL, loadVae, type VaeConfig, vaeDownsampleFactor, type LoadedVae } from '../../models/vae/index.js';
 import { RECIPE_FILE, runBaseName } from '../../train/run_dir.js';
 import { JobError, UsageError } from '../../util/errors.js';
 import { Progress } from '../../util/progress.js';
@@ -96,14 +96,15 @@ function datasetDigest(dataset: Dataset): string {
   return h.digest('hex');
 }
 
-function cacheKey(vae: LoadedVae, dataset: Dataset): string {
-  const st = fs.statSync(vae.weightsPath);
+/** What a cached latent file is valid for: the VAE weights file (path, size, mtime), its config, the pixels' digest and the image size. */
+export function latentCacheKey(vaeWeightsPath: string, config: VaeConfig, pixelsDigest: string, imageSize: number): string {
+  const st = fs.statSync(vaeWeightsPath);
   return JSON.stringify({
     v: CACHE_VERSION,
-    weights: { path: fs.realpathSync(vae.weightsPath), size: st.size, mtimeMs: st.mtimeMs },
-    config: vae.config,
-    dataset: datasetDigest(dataset),
-    imageSize: dataset.width,
+    weights: { path: fs.realpathSync(vaeWeightsPath), size: st.size, mtimeMs: st.mtimeMs },
+    config,
+    dataset: pixelsDigest,
+    imageSize,
   });
 }
 
@@ -120,23 +121,29 @@ function readCache(file: string, key: string, shape: number[]): Float32Array | n
   }
 }
 
-/** Posterior-mean latents (scaled for the generator) of every dataset image, in index order. */
-function encodeDataset(vae: LoadedVae, dataset: Dataset, latentSize: number, progressStream?: LatentSourceOptions['progressStream']): Float32Array {
-  const s = dataset.width;
-  const c = vae.config.latentChannels;
+/**
+ * Posterior-mean latents (scaled for the generator) of `count` square images of side `imageSize`,
+ * `pixelsOf(i)` giving image i as HWC pixels in [-1, 1], in index order.
+ */
+export function encodeLatents(
+  vae: AutoencoderKL,
+  count: number,
+  imageSize: number,
+  pixelsOf: (i: number) => Float32Array,
+  progressStream?: LatentSourceOptions['progressStream'],
+): Float32Array {
+  const s = imageSize;
+  const latentSize = s / vaeDownsampleFactor(vae.config);
   const perImage = s * s * 3;
-  const perLatent = latentSize * latentSize * c;
-  const out = new Float32Array(dataset.length * perLatent);
-  const progress = new Progress({ total: dataset.length, label: 'encode', ...(progressStream ? { stream: progressStream } : {}) });
-  for (let start = 0; start < dataset.length; start += ENCODE_BATCH) {
-    const n = Math.min(ENCODE_BATCH, dataset.length - start);
+  const perLatent = latentSize * latentSize * vae.config.latentChannels;
+  const out = new Float32Array(count * perLatent);
+  const progress = new Progress({ total: count, label: 'encode', ...(progressStream ? { stream: progressStream } : {}) });
+  for (let start = 0; start < count; start += ENCODE_BATCH) {
+    const n = Math.min(ENCODE_BATCH, count - start);
     const pixels = new Float32Array(n * perImage);
-    for (let i = 0; i < n; i++) {
-      const img = dataset.get(start + i).image;
-      for (let j = 0; j < perImage; j++) pixels[i * perImage + j] = img[j]! / 127.5 - 1;
-    }
+    for (let i = 0; i < n; i++) pixels.set(pixelsOf(start + i), i * perImage);
     const x = tf.tensor4d(pixels, [n, s, s, 3]);
-    const z = vae.model.encodeToLatents(x);
+    const z = vae.encodeToLatents(x);
     x.dispose();
     out.set(z.dataSync(), start * perLatent);
     z.dispose();
@@ -144,6 +151,30 @@ function encodeDataset(vae: LoadedVae, dataset: Dataset, latentSize: number, pro
   }
   progress.finish();
   return out;
+}
+
+/**
+ * The latents in the cache file when its key matches, else `encode()`d now and written there (atomically,
+ * keyed), with a log line either way.
+ */
+export async function cachedLatents(o: { file: string; key: string; shape: number[]; what: string; log: (l: string) => void; encode: () => Float32Array }): Promise<Float32Array> {
+  const [count, latentSize, , channels] = o.shape;
+  const cached = readCache(o.file, o.key, o.shape);
+  if (cached) {
+    o.log(`latents: ${count} × ${latentSize}×${latentSize}×${channels} from the cache ${o.file}`);
+    return cached;
+  }
+  const started = Date.now();
+  o.log(`latents: encoding ${o.what} once with the VAE; later runs reuse the cache`);
+  const all = o.encode();
+  await saveSafetensors(o.file, { latents: { shape: o.shape, data: all } }, { [CACHE_META_KEY]: o.key });
+  o.log(`latents: encoded in ${((Date.now() - started) / 1000).toFixed(1)} s, cached at ${o.file}`);
+  return all;
+}
+
+/** `<runsRoot>/.latent-cache/<prefix>-<hash of key>.safetensors`. */
+export function latentCacheFile(cacheDir: string, prefix: string, key: string): string {
+  return path.join(cacheDir, `${prefix}-${createHash('sha256').update(key).digest('hex').slice(0, 16)}.safetensors`);
 }
 
 /**
@@ -178,19 +209,17 @@ export async function latentSourceFor(r: LatentRecipe, datasetIn: Dataset, ctx: 
           `make model.sizes end at ${latentSize}, or set ${sourceKey} to ${finest * f}`,
       );
     }
-    const key = cacheKey(vae, dataset);
+    const key = latentCacheKey(vae.weightsPath, vae.config, datasetDigest(dataset), dataset.width);
     const cacheDir = opts.cacheDir ?? path.join(ctx.runsRoot ?? 'checkpoints', '.latent-cache');
-    const file = path.join(cacheDir, `latents-${createHash('sha256').update(key).digest('hex').slice(0, 16)}.safetensors`);
-    const shape = [dataset.length, latentSize, latentSize, channels];
-    let all = readCache(file, key, shape);
-    if (all) ctx.log(`latents: ${dataset.length} × ${latentSize}×${latentSize}×${channels} from the cache ${file}`);
-    else {
-      const started = Date.now();
-      ctx.log(`latents: encoding ${dataset.length} images (${dataset.width}px) once with the VAE; later runs reuse the cache`);
-      all = encodeDataset(vae, dataset, latentSize, opts.progressStream);
-      await saveSafetensors(file, { latents: { shape, data: all } }, { [CACHE_META_KEY]: key });
-      ctx.log(`latents: encoded in ${((Date.now() - started) / 1000).toFixed(1)} s, cached at ${file}`);
-    }
+    const ds = dataset;
+    const all = await cachedLatents({
+      file: latentCacheFile(cacheDir, 'latents', key),
+      key,
+      shape: [ds.length, latentSize, latentSize, channels],
+      what: `${ds.length} images (${ds.width}px)`,
+      log: ctx.log,
+      encode: () => encodeLatents(vae.model, ds.length, ds.width, (i) => Float32Array.from(ds.get(i).image, (v) => v / 127.5 - 1), opts.progressStream),
+    });
     const per = latentSize * latentSize * channels;
     const latents = Array.from({ length: dataset.length }, (_, i) => all.subarray(i * per, (i + 1) * per));
     const source = latentSource(dataset, latents, latentSize, channels, (z) => vae.model.decodeLatents(z));
