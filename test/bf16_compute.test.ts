@@ -192,7 +192,7 @@ describe.skipIf(!hardware)(`bf16 kernels on oneDNN (${hardware ?? 'no bf16 CPU'}
   const x = randn(n * h * w * c), f = randn(k * k * c * o), dy = randn(n * oh * ow * o);
   const ref = referenceConv(roundAll(x), roundAll(f), roundAll(dy));
   const fp32 = referenceConv(x, f, dy);
-  const attrs = { strides: stride, pad: 'same', dataFormat: 'NHWC', dimRoundingMode: undefined } as const;
+  const attrs = { strides: stride, pad: 'same', dataFormat: 'NHWC' } as const;
 
   it('conv2d forward (stride 2, asymmetric same padding)', () => {
     const got = inBf16('Conv2D', () => tf.tidy(() => tf.conv2d(tf.tensor4d(x, [n, h, w, c]), tf.tensor4d(f, [k, k, c, o]), stride, 'same')));
