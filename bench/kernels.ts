@@ -18,6 +18,8 @@ import { AdamW } from '../src/train/optim.js';
 import { Rng } from '../src/util/rng.js';
 import { ditLoraStepRow } from './dit_lora.js';
 import { ditPretrainStepRow } from './dit_pretrain.js';
+import { loadNativeAddon } from '../src/backend/native/addon.js';
+import { bf16Hardware, setNativeBf16 } from '../src/backend/native/bf16.js';
 
 export interface BenchRow {
   name: string;
@@ -113,6 +115,23 @@ function kernelRows(backend: string, repeats: number, rng: Rng): BenchRow[] {
     rows.push({ name: `${backend} ${at.name}`, value: gflops(2 * at.a[0]! * m * n * k, ms), unit: 'GFLOP/s' });
     tf.dispose([a, b]);
   }
+  rows.push(...convRows(backend, repeats, rng));
+  // Memory-bound elementwise work at a 64² activation map: a map (GB/s of input read plus output
+  // written) and the leakyRelu gradient as tfjs computes it (greater, multiply, select).
+  const act = randomTensor(ACTIVATION_SHAPE, rng);
+  const actDy = randomTensor(ACTIVATION_SHAPE, rng);
+  const actBytes = 8 * act.size;
+  const shapeName = `[${ACTIVATION_SHAPE.join(',')}]`;
+  rows.push({ name: `${backend} sigmoid ${shapeName}`, value: actBytes / timeOp(() => tf.sigmoid(act), repeats) / 1e6, unit: 'GB/s' });
+  const leakyBackward = () => tf.where(tf.greater(act, 0), actDy, actDy.mul(0.2));
+  rows.push({ name: `${backend} leakyRelu backward ${shapeName}`, value: timeOp(() => tf.tidy(leakyBackward), repeats), unit: 'ms' });
+  tf.dispose([act, actDy]);
+  return rows;
+}
+
+function convRows(prefix: string, repeats: number, rng: Rng): BenchRow[] {
+  const rows: BenchRow[] = [];
+  const slow = prefix === 'cpu';
   for (const c of CONVS) {
     if (slow && c.x[1] > 16) continue;
     const x = randomTensor(c.x, rng) as tf.Tensor4D;
@@ -126,21 +145,33 @@ function kernelRows(backend: string, repeats: number, rng: Rng): BenchRow[] {
       ['dW', () => tf.engine().runKernel('Conv2DBackpropFilter', { x, dy }, { ...attrs, filterShape: c.w } as unknown as tf.NamedAttrMap) as tf.Tensor],
     ];
     for (const [pass, op] of passes) {
-      rows.push({ name: `${backend} conv3x3 ${c.name} ${pass}`, value: gflops(flop, timeOp(op, slow ? 1 : repeats)), unit: 'GFLOP/s' });
+      rows.push({ name: `${prefix} conv3x3 ${c.name} ${pass}`, value: gflops(flop, timeOp(op, slow ? 1 : repeats)), unit: 'GFLOP/s' });
     }
     tf.dispose([x, w, dy]);
   }
-  // Memory-bound elementwise work at a 64² activation map: a map (GB/s of input read plus output
-  // written) and the leakyRelu gradient as tfjs computes it (greater, multiply, select).
-  const act = randomTensor(ACTIVATION_SHAPE, rng);
-  const actDy = randomTensor(ACTIVATION_SHAPE, rng);
-  const actBytes = 8 * act.size;
-  const shapeName = `[${ACTIVATION_SHAPE.join(',')}]`;
-  rows.push({ name: `${backend} sigmoid ${shapeName}`, value: actBytes / timeOp(() => tf.sigmoid(act), repeats) / 1e6, unit: 'GB/s' });
-  const leakyBackward = () => tf.where(tf.greater(act, 0), actDy, actDy.mul(0.2));
-  rows.push({ name: `${backend} leakyRelu backward ${shapeName}`, value: timeOp(() => tf.tidy(leakyBackward), repeats), unit: 'ms' });
-  tf.dispose([act, actDy]);
   return rows;
+}
+
+/**
+ * The matmul and conv rows again with the native backend's bf16 kernels on (operands converted to
+ * bf16 inside each call, fp32 out), as `native bf16 …`; torch_ref.py's `torch bf16 …` rows are the
+ * same products under autocast. Only where the CPU has bf16 instructions.
+ */
+function bf16Rows(repeats: number, rng: Rng): BenchRow[] {
+  const load = loadNativeAddon();
+  if (!load.addon || !bf16Hardware(load.info.dnnlCpuIsa)) return [];
+  setNativeBf16(load.addon, true);
+  try {
+    const rows: BenchRow[] = [];
+    for (const n of [512, 1024]) {
+      const [a, b] = [randomTensor([n, n], rng), randomTensor([n, n], rng)];
+      rows.push({ name: `native bf16 matmul ${n}`, value: gflops(2 * n ** 3, timeOp(() => tf.matMul(a as tf.Tensor2D, b as tf.Tensor2D), repeats)), unit: 'GFLOP/s' });
+      tf.dispose([a, b]);
+    }
+    return [...rows, ...convRows('native bf16', repeats, rng)];
+  } finally {
+    setNativeBf16(load.addon, false);
+  }
 }
 
 /**
@@ -211,6 +242,7 @@ export async function runKernelBench(opts: KernelBenchOptions = {}): Promise<Ben
     }
     const rng = new Rng(1);
     for (const row of kernelRows(backend, repeats, rng)) rows.push(row), log(formatRow(row));
+    if (backend === 'native') for (const row of bf16Rows(repeats, rng)) rows.push(row), log(formatRow(row));
     if (opts.trainingSteps ?? true) for (const row of nspStepRows(backend, repeats)) rows.push(row), log(formatRow(row));
     if (opts.trainingSteps ?? true) {
       const row = ditLoraStepRow(backend, bestMs, repeats);

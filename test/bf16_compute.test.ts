@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { tf } from '../src/backend/tf.js';
 import { loadNativeAddon } from '../src/backend/native/addon.js';
@@ -77,6 +78,14 @@ describe('choosing how precision: bf16 is computed', () => {
     expect(computeCast(x)).toBe(x);
     expect(nativeBf16Active()).toBe(false);
     x.dispose();
+  });
+});
+
+describe.skipIf(!load.info)('AMX enabling for oneDNN 2.6', () => {
+  it('reports AMX off on a CPU without it, and an outcome where it has it', () => {
+    const flags = /^flags\s*:(.*)$/m.exec(readFileSync('/proc/cpuinfo', 'utf8'))?.[1]?.split(/\s+/) ?? [];
+    if (flags.includes('amx_bf16') && flags.includes('amx_tile')) expect(load.info!.dnnlAmx).toMatch(/AMX (enabled|left to|present but)/);
+    else expect(load.info!.dnnlAmx).toBe('no AMX on this CPU');
   });
 });
 
