@@ -99,12 +99,15 @@ function readCurve(run: Run): Curve {
   };
 }
 
-/** Mean loss of each stage's last `tail` logged steps. */
-function stageTails(c: Curve, tail: number): number[] {
+const mean = (v: number[]) => v.reduce((a, x) => a + x, 0) / v.length;
+const sd = (v: number[]) => Math.sqrt(v.reduce((a, x) => a + (x - mean(v)) ** 2, 0) / Math.max(1, v.length - 1));
+
+/** Mean loss of each stage's last `tail` logged steps, with its standard error (step-to-step noise within the run). */
+function stageTails(c: Curve, tail: number): { mean: number; se: number }[] {
   const stages = [...new Set(c.stage)];
   return stages.map((s) => {
     const ls = c.loss.filter((_, i) => c.stage[i] === s).slice(-tail);
-    return ls.reduce((a, b) => a + b, 0) / ls.length;
+    return { mean: mean(ls), se: sd(ls) / Math.sqrt(ls.length) };
   });
 }
 
@@ -140,6 +143,10 @@ function svgChart(curves: Curve[], title: string, smooth: number): string {
       ticks.push(`<line x1="${L}" x2="${W - R}" y1="${y(v)}" y2="${y(v)}" stroke="#ddd"/><text x="${L - 6}" y="${y(v) + 4}" text-anchor="end" font-size="11">${v}</text>`);
     }
   }
+  const stepTick = 10 ** Math.floor(Math.log10(maxStep / 2));
+  for (let t = 0; t <= maxStep; t += stepTick) {
+    ticks.push(`<text x="${x(t)}" y="${H - B + 14}" text-anchor="middle" font-size="11">${t}</text>`);
+  }
   // Stage boundaries from the first curve.
   const c0 = curves[0]!;
   const bounds = c0.stage.map((s, i) => (i > 0 && s !== c0.stage[i - 1] ? c0.steps[i]! : null)).filter((s): s is number => s !== null);
@@ -154,6 +161,20 @@ function svgChart(curves: Curve[], title: string, smooth: number): string {
 <text x="${(L + W - R) / 2}" y="${H - 8}" text-anchor="middle" font-size="12">step</text>${lines.join('')}${legend.join('')}</svg></figure>`;
 }
 
+/** The chart as a PNG beside the page, when Debian's chromium is there (playwright-core drives it). */
+async function screenshot(page: string, png: string): Promise<void> {
+  if (!existsSync('/usr/bin/chromium')) return;
+  const { chromium } = await import('playwright-core');
+  const browser = await chromium.launch({ executablePath: '/usr/bin/chromium', args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking'] });
+  try {
+    const tab = await browser.newPage({ viewport: { width: 960, height: 900 } });
+    await tab.goto(`file://${page}`);
+    await tab.locator('svg').first().screenshot({ path: png });
+  } finally {
+    await browser.close();
+  }
+}
+
 async function main(): Promise<void> {
   if (!args.includes('--plot-only')) await trainAll();
   const curves = runs.map(readCurve);
@@ -162,16 +183,14 @@ async function main(): Promise<void> {
     precision: c.precision,
     seed: c.seed,
     compute: c.computeLine,
-    stageTailMeans: stageTails(c, tail),
+    stageTails: stageTails(c, tail),
     captionFidelityPercent: c.fidelity === null ? null : Number(c.fidelity),
   }));
-  const stagesN = summary[0]!.stageTailMeans.length;
+  const stagesN = summary[0]!.stageTails.length;
   const bySeed = (p: Precision) => seeds.map((s) => summary.find((r) => r.precision === p && r.seed === s)!);
   const fp32 = bySeed('fp32'), bf16 = bySeed('bf16');
   const comparison = Array.from({ length: stagesN }, (_, k) => {
-    const f = fp32.map((r) => r.stageTailMeans[k]!), b = bf16.map((r) => r.stageTailMeans[k]!);
-    const mean = (v: number[]) => v.reduce((a, x) => a + x, 0) / v.length;
-    const sd = (v: number[]) => Math.sqrt(v.reduce((a, x) => a + (x - mean(v)) ** 2, 0) / Math.max(1, v.length - 1));
+    const f = fp32.map((r) => r.stageTails[k]!.mean), b = bf16.map((r) => r.stageTails[k]!.mean);
     return {
       stage: k,
       fp32Mean: mean(f),
@@ -179,6 +198,8 @@ async function main(): Promise<void> {
       bf16Mean: mean(b),
       bf16SeedSd: sd(b),
       sameSeedRelDiff: f.map((x, i) => (b[i]! - x) / x),
+      // bf16 − fp32 at the same seed in units of the two windows' combined standard error.
+      sameSeedZ: f.map((x, i) => (b[i]! - x) / Math.hypot(fp32[i]!.stageTails[k]!.se, bf16[i]!.stageTails[k]!.se)),
     };
   });
   mkdirSync(outDir, { recursive: true });
@@ -186,10 +207,15 @@ async function main(): Promise<void> {
   const rows = comparison
     .map(
       (c) =>
-        `<tr><td>${c.stage}</td><td>${c.fp32Mean.toFixed(4)} ± ${c.fp32SeedSd.toFixed(4)}</td><td>${c.bf16Mean.toFixed(4)} ± ${c.bf16SeedSd.toFixed(4)}</td><td>${c.sameSeedRelDiff.map((d) => `${(d * 100).toFixed(1)}%`).join(', ')}</td></tr>`,
+        `<tr><td>${c.stage}</td><td>${c.fp32Mean.toFixed(4)} ± ${c.fp32SeedSd.toFixed(4)}</td><td>${c.bf16Mean.toFixed(4)} ± ${c.bf16SeedSd.toFixed(4)}</td><td>${c.sameSeedRelDiff.map((d, i) => `${(d * 100).toFixed(1)}% (${c.sameSeedZ[i]!.toFixed(1)}σ)`).join(', ')}</td></tr>`,
     )
     .join('');
-  const fid = summary.map((r) => `<tr><td>${r.precision}</td><td>${r.seed}</td><td>${r.captionFidelityPercent ?? '—'}</td><td>${esc(r.compute ?? 'precision fp32')}</td></tr>`).join('');
+  const fid = summary
+    .map(
+      (r) =>
+        `<tr><td>${r.precision}</td><td>${r.seed}</td><td>${r.stageTails.map((t) => `${t.mean.toFixed(4)} ± ${t.se.toFixed(4)}`).join('<br>')}</td><td>${r.captionFidelityPercent ?? '—'}</td><td>${esc(r.compute ?? 'precision fp32')}</td></tr>`,
+    )
+    .join('');
   const html = `<!doctype html><meta charset="utf-8"><title>bf16 vs fp32 loss curves (NSP)</title>
 <body style="font-family:sans-serif;max-width:960px;margin:2em auto">
 <h1>bf16 vs fp32: NSP default recipe, short</h1>
@@ -197,10 +223,11 @@ async function main(): Promise<void> {
 loss per step smoothed over ${10} steps, log scale; dotted verticals are stage changes. Generated by scripts/bf16_loss_curves.ts.</p>
 ${svgChart(curves, `training loss (moving average of 10 steps)`, 10)}
 <h2>Mean loss over each stage's last ${tail} steps</h2>
-<table border="1" cellpadding="4" style="border-collapse:collapse"><tr><th>stage</th><th>fp32 (mean ± sd over seeds)</th><th>bf16 (mean ± sd over seeds)</th><th>bf16 − fp32, same seed (relative)</th></tr>${rows}</table>
-<h2>Runs</h2><table border="1" cellpadding="4" style="border-collapse:collapse"><tr><th>precision</th><th>seed</th><th>caption fidelity %</th><th>compute</th></tr>${fid}</table>
+<table border="1" cellpadding="4" style="border-collapse:collapse"><tr><th>stage</th><th>fp32 (mean ± sd over seeds)</th><th>bf16 (mean ± sd over seeds)</th><th>bf16 − fp32, same seed (relative; in σ of the windows' step-to-step noise)</th></tr>${rows}</table>
+<h2>Runs</h2><table border="1" cellpadding="4" style="border-collapse:collapse"><tr><th>precision</th><th>seed</th><th>last-${tail}-step mean loss per stage ± s.e.</th><th>caption fidelity %</th><th>compute</th></tr>${fid}</table>
 </body>`;
   writeFileSync(path.join(outDir, 'loss-curves.html'), html);
+  await screenshot(path.resolve(outDir, 'loss-curves.html'), path.resolve(outDir, 'loss-curves.png'));
   console.log(JSON.stringify({ comparison, runs: summary }, null, 1));
 }
 
