@@ -39,7 +39,8 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"))) void convertAvx5
   }
 }
 
-const bool kHasAvx512Bf16 = __builtin_cpu_supports("avx512bf16");
+// __builtin_cpu_init first: this runs during the library's static initialisation, possibly before libgcc's.
+const bool kHasAvx512Bf16 = (__builtin_cpu_init(), __builtin_cpu_supports("avx512bf16"));
 
 // A growable 64-byte-aligned bf16 buffer for one converted operand (reused between calls: the
 // JS side calls the kernels one at a time).
