@@ -18,6 +18,8 @@ import { AdamW } from '../src/train/optim.js';
 import { Rng } from '../src/util/rng.js';
 import { ditLoraStepRow } from './dit_lora.js';
 import { ditPretrainStepRow } from './dit_pretrain.js';
+import { loadNativeAddon } from '../src/backend/native/addon.js';
+import { bf16Hardware, setNativeBf16 } from '../src/backend/native/bf16.js';
 
 export interface BenchRow {
   name: string;
@@ -113,23 +115,7 @@ function kernelRows(backend: string, repeats: number, rng: Rng): BenchRow[] {
     rows.push({ name: `${backend} ${at.name}`, value: gflops(2 * at.a[0]! * m * n * k, ms), unit: 'GFLOP/s' });
     tf.dispose([a, b]);
   }
-  for (const c of CONVS) {
-    if (slow && c.x[1] > 16) continue;
-    const x = randomTensor(c.x, rng) as tf.Tensor4D;
-    const w = randomTensor(c.w, rng) as tf.Tensor4D;
-    const dy = randomTensor([...c.x.slice(0, 3), c.w[3]], rng) as tf.Tensor4D;
-    const flop = 2 * c.x[0] * c.x[1] * c.x[2] * c.w[3] * 9 * c.x[3];
-    const attrs = { strides: 1, pad: 'same', dataFormat: 'NHWC' };
-    const passes: [string, () => tf.Tensor][] = [
-      ['fwd', () => tf.conv2d(x, w, 1, 'same')],
-      ['dx', () => tf.engine().runKernel('Conv2DBackpropInput', { dy, filter: w }, { ...attrs, inputShape: c.x } as unknown as tf.NamedAttrMap) as tf.Tensor],
-      ['dW', () => tf.engine().runKernel('Conv2DBackpropFilter', { x, dy }, { ...attrs, filterShape: c.w } as unknown as tf.NamedAttrMap) as tf.Tensor],
-    ];
-    for (const [pass, op] of passes) {
-      rows.push({ name: `${backend} conv3x3 ${c.name} ${pass}`, value: gflops(flop, timeOp(op, slow ? 1 : repeats)), unit: 'GFLOP/s' });
-    }
-    tf.dispose([x, w, dy]);
-  }
+  rows.push(...convRows(backend, repeats, rng));
   // Memory-bound elementwise work at a 64² activation map: a map (GB/s of input read plus output
   // written) and the leakyRelu gradient as tfjs computes it (greater, multiply, select).
   const act = randomTensor(ACTIVATION_SHAPE, rng);
@@ -140,6 +126,91 @@ function kernelRows(backend: string, repeats: number, rng: Rng): BenchRow[] {
   const leakyBackward = () => tf.where(tf.greater(act, 0), actDy, actDy.mul(0.2));
   rows.push({ name: `${backend} leakyRelu backward ${shapeName}`, value: timeOp(() => tf.tidy(leakyBackward), repeats), unit: 'ms' });
   tf.dispose([act, actDy]);
+  return rows;
+}
+
+interface Product {
+  name: string;
+  flop: number;
+  op: () => tf.Tensor;
+}
+
+/** The 3×3 convolution passes of CONVS as products to time; `dispose` frees their operands. */
+function convProducts(rng: Rng, small: boolean): { products: Product[]; dispose: () => void } {
+  const products: Product[] = [];
+  const tensors: tf.Tensor[] = [];
+  for (const c of CONVS) {
+    if (small && c.x[1] > 16) continue;
+    const x = randomTensor(c.x, rng) as tf.Tensor4D;
+    const w = randomTensor(c.w, rng) as tf.Tensor4D;
+    const dy = randomTensor([...c.x.slice(0, 3), c.w[3]], rng) as tf.Tensor4D;
+    tensors.push(x, w, dy);
+    const flop = 2 * c.x[0] * c.x[1] * c.x[2] * c.w[3] * 9 * c.x[3];
+    const attrs = { strides: 1, pad: 'same', dataFormat: 'NHWC' };
+    products.push(
+      { name: `conv3x3 ${c.name} fwd`, flop, op: () => tf.conv2d(x, w, 1, 'same') },
+      {
+        name: `conv3x3 ${c.name} dx`,
+        flop,
+        op: () => tf.engine().runKernel('Conv2DBackpropInput', { dy, filter: w }, { ...attrs, inputShape: c.x } as unknown as tf.NamedAttrMap) as tf.Tensor,
+      },
+      {
+        name: `conv3x3 ${c.name} dW`,
+        flop,
+        op: () => tf.engine().runKernel('Conv2DBackpropFilter', { x, dy }, { ...attrs, filterShape: c.w } as unknown as tf.NamedAttrMap) as tf.Tensor,
+      },
+    );
+  }
+  return { products, dispose: () => tf.dispose(tensors) };
+}
+
+function convRows(backend: string, repeats: number, rng: Rng): BenchRow[] {
+  const slow = backend === 'cpu';
+  const { products, dispose } = convProducts(rng, slow);
+  const rows = products.map((p) => ({ name: `${backend} ${p.name}`, value: gflops(p.flop, timeOp(p.op, slow ? 1 : repeats)), unit: 'GFLOP/s' }));
+  dispose();
+  return rows;
+}
+
+/**
+ * The native backend's bf16 kernels (operands converted to bf16 inside each call, fp32 out) on the
+ * matmul and conv products, timed interleaved with the fp32 kernels (one call each per round, so a
+ * busy machine slows both alike): `native bf16 …` GFLOP/s (best round; torch_ref.py's `torch bf16 …`
+ * rows are the same products under autocast) and `native bf16 ÷ fp32 …` (median per-round time
+ * ratio). Only where the CPU has bf16 instructions.
+ */
+function bf16Rows(repeats: number, rng: Rng): BenchRow[] {
+  const load = loadNativeAddon();
+  if (!load.addon || !bf16Hardware(load.info.dnnlCpuIsa)) return [];
+  const addon = load.addon;
+  const mats = [512, 1024].map((n) => [randomTensor([n, n], rng), randomTensor([n, n], rng)] as const);
+  const conv = convProducts(rng, false);
+  const products: Product[] = [
+    ...mats.map(([a, b]) => ({ name: `matmul ${a.shape[0]}`, flop: 2 * a.shape[0]! ** 3, op: () => tf.matMul(a as tf.Tensor2D, b as tf.Tensor2D) })),
+    ...conv.products,
+  ];
+  const rows: BenchRow[] = [];
+  const timeOnce = (p: Product, bf16: boolean) => {
+    setNativeBf16(addon, bf16);
+    try {
+      const t = performance.now();
+      p.op().dispose();
+      return performance.now() - t;
+    } finally {
+      setNativeBf16(addon, false);
+    }
+  };
+  for (const p of products) {
+    timeOnce(p, false), timeOnce(p, true);
+    const fp32: number[] = [];
+    const bf16: number[] = [];
+    for (let r = 0; r < Math.max(5, repeats); r++) fp32.push(timeOnce(p, false)), bf16.push(timeOnce(p, true));
+    const ratios = bf16.map((t, i) => t / fp32[i]!).sort((x, y) => x - y);
+    rows.push({ name: `native bf16 ${p.name}`, value: gflops(p.flop, Math.min(...bf16)), unit: 'GFLOP/s' });
+    rows.push({ name: `native bf16 ÷ fp32 ${p.name}`, value: ratios[ratios.length >> 1]!, unit: '×', note: `time ratio, median of ${ratios.length} interleaved rounds (< 1: bf16 faster)` });
+  }
+  tf.dispose(mats.flat());
+  conv.dispose();
   return rows;
 }
 
@@ -211,6 +282,7 @@ export async function runKernelBench(opts: KernelBenchOptions = {}): Promise<Ben
     }
     const rng = new Rng(1);
     for (const row of kernelRows(backend, repeats, rng)) rows.push(row), log(formatRow(row));
+    if (backend === 'native') for (const row of bf16Rows(repeats, rng)) rows.push(row), log(formatRow(row));
     if (opts.trainingSteps ?? true) for (const row of nspStepRows(backend, repeats)) rows.push(row), log(formatRow(row));
     if (opts.trainingSteps ?? true) {
       const row = ditLoraStepRow(backend, bestMs, repeats);

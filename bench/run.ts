@@ -73,7 +73,7 @@ const suites: Record<string, Suite> = {
   },
   torch: { describe: 'the same kernel shapes in PyTorch (bench/torch_ref.py), for the ratios', run: (ctx) => torchRows(ctx) },
   steps: {
-    describe: 'training steps, native vs PyTorch interleaved at 1 and 2 threads (medians)',
+    describe: 'training steps, native vs PyTorch interleaved at 1 and 2 threads (medians); on a bf16 CPU also precision: bf16 vs torch.autocast bf16',
     run: async (ctx) => {
       if (!ctx.torch.found) return [{ name: 'pytorch unavailable', value: NaN, unit: '', note: ctx.torch.tried.join('; ') }];
       return (await import('./steps.js')).runStepBench({ rounds: ctx.quick ? 3 : 7, torch: ctx.torch.found, log: ctx.log });

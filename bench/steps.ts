@@ -3,7 +3,10 @@
  * LoRA step on the native backend, one step of ours then one of PyTorch's (a bench/torch_ref.py
  * --serve process at the same thread count), several rounds, medians. The machine is shared, so
  * only a ratio taken this way means anything; each row notes the load average it ran under.
- * Run: `npx tsx bench/steps.ts [--threads 1,2] [--rounds 7] [--torch-python PATH] [--json]`.
+ * With bf16 (the default where the CPU has AVX-512-BF16 or AMX) each round also runs our step with
+ * `precision: bf16` and PyTorch's under torch.autocast('cpu', dtype=torch.bfloat16) (a second
+ * server), so fp32 and bf16 ratios, and each side's bf16 ÷ fp32, come from the same rounds.
+ * Run: `npx tsx bench/steps.ts [--threads 1,2] [--rounds 7] [--precision fp32,bf16] [--torch-python PATH] [--json]`.
  */
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import os from 'node:os';
@@ -11,7 +14,9 @@ import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { tf } from '../src/backend/tf.js';
 import { initBackend } from '../src/backend/select.js';
-import { setNativeThreads } from '../src/backend/native/addon.js';
+import { loadNativeAddon, setNativeThreads } from '../src/backend/native/addon.js';
+import { bf16Hardware } from '../src/backend/native/bf16.js';
+import { installComputePrecision, resetComputePrecision, type ComputeMode } from '../src/train/compute_precision.js';
 import { NextScaleGenerator } from '../src/models/nsp/model.js';
 import { Rng } from '../src/util/rng.js';
 import { NSP_BENCH_BATCH, NSP_BENCH_CONFIG, nspStep } from './kernels.js';
@@ -24,8 +29,12 @@ export interface StepBenchOptions {
   threads?: number[];
   rounds?: number;
   torch?: TorchPython;
+  /** fp32 always runs; bf16 adds the mixed-precision rows (default: where the CPU has bf16 instructions). */
+  precisions?: StepPrecision[];
   log?: (line: string) => void;
 }
+
+export type StepPrecision = 'fp32' | 'bf16';
 
 /** A long-lived torch_ref.py --serve process answering "run step X n times" requests. */
 class TorchServer {
@@ -33,9 +42,9 @@ class TorchServer {
   private readonly lines: AsyncIterator<string>;
   header!: { torch: string; threads: number; cpu: string; rows: string[] };
 
-  constructor(python: string, threads: number) {
+  constructor(python: string, threads: number, autocast: 'none' | 'bf16' = 'none') {
     const script = fileURLToPath(new URL('./torch_ref.py', import.meta.url));
-    this.proc = spawn(python, [script, '--serve', '--threads', String(threads)], { stdio: ['pipe', 'pipe', 'pipe'] });
+    this.proc = spawn(python, [script, '--serve', '--threads', String(threads), '--autocast', autocast], { stdio: ['pipe', 'pipe', 'pipe'] });
     let err = '';
     this.proc.stderr.on('data', (d: Buffer) => (err = (err + d.toString()).slice(-4000)));
     this.proc.on('exit', (code) => {
@@ -65,6 +74,12 @@ class TorchServer {
   }
 }
 
+function parsePrecision(p: string): StepPrecision {
+  if (p === 'fp32' || p === 'bf16') return p;
+  console.error(`--precision: expected fp32 and/or bf16 (comma-separated), got '${p}'`);
+  process.exit(2);
+}
+
 const median = (t: number[]) => [...t].sort((a, b) => a - b)[t.length >> 1]!;
 
 /** Ours: {row name (as torch_ref.py names it): step}, built once per thread count. */
@@ -85,6 +100,18 @@ function ourSteps(): { steps: Map<string, () => void>; dispose: () => void } {
   return { steps, dispose: () => disposers.forEach((d) => d()) };
 }
 
+/** Our step under `precision` (bf16: the oneDNN bf16 kernels where the CPU has them, else the emulation). */
+function timeOurs(step: () => void, precision: StepPrecision): { ms: number; mode: ComputeMode } {
+  const mode = installComputePrecision(precision).mode;
+  try {
+    const t0 = performance.now();
+    step();
+    return { ms: performance.now() - t0, mode };
+  } finally {
+    resetComputePrecision();
+  }
+}
+
 export async function runStepBench(opts: StepBenchOptions = {}): Promise<BenchRow[]> {
   const log = opts.log ?? (() => {});
   const rounds = opts.rounds ?? 7;
@@ -92,40 +119,75 @@ export async function runStepBench(opts: StepBenchOptions = {}): Promise<BenchRo
   const torch = opts.torch ?? findTorchPython().found;
   if (!torch) return [{ name: 'pytorch unavailable', value: NaN, unit: '', note: findTorchPython().tried.join('; ') }];
   await initBackend('native');
+  const info = loadNativeAddon().info;
+  const precisions = opts.precisions ?? (info && bf16Hardware(info.dnnlCpuIsa) ? ['fp32', 'bf16'] : ['fp32']);
+  const withBf16 = precisions.includes('bf16');
   const rows: BenchRow[] = [];
+  const emit = (row: BenchRow) => {
+    rows.push(row);
+    log(`${row.name.padEnd(64)} ${row.value.toFixed(2)}×  (${row.note})`);
+  };
   for (const threads of threadCounts) {
     setNativeThreads(threads, `bench/steps.ts --threads ${threads}`);
-    const server = new TorchServer(torch.python, threads);
+    const servers: Record<StepPrecision, TorchServer | undefined> = {
+      fp32: new TorchServer(torch.python, threads),
+      bf16: withBf16 ? new TorchServer(torch.python, threads, 'bf16') : undefined,
+    };
+    const active = (['fp32', 'bf16'] as const).filter((p) => servers[p]);
     try {
-      await server.start();
+      for (const p of active) await servers[p]!.start();
       const { steps, dispose } = ourSteps();
       for (const [name, step] of steps) {
-        if (!server.header.rows.includes(name)) continue;
+        if (!servers.fp32!.header.rows.includes(name)) continue;
         const load = os.loadavg()[0]!;
-        step();
-        await server.run(name, 1);
-        const ours: number[] = [];
-        const theirs: number[] = [];
-        const ratios: number[] = [];
-        for (let r = 0; r < rounds; r++) {
-          const t0 = performance.now();
-          step();
-          ours.push(performance.now() - t0);
-          theirs.push((await server.run(name, 1))[0]!);
-          ratios.push(ours.at(-1)! / theirs.at(-1)!);
+        const ours = { fp32: [] as number[], bf16: [] as number[] };
+        const theirs = { fp32: [] as number[], bf16: [] as number[] };
+        const ratios = { fp32: [] as number[], bf16: [] as number[] };
+        let bf16Mode: ComputeMode = 'bf16-emulated';
+        for (const p of active) {
+          timeOurs(step, p);
+          await servers[p]!.run(name, 1);
         }
-        const row: BenchRow = {
+        for (let r = 0; r < rounds; r++) {
+          for (const p of active) {
+            const o = timeOurs(step, p);
+            if (p === 'bf16') bf16Mode = o.mode;
+            ours[p].push(o.ms);
+            theirs[p].push((await servers[p]!.run(name, 1))[0]!);
+            ratios[p].push(o.ms / theirs[p].at(-1)!);
+          }
+        }
+        const torchVersion = servers.fp32!.header.torch;
+        emit({
           name: `native ${name} @${threads}t ÷ torch`,
-          value: median(ratios),
+          value: median(ratios.fp32),
           unit: '×',
-          note: `median of ${rounds} interleaved: native ${median(ours).toFixed(1)} ms, torch ${server.header.torch} ${median(theirs).toFixed(1)} ms; load ${load.toFixed(1)}`,
-        };
-        rows.push(row);
-        log(`${row.name.padEnd(64)} ${row.value.toFixed(2)}×  (${row.note})`);
+          note: `median of ${rounds} interleaved: native ${median(ours.fp32).toFixed(1)} ms, torch ${torchVersion} ${median(theirs.fp32).toFixed(1)} ms; load ${load.toFixed(1)}`,
+        });
+        if (!withBf16) continue;
+        emit({
+          name: `native bf16 ${name} @${threads}t ÷ torch autocast bf16`,
+          value: median(ratios.bf16),
+          unit: '×',
+          note: `${bf16Mode}; median of ${rounds} interleaved: native ${median(ours.bf16).toFixed(1)} ms, torch autocast ${median(theirs.bf16).toFixed(1)} ms; load ${load.toFixed(1)}`,
+        });
+        const perRound = (a: number[], b: number[]) => median(a.map((x, i) => x / b[i]!));
+        emit({
+          name: `native bf16 ÷ native fp32 ${name} @${threads}t`,
+          value: perRound(ours.bf16, ours.fp32),
+          unit: '×',
+          note: `${bf16Mode}; < 1: bf16 is faster; same rounds as above`,
+        });
+        emit({
+          name: `torch autocast bf16 ÷ torch fp32 ${name} @${threads}t`,
+          value: perRound(theirs.bf16, theirs.fp32),
+          unit: '×',
+          note: `torch ${torchVersion}; same rounds as above`,
+        });
       }
       dispose();
     } finally {
-      server.close();
+      for (const p of active) servers[p]!.close();
     }
   }
   tf.disposeVariables();
@@ -148,6 +210,7 @@ if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
   const rows = await runStepBench({
     threads: pick('--threads')?.split(',').map(Number),
     rounds: pick('--rounds') ? Number(pick('--rounds')) : undefined,
+    precisions: pick('--precision')?.split(',').map(parsePrecision),
     torch: found.found,
     log: json ? undefined : (l) => console.error(l),
   });

@@ -41,6 +41,26 @@ def gflops(flop, ms):
     return flop / ms / 1e6
 
 
+def conv_rows(repeats, dtype, prefix):
+    """The NSP dense block's 3x3 convolutions (forward, dx, dW) on `dtype` tensors."""
+    rows = []
+    for name, xs, ws in [('64x64 32->16', [16, 64, 64, 32], [3, 3, 32, 16]), ('64x64 64->16', [16, 64, 64, 64], [3, 3, 64, 16]),
+                         ('16x16 48->16', [16, 16, 16, 48], [3, 3, 48, 16])]:
+        n, h, w, c = xs
+        o = ws[3]
+        # channels_last matches tfjs's NHWC and lets PyTorch pick its oneDNN NHWC kernels.
+        x = torch.randn(n, c, h, w).to(memory_format=torch.channels_last, dtype=dtype)
+        wt = torch.randn(o, c, 3, 3).to(dtype)
+        dy = torch.randn(n, o, h, w).to(memory_format=torch.channels_last, dtype=dtype)
+        flop = 2 * n * h * w * o * 9 * c
+        fwd = lambda: F.conv2d(x, wt, padding=1)
+        dx = lambda: torch.nn.grad.conv2d_input(x.shape, wt, dy, padding=1)
+        dw = lambda: torch.nn.grad.conv2d_weight(x, wt.shape, dy, padding=1)
+        for pname, fn in [('fwd', fwd), ('dx', dx), ('dW', dw)]:
+            rows.append(dict(name=f'torch {prefix}conv3x3 {name} {pname}', value=gflops(flop, best_ms(fn, repeats)), unit='GFLOP/s'))
+    return rows
+
+
 def kernel_rows(repeats):
     rows = []
     for n in [256, 512, 1024, 2048]:
@@ -57,20 +77,14 @@ def kernel_rows(repeats):
         n = bsh[2] if tb else bsh[3]
         ms = best_ms(lambda: a @ (b.transpose(-1, -2) if tb else b), repeats)
         rows.append(dict(name=f'torch {name}', value=gflops(2 * ash[0] * ash[2] * ash[3] * n, ms), unit='GFLOP/s'))
-    for name, xs, ws in [('64x64 32->16', [16, 64, 64, 32], [3, 3, 32, 16]), ('64x64 64->16', [16, 64, 64, 64], [3, 3, 64, 16]),
-                         ('16x16 48->16', [16, 16, 16, 48], [3, 3, 48, 16])]:
-        n, h, w, c = xs
-        o = ws[3]
-        # channels_last matches tfjs's NHWC and lets PyTorch pick its oneDNN NHWC kernels.
-        x = torch.randn(n, c, h, w).to(memory_format=torch.channels_last)
-        wt = torch.randn(o, c, 3, 3)
-        dy = torch.randn(n, o, h, w).to(memory_format=torch.channels_last)
-        flop = 2 * n * h * w * o * 9 * c
-        fwd = lambda: F.conv2d(x, wt, padding=1)
-        dx = lambda: torch.nn.grad.conv2d_input(x.shape, wt, dy, padding=1)
-        dw = lambda: torch.nn.grad.conv2d_weight(x, wt.shape, dy, padding=1)
-        for pname, fn in [('fwd', fwd), ('dx', dx), ('dW', dw)]:
-            rows.append(dict(name=f'torch conv3x3 {name} {pname}', value=gflops(flop, best_ms(fn, repeats)), unit='GFLOP/s'))
+    rows += conv_rows(repeats, torch.float32, '')
+    # bf16 products as autocast runs them (bench/kernels.ts's `native bf16` rows): matmul of fp32
+    # tensors under autocast (the cast is inside), convolutions on the bf16 tensors autocast saves.
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        for n in [512, 1024]:
+            a, b = torch.randn(n, n), torch.randn(n, n)
+            rows.append(dict(name=f'torch bf16 matmul {n}', value=gflops(2 * n ** 3, best_ms(lambda: a @ b, repeats)), unit='GFLOP/s'))
+    rows += conv_rows(repeats, torch.bfloat16, 'bf16 ')
     # Same rows as kernels.ts's elementwise ones (shape names in tfjs's NHWC order).
     shape = [16, 64, 64, 32]
     act, act_dy = torch.randn(*shape), torch.randn(*shape)

@@ -185,10 +185,10 @@ describe('native GEMM routing and bf16 report', () => {
   });
 
   it('says whether bf16 runs on bf16 hardware or stays emulated', async () => {
-    const { describeBf16 } = await import('../src/backend/native/addon.js');
-    expect(describeBf16(0xe7)).toContain('AVX-512-BF16');
-    expect(describeBf16(0x3e7)).toContain('AMX-BF16');
-    expect(describeBf16(0x27)).toContain('no bf16 instructions');
-    expect(describeBf16(0x27)).toContain('emulated');
+    const { describeBf16 } = await import('../src/backend/native/bf16.js');
+    expect(describeBf16({ dnnlCpuIsa: 0xe7, dnnlAmx: 'no AMX on this CPU' })).toContain('oneDNN bf16 kernels on AVX-512-BF16');
+    expect(describeBf16({ dnnlCpuIsa: 0x3e7, dnnlAmx: 'AMX enabled' })).toContain('AMX-BF16 (AMX enabled)');
+    expect(describeBf16({ dnnlCpuIsa: 0x27, dnnlAmx: 'no AMX on this CPU' })).toContain('no bf16 instructions');
+    expect(describeBf16({ dnnlCpuIsa: 0x27, dnnlAmx: 'no AMX on this CPU' })).toContain('emulated');
   });
 });

@@ -9,6 +9,7 @@
 
 #include "activation.h"
 #include "attention.h"
+#include "bf16.h"
 #include "conv.h"
 #include "elementwise.h"
 #include "lapack.h"
@@ -54,6 +55,7 @@ napi_value info(napi_env env, napi_callback_info) {
   auto set = [&](const char* key, napi_value value) { check(env, napi_set_named_property(env, out, key, value), "set_property"); };
   set("dnnlVersion", makeString(env, dnnlVersion));
   set("dnnlCpuIsa", makeNumber(env, static_cast<double>(dnnl_get_effective_cpu_isa())));
+  set("dnnlAmx", makeString(env, enableAmxWhenPresent()));
   set("openblasCore", makeString(env, openblas_get_corename()));
   set("openblasConfig", makeString(env, openblas_get_config()));
   set("ompThreads", makeNumber(env, omp_get_max_threads()));
@@ -141,7 +143,7 @@ napi_value matmul(napi_env env, napi_callback_info cb) {
     requireLength(bv.length, n, "bias");
     bias = bv.data;
   }
-  return makeString(env, runMatmul(s, a.data, b.data, bias, c.data));
+  return makeString(env, (bf16Compute() ? runBf16Matmul : runMatmul)(s, a.data, b.data, bias, c.data));
 }
 
 // conv(kind, params[19], alpha, in1, in2, bias|null, out) -> implementation
@@ -181,7 +183,7 @@ napi_value conv(napi_env env, napi_callback_info cb) {
       throw JsError{"conv: unknown kind"};
   }
   if (kind != ConvKind::Forward) s.activation = Activation::Linear;
-  return makeString(env, runConv(kind, s, in1.data, in2.data, bias, out.data));
+  return makeString(env, (bf16Compute() ? runBf16Conv : runConv)(kind, s, in1.data, in2.data, bias, out.data));
 }
 
 std::vector<int64_t> shapeArg(napi_env env, napi_value v, const char* name) {
@@ -659,13 +661,23 @@ napi_value attentionGrad(napi_env env, napi_callback_info cb) {
   return nullptr;
 }
 
+// setBf16Compute(on): matmul and conv run in bf16 (native/src/bf16.h) until turned off.
+napi_value setBf16(napi_env env, napi_callback_info cb) {
+  napi_value argv[1];
+  getArgs(env, cb, argv, "setBf16Compute");
+  setBf16Compute(boolArg(env, argv[0], "on"));
+  return nullptr;
+}
+
 napi_value init(napi_env env, napi_value exports) {
+  enableAmxWhenPresent();  // before any other oneDNN call (oneDNN 2.6 leaves AMX off by default)
   const napi_property_descriptor props[] = {
       {"info", nullptr, guarded<info>, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"setThreads", nullptr, guarded<setThreads>, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"sgemm", nullptr, guarded<gemm>, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"matmul", nullptr, guarded<matmul>, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"conv", nullptr, guarded<conv>, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"setBf16Compute", nullptr, guarded<setBf16>, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"binary", nullptr, guarded<binary>, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"unary", nullptr, guarded<unary>, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"select", nullptr, guarded<select>, nullptr, nullptr, nullptr, napi_default, nullptr},

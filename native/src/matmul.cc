@@ -34,11 +34,7 @@ std::string MatmulShape::key() const {
   return k;
 }
 
-namespace {
-
-// Logical [.., rows, cols] of op(X) over memory stored as `stored` (dense, row-major), so a
-// transposed operand is read in place through strides.
-dnnl_memory_desc_t logicalDesc(const std::vector<int64_t>& stored, bool transposed) {
+dnnl_memory_desc_t logicalDesc(const std::vector<int64_t>& stored, bool transposed, dnnl_data_type_t type) {
   const int r = static_cast<int>(stored.size());
   dnnl_dims_t dims, strides;
   int64_t stride = 1;
@@ -52,9 +48,11 @@ dnnl_memory_desc_t logicalDesc(const std::vector<int64_t>& stored, bool transpos
     std::swap(strides[r - 1], strides[r - 2]);
   }
   dnnl_memory_desc_t md;
-  dnnlCheck(dnnl_memory_desc_init_by_strides(&md, r, dims, dnnl_f32, strides), "matmul operand md");
+  dnnlCheck(dnnl_memory_desc_init_by_strides(&md, r, dims, type, strides), "matmul operand md");
   return md;
 }
+
+namespace {
 
 struct MatmulEntry {
   PrimitiveDesc pd;
@@ -67,7 +65,7 @@ struct MatmulEntry {
 std::unique_ptr<MatmulEntry> build(const MatmulShape& s) {
   auto e = std::make_unique<MatmulEntry>();
   const int r = static_cast<int>(s.aDims.size());
-  dnnl_memory_desc_t a = logicalDesc(s.aDims, s.transA), b = logicalDesc(s.bDims, s.transB);
+  dnnl_memory_desc_t a = logicalDesc(s.aDims, s.transA, dnnl_f32), b = logicalDesc(s.bDims, s.transB, dnnl_f32);
   double flops = 2.0 * a.dims[r - 2] * a.dims[r - 1] * b.dims[r - 1];
   for (int i = 0; i < r - 2; ++i) flops *= std::max(a.dims[i], b.dims[i]);
   e->singleThread = flops < kSingleThreadFlops;

@@ -25,6 +25,10 @@ struct MatmulShape {
   std::string key() const;
 };
 
+// Logical [.., rows, cols] of op(X) over memory stored as `stored` (dense, row-major), so a
+// transposed operand is read in place through strides.
+dnnl_memory_desc_t logicalDesc(const std::vector<int64_t>& stored, bool transposed, dnnl_data_type_t type);
+
 const std::string& runMatmul(const MatmulShape& s, const float* a, const float* b, const float* bias, float* c);
 
 }  // namespace sfn

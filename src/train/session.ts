@@ -5,7 +5,6 @@ import { BatchSampler, type BatchSamplerOptions } from '../data/batch.js';
 import type { Dataset } from '../data/dataset.js';
 import { MetricsLog, type MetricValue } from '../io/metrics_log.js';
 import { SummaryWriter } from '../io/tensorboard.js';
-import { setComputeCast } from '../nn/compute_cast.js';
 import { Module, StateDictError } from '../nn/module.js';
 import { JobError, UsageError } from '../util/errors.js';
 import { Progress } from '../util/progress.js';
@@ -15,7 +14,8 @@ import { CheckpointManager, checkpointFileName, type LoadedCheckpoint } from './
 import type { EMA } from './ema.js';
 import { DynamicLossScaler } from './loss_scaler.js';
 import type { Optimizer } from './optim.js';
-import { castTo, needsLossScaling, type Precision } from './precision.js';
+import { needsLossScaling, type Precision } from './precision.js';
+import { installComputePrecision, resetComputePrecision } from './compute_precision.js';
 import { acquireRunLock, createRunDir, findLatestRun, openRunDir, releaseRunLock, type RunDir } from './run_dir.js';
 import type { StepResult } from './step.js';
 
@@ -288,7 +288,8 @@ export class TrainingSession<J> {
     this.metrics = MetricsLog.open(opts.run.metricsFile, this.resume ? { resumeStep: this.resume.checkpoint.step } : {});
     const precision = opts.precision ?? 'fp32';
     this.lossScaler = needsLossScaling(precision) ? new DynamicLossScaler() : null;
-    setComputeCast(precision === 'fp32' ? null : (x) => castTo(precision, x));
+    const compute = installComputePrecision(precision);
+    if (compute.mode !== 'fp32') this.say(compute.line);
     if (this.resume) {
       const s = this.resume.state;
       loadWeightsInto(opts.model, this.resume.checkpoint.model, this.resume.checkpoint.file);
@@ -483,14 +484,14 @@ export class TrainingSession<J> {
 
   /** Ends the training loop: compute precision back to fp32, progress bar closed. */
   endTraining(): void {
-    setComputeCast(null);
+    resetComputePrecision();
     this.progress.finish();
   }
 
   /** Closes the logs. Call once, also after a failure. */
   close(): void {
     this.interrupt?.dispose();
-    setComputeCast(null);
+    resetComputePrecision();
     this.metrics.close();
     this.tb.close();
     releaseRunLock(this.run);

@@ -2,6 +2,7 @@ import { createRequire } from 'node:module';
 import { existsSync, readFileSync } from 'node:fs';
 import os from 'node:os';
 import { fileURLToPath } from 'node:url';
+import { describeBf16 } from './bf16.js';
 
 /** The N-API addon's functions (native/src/addon.cc). All work synchronously on the given arrays. */
 export interface NativeAddon {
@@ -37,6 +38,8 @@ export interface NativeAddon {
   ): string;
   /** oneDNN convolution pass (0 forward, 1 backward data, 2 backward weights); returns the implementation name. */
   conv(kind: 0 | 1 | 2, params: Int32Array, alpha: number, in1: Float32Array, in2: Float32Array, bias: Float32Array | null, out: Float32Array): string;
+  /** While on, matmul and conv take bf16 operands with fp32 accumulation and output (native/src/bf16.h). */
+  setBf16Compute(on: boolean): void;
   /**
    * out = a ∘ b with numpy broadcasting; shapes padded to out's rank. Ops 0–7 (add, sub, mul, div,
    * maximum, minimum, squared difference, pow) write floats; comparisons 8–13 (>, >=, <, <=, ==, !=) bool bytes.
@@ -117,6 +120,8 @@ export interface NativeAddon {
 export interface NativeInfo {
   dnnlVersion: string;
   dnnlCpuIsa: number;
+  /** Whether oneDNN was allowed to use Intel AMX (off by default in oneDNN 2.6), in words. */
+  dnnlAmx: string;
   openblasCore: string;
   openblasConfig: string;
   ompThreads: number;
@@ -260,25 +265,9 @@ export function loadNativeAddon(): NativeLoad {
   }
 }
 
-/** dnnl_cpu_isa_t bits (oneDNN 2.6 dnnl_types.h): AVX-512 with BF16, and with AMX. */
-const DNNL_ISA_AVX512_BF16 = 0xe7;
-const DNNL_ISA_AMX = 0x3e7;
-
-/**
- * What `precision: bf16` means on this CPU. oneDNN detects the ISA itself (DNNL_VERBOSE shows
- * `isa:Intel AVX-512 with Intel DL Boost and bfloat16 support` on Zen 4/5 and Cooper Lake), but the
- * backend has no bf16 kernels yet, so bf16 stays the exact rounding emulation of src/train/precision.ts.
- */
-export function describeBf16(dnnlIsa: number): string {
-  const hw = (dnnlIsa & DNNL_ISA_AMX) === DNNL_ISA_AMX ? 'AMX-BF16' : (dnnlIsa & DNNL_ISA_AVX512_BF16) === DNNL_ISA_AVX512_BF16 ? 'AVX-512-BF16' : null;
-  return hw
-    ? `bf16 compute: emulated (operands rounded to bf16, fp32 products); the CPU has ${hw}, not used by this backend yet`
-    : 'bf16 compute: emulated (operands rounded to bf16, fp32 products); the CPU has no bf16 instructions';
-}
-
 /** One line for `scaleforge env`: library versions, ISA, BLAS core and threads. */
 export function describeNative(info: NativeInfo): string {
   const t = threadChoice;
   const threads = t ? `${info.ompThreads} threads (${t.reason}; ${t.wait})` : `threads ${info.ompThreads} omp / ${info.openblasThreads} blas`;
-  return `oneDNN ${info.dnnlVersion} (isa 0x${info.dnnlCpuIsa.toString(16)}), OpenBLAS core ${info.openblasCore}, ${threads}; ${describeBf16(info.dnnlCpuIsa)}`;
+  return `oneDNN ${info.dnnlVersion} (isa 0x${info.dnnlCpuIsa.toString(16)}), OpenBLAS core ${info.openblasCore}, ${threads}; ${describeBf16(info)}`;
 }

@@ -2,6 +2,7 @@ import { tf } from '../tf.js';
 import type { NativeAddon } from './addon.js';
 import { activationCode, cpuKernel, float32Values, sizeOf, type CpuBackendStorage } from './storage.js';
 import { nativeBuffers } from './buffer_pool.js';
+import { nativeBf16Active } from './bf16.js';
 
 interface MatMulAttrs {
   transposeA: boolean;
@@ -85,7 +86,8 @@ export function nativeMatMul(
   const s = matmulShapes(aShape, bShape, transA, transB);
   const out = nativeBuffers.take(sizeOf(s.outShape));
   const plain = !epilogue || (epilogue.bias === null && epilogue.activation === 0);
-  if (plain && s.batchB === 1 && (s.batchA === 1 || !transA)) {
+  // bf16 products run on the matmul primitive (addon.matmul switches to it); sgemm is fp32 only.
+  if (plain && !nativeBf16Active() && s.batchB === 1 && (s.batchA === 1 || !transA)) {
     // One GEMM: a batch of untransposed A against a shared B stacks into [batch·M, K].
     const rows = s.batchA * s.m;
     addon.sgemm(gemmLibrary(rows, s.n, s.k, policy), transA, transB, rows, s.n, s.k, a, 0, b, 0, out, 0);

@@ -1,0 +1,277 @@
+import { readFileSync } from 'node:fs';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { tf } from '../src/backend/tf.js';
+import { loadNativeAddon } from '../src/backend/native/addon.js';
+import { NATIVE_BACKEND, registerNativeBackend } from '../src/backend/native/backend.js';
+import { bf16Hardware, nativeBf16Active, setNativeBf16 } from '../src/backend/native/bf16.js';
+import { fallbackCounts } from '../src/backend/native/storage.js';
+import { chooseComputeMode, installComputePrecision, resetComputePrecision } from '../src/train/compute_precision.js';
+import { computeCast } from '../src/nn/compute_cast.js';
+import { Conv2d } from '../src/nn/conv.js';
+import { Linear } from '../src/nn/linear.js';
+import { Module } from '../src/nn/module.js';
+import { Rng } from '../src/util/rng.js';
+
+// The bf16 kernels against an independent computation: operands rounded to bf16 here, on the
+// float32 bit pattern (round to nearest even), then products summed in float64. oneDNN accumulates
+// in fp32, so each output may differ from that by a few fp32 ulps of Σ|a·b|; an fp32 product of the
+// unrounded operands is ~2^-9 away, far outside the tolerance.
+
+const load = loadNativeAddon();
+const hardware = load.info ? bf16Hardware(load.info.dnnlCpuIsa) : null;
+
+const bits = new Uint32Array(1);
+const asFloat = new Float32Array(bits.buffer);
+function roundBf16(x: number): number {
+  asFloat[0] = x;
+  bits[0] = (bits[0]! + 0x7fff + ((bits[0]! >>> 16) & 1)) & 0xffff0000;
+  return asFloat[0]!;
+}
+const roundAll = (v: Float32Array) => Float64Array.from(v, roundBf16);
+
+const rng = new Rng(1616);
+const randn = (n: number) => rng.fillNormal(new Float32Array(n));
+
+/** |got − want| ≤ 2^-20 · Σ|terms| per element (fp32 accumulation of bf16 products), and much closer to want than to the fp32 product. */
+function expectBf16Product(got: Float32Array, want: Float64Array, absSum: Float64Array, fp32: Float64Array, label: string) {
+  expect(got.length, label).toBe(want.length);
+  let worst = 0;
+  let fromFp32 = 0;
+  for (let i = 0; i < want.length; i++) {
+    const err = Math.abs(got[i]! - want[i]!);
+    worst = Math.max(worst, err / (2 ** -20 * absSum[i]! + 1e-30));
+    fromFp32 = Math.max(fromFp32, Math.abs(got[i]! - fp32[i]!));
+  }
+  expect(worst, `${label}: error in units of 2^-20·Σ|a·b|`).toBeLessThanOrEqual(1);
+  // The kernel really multiplied bf16 operands: the unrounded fp32 product is far away.
+  let maxRef = 0;
+  for (const v of want) maxRef = Math.max(maxRef, Math.abs(v));
+  expect(fromFp32, `${label}: indistinguishable from an fp32 product`).toBeGreaterThan(1e-4 * maxRef);
+}
+
+describe('choosing how precision: bf16 is computed', () => {
+  const facts = { backend: NATIVE_BACKEND, bf16Hardware: 'AVX-512-BF16', forceEmulation: false };
+
+  it('uses the oneDNN bf16 kernels on the native backend of a bf16 CPU', () => {
+    const c = chooseComputeMode('bf16', facts);
+    expect(c.mode).toBe('bf16-onednn');
+    expect(c.line).toContain('AVX-512-BF16');
+  });
+
+  it('keeps the emulation where the CPU lacks bf16, on other backends, when asked, and for fp16', () => {
+    const noHw = chooseComputeMode('bf16', { ...facts, bf16Hardware: null });
+    expect(noHw.mode).toBe('bf16-emulated');
+    expect(noHw.line).toContain('no AVX-512-BF16 or AMX');
+    expect(chooseComputeMode('bf16', { ...facts, backend: 'cpu' }).line).toContain("backend 'cpu'");
+    expect(chooseComputeMode('bf16', { ...facts, forceEmulation: true }).line).toContain('SCALEFORGE_BF16=emulate');
+    expect(chooseComputeMode('fp16', facts).mode).toBe('fp16-emulated');
+    expect(chooseComputeMode('fp32', facts).mode).toBe('fp32');
+  });
+
+  it('installs the exact rounding on the cpu backend and removes it again', () => {
+    expect(tf.getBackend()).toBe('cpu');
+    const choice = installComputePrecision('bf16', {});
+    expect(choice.mode).toBe('bf16-emulated');
+    const x = tf.tensor1d([1 + 2 ** -8 + 2 ** -10]);
+    expect(Array.from(computeCast(x).dataSync())).toEqual([1 + 2 ** -7]);
+    resetComputePrecision();
+    expect(computeCast(x)).toBe(x);
+    expect(nativeBf16Active()).toBe(false);
+    x.dispose();
+  });
+});
+
+describe.skipIf(!load.info)('AMX enabling for oneDNN 2.6', () => {
+  it('reports AMX off on a CPU without it, and an outcome where it has it', () => {
+    const flags = /^flags\s*:(.*)$/m.exec(readFileSync('/proc/cpuinfo', 'utf8'))?.[1]?.split(/\s+/) ?? [];
+    if (flags.includes('amx_bf16') && flags.includes('amx_tile')) expect(load.info!.dnnlAmx).toMatch(/AMX (enabled|left to|present but)/);
+    else expect(load.info!.dnnlAmx).toBe('no AMX on this CPU');
+  });
+});
+
+describe.skipIf(!hardware)(`bf16 kernels on oneDNN (${hardware ?? 'no bf16 CPU'})`, () => {
+  const addon = load.addon!;
+
+  beforeAll(async () => {
+    expect(registerNativeBackend()).toBe(true);
+    await tf.setBackend(NATIVE_BACKEND);
+  });
+  afterEach(() => setNativeBf16(addon, false));
+  afterAll(async () => {
+    setNativeBf16(addon, false);
+    await tf.setBackend('cpu');
+  });
+
+  /** Runs fn with the bf16 kernels on; checks no kernel fell back to the fp32 cpu one. */
+  function inBf16(kernel: string, fn: () => tf.Tensor): Float32Array {
+    const before = fallbackCounts[kernel] ?? 0;
+    setNativeBf16(addon, true);
+    const y = fn();
+    setNativeBf16(addon, false);
+    expect(fallbackCounts[kernel] ?? 0, `${kernel} fell back to cpu`).toBe(before);
+    const v = y.dataSync() as Float32Array;
+    y.dispose();
+    return v;
+  }
+
+  /** Σ_k op(A)[b,i,k]·op(B)[b,k,j] in float64 over rounded (or plain) operands, with Σ|·|. */
+  function referenceMatMul(a: ArrayLike<number>, aShape: number[], b: ArrayLike<number>, bShape: number[], transA: boolean, transB: boolean) {
+    const [ar, ac] = aShape.slice(-2) as [number, number];
+    const [br, bc] = bShape.slice(-2) as [number, number];
+    const m = transA ? ac : ar, k = transA ? ar : ac, n = transB ? br : bc;
+    const batchA = aShape.length > 2 ? aShape[0]! : 1, batchB = bShape.length > 2 ? bShape[0]! : 1;
+    const batch = Math.max(batchA, batchB);
+    const out = new Float64Array(batch * m * n), absSum = new Float64Array(batch * m * n);
+    for (let t = 0; t < batch; t++) {
+      const ao = (batchA === 1 ? 0 : t) * ar * ac, bo = (batchB === 1 ? 0 : t) * br * bc;
+      for (let i = 0; i < m; i++)
+        for (let j = 0; j < n; j++) {
+          let s = 0, sa = 0;
+          for (let p = 0; p < k; p++) {
+            const x = a[ao + (transA ? p * ac + i : i * ac + p)]!, y = b[bo + (transB ? j * bc + p : p * bc + j)]!;
+            s += x * y;
+            sa += Math.abs(x * y);
+          }
+          out[(t * m + i) * n + j] = s;
+          absSum[(t * m + i) * n + j] = sa;
+        }
+    }
+    return { out, absSum };
+  }
+
+  const matmulCases: [string, number[], number[], boolean, boolean][] = [
+    ['A·B', [37, 70], [70, 29], false, false],
+    ['Aᵀ·B', [70, 37], [70, 29], true, false],
+    ['A·Bᵀ', [37, 70], [29, 70], false, true],
+    ['Aᵀ·Bᵀ', [70, 37], [29, 70], true, true],
+    ['batched A·B', [3, 17, 40], [3, 40, 23], false, false],
+    ['batched, B broadcast, Bᵀ', [3, 17, 40], [1, 23, 40], false, true],
+  ];
+  for (const [label, aShape, bShape, transA, transB] of matmulCases) {
+    it(`matmul ${label} ${aShape}×${bShape}`, () => {
+      const a = randn(aShape.reduce((x, y) => x * y)), b = randn(bShape.reduce((x, y) => x * y));
+      const got = inBf16('BatchMatMul', () => tf.tidy(() => tf.matMul(tf.tensor(a, aShape), tf.tensor(b, bShape), transA, transB)));
+      const ref = referenceMatMul(roundAll(a), aShape, roundAll(b), bShape, transA, transB);
+      const fp32 = referenceMatMul(a, aShape, b, bShape, transA, transB);
+      expectBf16Product(got, ref.out, ref.absSum, fp32.out, label);
+    });
+  }
+
+  it('fused matmul with bias and relu (Linear with an activation)', () => {
+    const a = randn(19 * 48), w = randn(31 * 48), bias = randn(31);
+    const got = inBf16('_FusedMatMul', () =>
+      tf.tidy(() => tf.fused.matMul({ a: tf.tensor2d(a, [19, 48]), b: tf.tensor2d(w, [31, 48]), transposeB: true, bias: tf.tensor1d(bias), activation: 'relu' })),
+    );
+    const ref = referenceMatMul(roundAll(a), [19, 48], roundAll(w), [31, 48], false, true);
+    const fp32 = referenceMatMul(a, [19, 48], w, [31, 48], false, true);
+    const post = (v: Float64Array) => v.map((x, i) => Math.max(0, x + bias[i % 31]!));
+    expectBf16Product(got, post(ref.out), ref.absSum.map((s, i) => s + Math.abs(bias[i % 31]!)), post(fp32.out), 'fused');
+  });
+
+  // One NHWC convolution geometry with stride, asymmetric 'same' padding and odd sizes; the three
+  // passes accumulated in float64 over the same (n, oy, ox, ky, kx, c, o) terms.
+  const [n, h, w, c, o, k, stride] = [2, 9, 11, 6, 10, 3, 2];
+  const info = tf.backend_util.computeConv2DInfo([n, h, w, c], [k, k, c, o], stride, 1, 'same');
+  const { outHeight: oh, outWidth: ow } = info;
+  const { top, left } = info.padInfo;
+
+  function referenceConv(x: ArrayLike<number>, f: ArrayLike<number>, dy: ArrayLike<number>) {
+    const y = new Float64Array(n * oh * ow * o), yAbs = new Float64Array(y.length);
+    const dx = new Float64Array(n * h * w * c), dxAbs = new Float64Array(dx.length);
+    const dw = new Float64Array(k * k * c * o), dwAbs = new Float64Array(dw.length);
+    for (let b = 0; b < n; b++)
+      for (let oy = 0; oy < oh; oy++)
+        for (let ox = 0; ox < ow; ox++)
+          for (let ky = 0; ky < k; ky++)
+            for (let kx = 0; kx < k; kx++) {
+              const iy = oy * stride - top + ky, ix = ox * stride - left + kx;
+              if (iy < 0 || iy >= h || ix < 0 || ix >= w) continue;
+              for (let ci = 0; ci < c; ci++)
+                for (let co = 0; co < o; co++) {
+                  const xi = ((b * h + iy) * w + ix) * c + ci, fi = ((ky * k + kx) * c + ci) * o + co, yi = ((b * oh + oy) * ow + ox) * o + co;
+                  const xf = x[xi]! * f[fi]!, fdy = f[fi]! * dy[yi]!, xdy = x[xi]! * dy[yi]!;
+                  y[yi] += xf, yAbs[yi] += Math.abs(xf);
+                  dx[xi] += fdy, dxAbs[xi] += Math.abs(fdy);
+                  dw[fi] += xdy, dwAbs[fi] += Math.abs(xdy);
+                }
+            }
+    return { y, yAbs, dx, dxAbs, dw, dwAbs };
+  }
+
+  const x = randn(n * h * w * c), f = randn(k * k * c * o), dy = randn(n * oh * ow * o);
+  const ref = referenceConv(roundAll(x), roundAll(f), roundAll(dy));
+  const fp32 = referenceConv(x, f, dy);
+  const attrs = { strides: stride, pad: 'same', dataFormat: 'NHWC' } as const;
+
+  it('conv2d forward (stride 2, asymmetric same padding)', () => {
+    const got = inBf16('Conv2D', () => tf.tidy(() => tf.conv2d(tf.tensor4d(x, [n, h, w, c]), tf.tensor4d(f, [k, k, c, o]), stride, 'same')));
+    expectBf16Product(got, ref.y, ref.yAbs, fp32.y, 'conv forward');
+  });
+
+  it('conv2d backprop input', () => {
+    const got = inBf16('Conv2DBackpropInput', () =>
+      tf.engine().runKernel('Conv2DBackpropInput', { dy: tf.tensor4d(dy, [n, oh, ow, o]), filter: tf.tensor4d(f, [k, k, c, o]) }, {
+        ...attrs,
+        inputShape: [n, h, w, c],
+      }) as tf.Tensor,
+    );
+    expectBf16Product(got, ref.dx, ref.dxAbs, fp32.dx, 'conv backprop input');
+  });
+
+  it('conv2d backprop filter', () => {
+    const got = inBf16('Conv2DBackpropFilter', () =>
+      tf.engine().runKernel('Conv2DBackpropFilter', { x: tf.tensor4d(x, [n, h, w, c]), dy: tf.tensor4d(dy, [n, oh, ow, o]) }, {
+        ...attrs,
+        filterShape: [k, k, c, o],
+      }) as tf.Tensor,
+    );
+    expectBf16Product(got, ref.dw, ref.dwAbs, fp32.dw, 'conv backprop filter');
+  });
+
+  class SmallNet extends Module {
+    readonly conv = this.module('conv', new Conv2d(4, 8, 3, { padding: 1, rng: new Rng(5) }));
+    readonly down = this.module('down', new Conv2d(8, 8, 3, { stride: 2, padding: 1, rng: new Rng(6) }));
+    readonly head = this.module('head', new Linear(8 * 4 * 4, 5, { rng: new Rng(7) }));
+    forward(x: tf.Tensor4D): tf.Tensor {
+      return this.head.forward(tf.relu(this.down.forward(tf.relu(this.conv.forward(x)))).reshape([x.shape[0], -1]));
+    }
+  }
+
+  /** Loss and gradients of SmallNet on fixed data under `precision` on the native backend. */
+  function lossAndGrads(precision: 'fp32' | 'bf16', env: NodeJS.ProcessEnv = {}) {
+    const net = new SmallNet();
+    const xs = tf.tensor4d(new Rng(8).fillNormal(new Float32Array(3 * 8 * 8 * 4)), [3, 8, 8, 4]);
+    const target = tf.tensor2d(new Rng(9).fillNormal(new Float32Array(15)), [3, 5]);
+    const mode = installComputePrecision(precision, env).mode;
+    const { value, grads } = tf.variableGrads(() => tf.losses.meanSquaredError(target, net.forward(xs)) as tf.Scalar);
+    resetComputePrecision();
+    const named = [...net.trainableParameters()].map(([name, p]) => [name, grads[p.name]!.dataSync().slice() as Float32Array] as const);
+    const out = { mode, loss: value.dataSync()[0]!, grads: Object.fromEntries(named) };
+    tf.dispose([value, xs, target, ...Object.values(grads)]);
+    net.dispose();
+    return out;
+  }
+
+  it('a small model: the bf16 kernels give the emulation’s forward and fp32 gradients within bf16 tolerance', () => {
+    const fp32 = lossAndGrads('fp32');
+    const bf16 = lossAndGrads('bf16');
+    const emulated = lossAndGrads('bf16', { SCALEFORGE_BF16: 'emulate' });
+    expect(bf16.mode).toBe('bf16-onednn');
+    expect(emulated.mode).toBe('bf16-emulated');
+    // Same rounded operands, fp32 accumulation in both: the forward losses agree to fp32 noise.
+    expect(Math.abs(bf16.loss - emulated.loss) / emulated.loss).toBeLessThan(2e-6);
+    expect(Math.abs(bf16.loss - fp32.loss) / fp32.loss).toBeGreaterThan(1e-6);
+    const names = Object.keys(fp32.grads);
+    expect(names.length).toBe(6);
+    for (const name of names) {
+      const g = fp32.grads[name]!, b = bf16.grads[name]!;
+      let diff = 0, norm = 0;
+      for (let i = 0; i < g.length; i++) diff += (g[i]! - b[i]!) ** 2, norm += g[i]! ** 2;
+      const rel = Math.sqrt(diff / norm);
+      // bf16 keeps 8 significant bits (relative rounding ≤ 2^-9 per operand); through three layers
+      // the relative gradient error stays within a few 2^-9, and is not zero.
+      expect(rel, name).toBeLessThan(2e-2);
+      expect(rel, name).toBeGreaterThan(1e-5);
+    }
+  });
+});
