@@ -11,6 +11,8 @@
 #include "attention.h"
 #include "conv.h"
 #include "elementwise.h"
+#include "fused_conv.h"
+#include "fused_norm.h"
 #include "lapack.h"
 #include "layout.h"
 #include "matmul.h"
@@ -692,6 +694,10 @@ napi_value init(napi_env env, napi_value exports) {
       {"leakyReluGrad", nullptr, guarded<leakyReluGradient>, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"attention", nullptr, guarded<attention>, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"attentionGrad", nullptr, guarded<attentionGrad>, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"convList", nullptr, guarded<convListForwardBinding>, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"convListGrad", nullptr, guarded<convListBackwardBinding>, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"normModulate", nullptr, guarded<normModulateBinding>, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"normModulateGrad", nullptr, guarded<normModulateGradBinding>, nullptr, nullptr, nullptr, napi_default, nullptr},
   };
   napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props);
   return exports;

@@ -2,9 +2,10 @@ import { createRequire } from 'node:module';
 import { existsSync, readFileSync } from 'node:fs';
 import os from 'node:os';
 import { fileURLToPath } from 'node:url';
+import type { FusedLayerAddon } from './fused_layers.js';
 
 /** The N-API addon's functions (native/src/addon.cc). All work synchronously on the given arrays. */
-export interface NativeAddon {
+export interface NativeAddon extends FusedLayerAddon {
   info(): NativeInfo;
   setThreads(n: number): void;
   /** Row-major C[m,n] = op(A)·op(B) written at c[cOffset..]; library 0 = oneDNN, 1 = OpenBLAS. */
