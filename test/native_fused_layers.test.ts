@@ -6,6 +6,7 @@ import { FUSED_KERNELS, hasFusedKernel } from '../src/backend/fused.js';
 import { Conv2d } from '../src/nn/conv.js';
 import type { ConvActivation } from '../src/nn/conv_list.js';
 import { FiLM } from '../src/nn/film.js';
+import { Linear } from '../src/nn/linear.js';
 import { GroupNorm, LayerNorm } from '../src/nn/norm.js';
 import { normModulate, type NormModulateSpec } from '../src/nn/norm_modulate.js';
 import { DenseBlock, AttentionBlock } from '../src/models/nsp/blocks.js';
@@ -267,5 +268,109 @@ describe('composites on backends without the fused kernels', () => {
     tf.dispose([x, cond, a, b]);
     film.dispose();
     norm.dispose();
+  });
+});
+
+type LinearCase = { label: string; shape: number[]; out: number; bias: boolean; frozenWeight?: boolean };
+const LINEAR_CASES: LinearCase[] = [
+  { label: 'rank 2, bias', shape: [5, 7], out: 3, bias: true },
+  { label: 'rank 3 tokens, no bias', shape: [2, 9, 6], out: 5, bias: false },
+  { label: 'rank 4 (a map), bias', shape: [2, 3, 5, 4], out: 6, bias: true },
+  { label: 'frozen weight (LoRA base): dx and dbias only', shape: [3, 4, 8], out: 7, bias: true, frozenWeight: true },
+  { label: 'large enough for oneDNN', shape: [4, 64, 96], out: 80, bias: true },
+];
+
+/** y, dx and the gradients of the trainable parameters of Σ y·r, on the current backend. */
+function linearValueAndGrads(c: LinearCase, data: Float32Array[]): Float32Array[] {
+  return tf.tidy(() => {
+    const lin = new Linear(c.shape.at(-1)!, c.out, { bias: c.bias });
+    lin.weight.assign(tf.tensor(data[1]!, lin.weight.shape));
+    if (lin.bias) lin.bias.assign(tf.tensor(data[2]!.subarray(0, c.out), [c.out]));
+    if (c.frozenWeight) lin.weight.trainable = false;
+    const x = tf.variable(tf.tensor(data[0]!, c.shape));
+    const y = lin.forward(x);
+    const r = tf.tensor(data[3]!, y.shape);
+    const vars = [x, ...[...lin.trainableParameters().values()]];
+    const { grads } = tf.variableGrads(() => lin.forward(x).mul(r).sum() as tf.Scalar, vars);
+    const out = [y, ...vars.map((v) => grads[v.name]!)].map((t) => t.dataSync().slice() as Float32Array);
+    x.dispose();
+    lin.dispose();
+    return out;
+  });
+}
+
+describe.skipIf(skip)('fused Linear (native) vs matmul → bias on cpu', () => {
+  beforeAll(() => {
+    expect(registerNativeBackend()).toBe(true);
+  });
+  afterAll(async () => {
+    await tf.setBackend('cpu');
+  });
+
+  for (const c of LINEAR_CASES) {
+    it(`${c.label}: value and gradients`, async () => {
+      const rng = new Rng(31);
+      const inF = c.shape.at(-1)!;
+      const outShape = [...c.shape.slice(0, -1), c.out];
+      const data = [randn(rng, c.shape), randn(rng, [c.out, inF], 0.4), randn(rng, [c.out]), randn(rng, outShape)];
+      await tf.setBackend(NATIVE_BACKEND);
+      expect(hasFusedKernel(FUSED_KERNELS.linear)).toBe(true);
+      const before = tf.memory().numTensors;
+      const fused = linearValueAndGrads(c, data);
+      expect(tf.memory().numTensors).toBe(before);
+      await tf.setBackend('cpu');
+      const composite = linearValueAndGrads(c, data);
+      expect(fused.length).toBe(2 + (c.frozenWeight ? 0 : 1) + (c.bias ? 1 : 0));
+      fused.forEach((v, i) => expect(maxRelErr(v, composite[i]!), `${c.label} output ${i}`).toBeLessThan(2e-5));
+    });
+  }
+
+  it('gradients match central finite differences of the fused op', async () => {
+    await tf.setBackend(NATIVE_BACKEND);
+    const c: LinearCase = { label: 'fd', shape: [2, 3, 4], out: 3, bias: true };
+    const rng = new Rng(6);
+    const data = [randn(rng, c.shape), randn(rng, [3, 4]), randn(rng, [3]), randn(rng, [2, 3, 3])];
+    const grads = linearValueAndGrads(c, data).slice(1);
+    const loss = (d: Float32Array[]) => {
+      const [y] = linearValueAndGrads(c, d);
+      let s = 0;
+      for (let i = 0; i < y!.length; i++) s += y![i]! * d[3]![i]!;
+      return s;
+    };
+    const eps = 1e-2;
+    grads.forEach((g, which) => {
+      for (let i = 0; i < g.length; i++) {
+        const plus = data.map((a) => a.slice());
+        const minus = data.map((a) => a.slice());
+        plus[which]![i]! += eps;
+        minus[which]![i]! -= eps;
+        const fd = (loss(plus) - loss(minus)) / (2 * eps);
+        expect(Math.abs(fd - g[i]!), `input ${which} element ${i}: fd ${fd} vs ${g[i]}`).toBeLessThan(3e-3 * Math.max(1, Math.abs(fd)));
+      }
+    });
+  });
+
+  it('a frozen conv weight gets no gradient and the input gradients are unchanged', async () => {
+    const c = CONV_CASES[1]!;
+    const rng = new Rng(13);
+    const cin = c.channels.reduce((a, b) => a + b, 0);
+    const data = [...c.channels.map((ch) => randn(rng, [c.n, c.h, c.w, ch])), randn(rng, [c.n, c.h, c.w, c.out])];
+    const params = { weight: randn(rng, [c.out, cin, c.k, c.k], 0.3), bias: randn(rng, [c.out], 0.5) };
+    await tf.setBackend(NATIVE_BACKEND);
+    const full = convValueAndGrads(c, data, params);
+    const frozen = tf.tidy(() => {
+      const conv = new Conv2d(cin, c.out, c.k, { stride: c.stride, padding: c.padding });
+      conv.weight.assign(tf.tensor(params.weight, conv.weight.shape));
+      conv.bias!.assign(tf.tensor(params.bias, conv.bias!.shape));
+      conv.freeze();
+      const xs = c.channels.map((ch, i) => tf.variable(tf.tensor4d(data[i]!, [c.n, c.h, c.w, ch])));
+      const r = tf.tensor4d(data[c.channels.length]!, [c.n, c.h, c.w, c.out]);
+      const { grads } = tf.variableGrads(() => conv.forwardList(xs, c.act).mul(r).sum() as tf.Scalar, xs);
+      const out = xs.map((x) => grads[x.name]!.dataSync().slice() as Float32Array);
+      xs.forEach((x) => x.dispose());
+      conv.dispose();
+      return out;
+    });
+    frozen.forEach((g, i) => expect(maxRelErr(g, full[1 + i]!)).toBe(0));
   });
 });

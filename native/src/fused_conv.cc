@@ -180,8 +180,8 @@ napi_value convListBackwardBinding(napi_env env, napi_callback_info cb) {
     requireFloats(dxs[i].length, positions * geo.channels[i], "dx " + std::to_string(i));
     anyDx = true;
   }
-  auto dw = typedArg<float>(env, argv[9], "dw");
-  requireFloats(dw.length, wSize, "dw");
+  TypedView<float> dw;
+  if (!isNullish(env, argv[9])) dw = typedArg<float>(env, argv[9], "dw"), requireFloats(dw.length, wSize, "dw");
   float* db = nullptr;
   if (!isNullish(env, argv[10])) {
     auto b = typedArg<float>(env, argv[10], "db");
@@ -212,10 +212,12 @@ napi_value convListBackwardBinding(napi_env env, napi_callback_info cb) {
     dpre = buf;
   }
 
-  const float* x = concatInputs(xs, geo.channels, positions, s.c);
-  float* dwHwio = sized(1, wSize);
-  runConv(ConvKind::BackwardWeights, s, x, dpre, nullptr, dwHwio);
-  hwioToOihw(dwHwio, s.o, s.c, s.kh, s.kw, dw.data);
+  if (dw.data) {
+    const float* x = concatInputs(xs, geo.channels, positions, s.c);
+    float* dwHwio = sized(1, wSize);
+    runConv(ConvKind::BackwardWeights, s, x, dpre, nullptr, dwHwio);
+    hwioToOihw(dwHwio, s.o, s.c, s.kh, s.kw, dw.data);
+  }
   if (!anyDx) return nullptr;
 
   float* wHwio = sized(3, wSize);

@@ -10,7 +10,7 @@ namespace sfn {
 // convList(geom Int32Array[14], channels Int32Array, inputs Float32Array[], weight, bias|null, activation, alpha, y) -> implementation
 napi_value convListForwardBinding(napi_env env, napi_callback_info cb);
 
-// convListGrad(geom, channels, inputs[], weight, y|null, dy, activation, alpha, dxs (Float32Array|null)[], dw, db|null)
+// convListGrad(geom, channels, inputs[], weight, y|null, dy, activation, alpha, dxs (Float32Array|null)[], dw|null, db|null)
 napi_value convListBackwardBinding(napi_env env, napi_callback_info cb);
 
 }  // namespace sfn

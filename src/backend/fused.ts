@@ -33,7 +33,7 @@ export const FUSED_KERNELS = {
    * a convolution over the channel concatenation of its inputs without materialising it, PyTorch's weight layout.
    */
   convList: 'SfConvList',
-  /** inputs {dy, y (for the activation's derivative), x0 …, weight}, attrs ConvListAttrs → [dx0 …, dweight, dbias?] */
+  /** inputs {dy, y (for the activation's derivative), x0 …, weight}, attrs ConvListAttrs → [dx0 …, dweight if wanted, dbias if wanted] */
   convListGrad: 'SfConvListGrad',
   /**
    * inputs {x [B, …, C], mod [B, W]}, attrs NormModulateAttrs → [act(norm(x)·(1 + scale) + shift), mean, rstd] with
@@ -42,6 +42,10 @@ export const FUSED_KERNELS = {
   normModulate: 'SfNormModulate',
   /** inputs {dy, x, mod, mean, rstd}, attrs NormModulateAttrs → [dx, dmod] */
   normModulateGrad: 'SfNormModulateGrad',
+  /** inputs {x [..., in], weight [out, in], bias? [out]} → x·weightᵀ + bias [..., out]: torch.nn.Linear as one kernel, no reshapes. */
+  linear: 'SfLinear',
+  /** inputs {dy, weight, x (only when dweight is wanted)}, attrs LinearGradAttrs → the wanted ones of [dx, dweight, dbias], in that order */
+  linearGrad: 'SfLinearGrad',
 } as const;
 
 export function hasFusedKernel(kernelName: string): boolean {
@@ -76,6 +80,9 @@ export type ConvListAttrs = {
   /** How many list inputs (x0 …) precede the weight. */
   inputs: number;
   hasBias: boolean;
+  /** Whether the gradient kernel computes the weight's and the bias's gradients (not for frozen parameters). */
+  dweight: boolean;
+  dbias: boolean;
   stride: number;
   /** Zero rows/columns added [top, left, bottom, right]. */
   pad: [number, number, number, number];
@@ -97,4 +104,13 @@ export type NormModulateAttrs = {
   scaleOffset: number;
   shiftOffset: number;
   activation: NormModulateActivation;
+};
+
+/** Which gradients SfLinearGrad computes (a frozen weight's is never needed). */
+export type LinearGradAttrs = {
+  /** x's shape ([..., in]), so x itself is only an input when dweight needs its values. */
+  xShape: number[];
+  dx: boolean;
+  dweight: boolean;
+  dbias: boolean;
 };

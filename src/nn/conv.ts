@@ -68,7 +68,7 @@ export class Conv2d extends Module {
   forwardList(xs: tf.Tensor4D[], activation: ConvActivation = { kind: 'linear' }): tf.Tensor4D {
     const pad = this.symmetricPad();
     if (pad !== null && !this.adapterBranch && !hasComputeCast() && canFuseConvList(xs, this.weight)) {
-      return convList(xs, this.weight as tf.Tensor4D, this.bias as tf.Tensor1D | null, { stride: this.stride, pad: [pad, pad, pad, pad], activation });
+      return convList(xs, this.weight, this.bias, { stride: this.stride, pad: [pad, pad, pad, pad], activation });
     }
     return tf.tidy(() => {
       const y = this.composite(xs.length === 1 ? xs[0]! : (tf.concat(xs, 3) as tf.Tensor4D));

@@ -26,30 +26,34 @@ export function canFuseConvList(xs: tf.Tensor[], weight: tf.Tensor): boolean {
  * dense block feeds every conv is never materialised as a tensor, and the weight is never transposed
  * as one. Callers check `canFuseConvList` and otherwise compose the same function from tfjs ops.
  */
-export function convList(xs: tf.Tensor4D[], weight: tf.Tensor4D, bias: tf.Tensor1D | null, spec: ConvListSpec): tf.Tensor4D {
+export function convList(xs: tf.Tensor4D[], weight: tf.Variable, bias: tf.Variable | null, spec: ConvListSpec): tf.Tensor4D {
   const activation = spec.activation ?? { kind: 'linear' };
   const alpha = activation.alpha ?? 0;
   if (activation.kind === 'leaky_relu' && !(alpha >= 0)) throw new Error(`convList: leaky relu slope must be >= 0, got ${alpha}`);
-  const attrs: ConvListAttrs = { inputs: xs.length, hasBias: bias !== null, stride: spec.stride, pad: spec.pad, activation: activation.kind, alpha };
+  const dweight = weight.trainable;
+  const dbias = bias !== null && bias.trainable;
+  const attrs: ConvListAttrs = { inputs: xs.length, hasBias: bias !== null, dweight, dbias, stride: spec.stride, pad: spec.pad, activation: activation.kind, alpha };
   const k = xs.length;
+  // The parameters are read from the closure (they outlive the step) and are inputs of the op only
+  // when trainable, so a frozen one costs neither a saved copy nor a gradient.
   const run = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
     const save = args[args.length - 1] as tf.GradSaveFunc;
-    const tensors = args.slice(0, -1) as tf.Tensor[];
-    const inputs: tf.NamedTensorMap = { weight: tensors[k]! };
-    tensors.slice(0, k).forEach((x, i) => (inputs[`x${i}`] = x));
-    if (bias) inputs.bias = tensors[k + 1]!;
-    const y = tf.engine().runKernel(FUSED_KERNELS.convList, inputs, attrs) as tf.Tensor4D;
+    const inputs = args.slice(0, k) as tf.Tensor[];
+    const named: tf.NamedTensorMap = { weight };
+    inputs.forEach((x, i) => (named[`x${i}`] = x));
+    if (bias) named.bias = bias;
+    const y = tf.engine().runKernel(FUSED_KERNELS.convList, named, attrs) as tf.Tensor4D;
     // Linear needs no output for its gradient; saving it would only cost an Identity kernel.
-    save(activation.kind === 'linear' ? tensors.slice(0, k + 1) : [...tensors.slice(0, k + 1), y]);
+    save(activation.kind === 'linear' ? inputs : [...inputs, y]);
     return {
       value: y,
       gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
-        const gradInputs: tf.NamedTensorMap = { dy, weight: saved[k]! };
+        const gradInputs: tf.NamedTensorMap = { dy, weight };
         saved.slice(0, k).forEach((x, i) => (gradInputs[`x${i}`] = x));
-        if (activation.kind !== 'linear') gradInputs.y = saved[k + 1]!;
+        if (activation.kind !== 'linear') gradInputs.y = saved[k]!;
         return tf.engine().runKernel(FUSED_KERNELS.convListGrad, gradInputs, attrs) as tf.Tensor[];
       },
     };
   });
-  return run(...xs, weight, ...(bias ? [bias] : [])) as tf.Tensor4D;
+  return run(...xs, ...(dweight ? [weight] : []), ...(dbias ? [bias!] : [])) as tf.Tensor4D;
 }

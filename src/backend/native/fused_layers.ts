@@ -1,5 +1,7 @@
 import { tf } from '../tf.js';
-import { CONV_ACTIVATIONS, FUSED_KERNELS, NORM_MODULATE_ACTIVATIONS, type ConvListAttrs, type NormModulateAttrs } from '../fused.js';
+import { CONV_ACTIVATIONS, FUSED_KERNELS, NORM_MODULATE_ACTIVATIONS, type ConvListAttrs, type LinearGradAttrs, type NormModulateAttrs } from '../fused.js';
+import type { NativeAddon } from './addon.js';
+import { nativeGemmPolicy, nativeMatMul } from './matmul.js';
 import { requireFloat32, type CpuBackendStorage } from './storage.js';
 import { nativeBuffers } from './buffer_pool.js';
 
@@ -15,7 +17,7 @@ export interface FusedLayerAddon {
    * kh, kw, oh, ow, sh, sw, pt, pl, pb, pr], activation 0 linear, 1 relu, 3 leaky relu. Returns the oneDNN implementation.
    */
   convList(geom: Int32Array, channels: Int32Array, inputs: Float32Array[], weight: Float32Array, bias: Float32Array | null, activation: number, alpha: number, y: Float32Array): string;
-  /** Gradients of convList: each input's dx (null: not wanted), dw [O, C, kh, kw], db (null without bias); y is read for the activation's derivative. */
+  /** Gradients of convList: each input's dx, dw [O, C, kh, kw] and db, each null when not wanted; y is read for the activation's derivative. */
   convListGrad(
     geom: Int32Array,
     channels: Int32Array,
@@ -26,7 +28,7 @@ export interface FusedLayerAddon {
     activation: number,
     alpha: number,
     dxs: (Float32Array | null)[],
-    dw: Float32Array,
+    dw: Float32Array | null,
     db: Float32Array | null,
   ): void;
   /** act(norm(x)·(1 + scale) + shift); dims = [n, t, p, c, groups, width, scaleOffset, shiftOffset, activation]; mean/rstd [n, t, groups]. */
@@ -78,8 +80,63 @@ function normDims(x: tf.TensorInfo, mod: tf.TensorInfo, attrs: NormModulateAttrs
   return Int32Array.of(n, attrs.perPosition ? s : 1, attrs.perPosition ? 1 : s, c, groups, mod.shape[1]!, attrs.scaleOffset, attrs.shiftOffset, act);
 }
 
-export function fusedLayerConfigs(addon: FusedLayerAddon, backendName: string): tf.KernelConfig[] {
+function linearRows(x: { shape: readonly number[] }, weight: tf.TensorInfo, kernel: string): { rows: number; inF: number; outF: number } {
+  const [outF, inF] = weight.shape as [number, number];
+  if (weight.shape.length !== 2 || x.shape.length < 1 || x.shape[x.shape.length - 1] !== inF) {
+    throw new Error(`${kernel}: x [${x.shape}] does not fit a weight [${weight.shape}] ([out, in])`);
+  }
+  return { rows: tf.util.sizeFromShape([...x.shape]) / inF, inF, outF };
+}
+
+export function fusedLayerConfigs(addon: NativeAddon, backendName: string): tf.KernelConfig[] {
+  const policy = nativeGemmPolicy(addon);
   return [
+    {
+      kernelName: FUSED_KERNELS.linear,
+      backendName,
+      kernelFunc: (args) => {
+        const kernel = FUSED_KERNELS.linear;
+        const { x, weight, bias } = args.inputs as Record<string, tf.TensorInfo | undefined>;
+        if (!x || !weight) throw new Error(`${kernel}: needs x and weight`);
+        const backend = args.backend as CpuBackendStorage;
+        const { rows, inF, outF } = linearRows(x, weight, kernel);
+        if (bias && (bias.shape.length !== 1 || bias.shape[0] !== outF)) throw new Error(`${kernel}: bias [${bias.shape}] is not [${outF}]`);
+        const xv = requireFloat32(backend, x, kernel, 'x');
+        const wv = requireFloat32(backend, weight, kernel, 'weight');
+        const epilogue = bias ? { bias: requireFloat32(backend, bias, kernel, 'bias'), activation: 0, alpha: 0 } : undefined;
+        const { values } = nativeMatMul(addon, xv, [rows, inF], wv, [outF, inF], false, true, epilogue, policy);
+        return backend.makeTensorInfo([...x.shape.slice(0, -1), outF], 'float32', values);
+      },
+    },
+    {
+      kernelName: FUSED_KERNELS.linearGrad,
+      backendName,
+      kernelFunc: (args) => {
+        const kernel = FUSED_KERNELS.linearGrad;
+        const { dy, x, weight } = args.inputs as Record<'dy' | 'weight', tf.TensorInfo> & { x?: tf.TensorInfo };
+        const want = args.attrs as unknown as LinearGradAttrs;
+        const backend = args.backend as CpuBackendStorage;
+        const { rows, inF, outF } = linearRows({ shape: want.xShape }, weight, kernel);
+        const dyv = requireFloat32(backend, dy, kernel, 'dy');
+        if (dyv.length !== rows * outF) throw new Error(`${kernel}: dy [${dy.shape}] does not fit ${rows} rows of ${outF}`);
+        const out: tf.TensorInfo[] = [];
+        if (want.dx) {
+          const { values } = nativeMatMul(addon, dyv, [rows, outF], requireFloat32(backend, weight, kernel, 'weight'), [outF, inF], false, false, undefined, policy);
+          out.push(backend.makeTensorInfo([...want.xShape], 'float32', values));
+        }
+        if (want.dweight) {
+          if (!x) throw new Error(`${kernel}: the weight gradient needs x`);
+          const { values } = nativeMatMul(addon, dyv, [rows, outF], requireFloat32(backend, x, kernel, 'x'), [rows, inF], true, false, undefined, policy);
+          out.push(backend.makeTensorInfo([outF, inF], 'float32', values));
+        }
+        if (want.dbias) {
+          const db = nativeBuffers.take(outF);
+          addon.reduce(0, dyv, Int32Array.of(rows, outF), Int32Array.of(1, 0), db);
+          out.push(backend.makeTensorInfo([outF], 'float32', db));
+        }
+        return out;
+      },
+    },
     {
       kernelName: FUSED_KERNELS.convList,
       backendName,
@@ -119,8 +176,8 @@ export function fusedLayerConfigs(addon: FusedLayerAddon, backendName: string): 
         const code = activationCode(attrs, kernel);
         if (code !== 0 && !y) throw new Error(`${kernel}: the activation's derivative needs the forward output y`);
         const dxs = xs.map((x) => nativeBuffers.take(tf.util.sizeFromShape(x.shape)));
-        const dw = nativeBuffers.take(tf.util.sizeFromShape(weight.shape));
-        const db = attrs.hasBias ? nativeBuffers.take(weight.shape[0]!) : null;
+        const dw = attrs.dweight ? nativeBuffers.take(tf.util.sizeFromShape(weight.shape)) : null;
+        const db = attrs.hasBias && attrs.dbias ? nativeBuffers.take(weight.shape[0]!) : null;
         addon.convListGrad(
           geom,
           channels,
@@ -135,7 +192,7 @@ export function fusedLayerConfigs(addon: FusedLayerAddon, backendName: string): 
           db,
         );
         const out = xs.map((x, i) => backend.makeTensorInfo([...x.shape], 'float32', dxs[i]!));
-        out.push(backend.makeTensorInfo([...weight.shape], 'float32', dw));
+        if (dw) out.push(backend.makeTensorInfo([...weight.shape], 'float32', dw));
         if (db) out.push(backend.makeTensorInfo([weight.shape[0]!], 'float32', db));
         return out;
       },
