@@ -8,8 +8,9 @@ import type { ConvActivation } from '../src/nn/conv_list.js';
 import { FiLM } from '../src/nn/film.js';
 import { Linear } from '../src/nn/linear.js';
 import { GroupNorm, LayerNorm } from '../src/nn/norm.js';
-import { normModulate, type NormModulateSpec } from '../src/nn/norm_modulate.js';
+import { gatedResidual, normModulate, type NormModulateSpec } from '../src/nn/norm_modulate.js';
 import { DenseBlock, AttentionBlock } from '../src/models/nsp/blocks.js';
+import { DiTBlock, FinalLayer } from '../src/models/dit/blocks.js';
 import { Rng } from '../src/util/rng.js';
 
 // The fused conv-over-a-list (+ bias + activation) and norm + FiLM modulation (+ SiLU) kernels of
@@ -372,5 +373,81 @@ describe.skipIf(skip)('fused Linear (native) vs matmul → bias on cpu', () => {
       return out;
     });
     frozen.forEach((g, i) => expect(maxRelErr(g, full[1 + i]!)).toBe(0));
+  });
+});
+
+describe.skipIf(skip)('fused gated residual (native) vs x + branch·gate on cpu', () => {
+  beforeAll(() => {
+    expect(registerNativeBackend()).toBe(true);
+  });
+  afterAll(async () => {
+    await tf.setBackend('cpu');
+  });
+
+  const run = (shape: number[], width: number, offset: number, data: Float32Array[]) =>
+    tf.tidy(() => {
+      const [x, branch, r] = [data[0]!, data[1]!, data[3]!].map((v) => tf.tensor(v, shape));
+      const mod = tf.tensor2d(data[2]!, [shape[0]!, width]);
+      const f = (a: tf.Tensor, b: tf.Tensor, m: tf.Tensor) => gatedResidual(a, b, m as tf.Tensor2D, offset);
+      const y = f(x!, branch!, mod);
+      const grads = tf.grads((a: tf.Tensor, b: tf.Tensor, m: tf.Tensor) => f(a, b, m).mul(r!).sum())([x!, branch!, mod]);
+      return [y, ...grads].map((t) => t.dataSync().slice() as Float32Array);
+    });
+
+  for (const [shape, width, offset] of [[[2, 7, 5], 30, 10], [[3, 2, 3, 4], 8, 4], [[1, 9, 6], 6, 0]] as [number[], number, number][]) {
+    it(`x [${shape}], gate at ${offset} of ${width}: value, dx, dbranch, dmod; finite differences of dmod`, async () => {
+      const rng = new Rng(41);
+      const data = [randn(rng, shape), randn(rng, shape), randn(rng, [shape[0]!, width]), randn(rng, shape)];
+      await tf.setBackend(NATIVE_BACKEND);
+      expect(hasFusedKernel(FUSED_KERNELS.gatedResidual)).toBe(true);
+      const fused = run(shape, width, offset, data);
+      await tf.setBackend('cpu');
+      const composite = run(shape, width, offset, data);
+      ['y', 'dx', 'dbranch', 'dmod'].forEach((name, i) => expect(maxRelErr(fused[i]!, composite[i]!), name).toBeLessThan(1e-6));
+      await tf.setBackend(NATIVE_BACKEND);
+      const eps = 1e-2;
+      const loss = (d: Float32Array[]) => {
+        const [y] = run(shape, width, offset, d);
+        return y!.reduce((a, v, i) => a + v * d[3]![i]!, 0);
+      };
+      for (let i = 0; i < data[2]!.length; i += 3) {
+        const plus = data.map((a) => a.slice());
+        const minus = data.map((a) => a.slice());
+        plus[2]![i]! += eps;
+        minus[2]![i]! -= eps;
+        const fd = (loss(plus) - loss(minus)) / (2 * eps);
+        expect(Math.abs(fd - fused[3]![i]!), `dmod ${i}`).toBeLessThan(3e-3 * Math.max(1, Math.abs(fd)));
+      }
+    });
+  }
+});
+
+describe.skipIf(skip)('DiT block and final layer (adaLN + gated residuals fused on native) vs cpu', () => {
+  afterAll(async () => {
+    await tf.setBackend('cpu');
+  });
+  it('output and every parameter gradient', async () => {
+    expect(registerNativeBackend()).toBe(true);
+    const run = async (backend: string) => {
+      await tf.setBackend(backend);
+      const rng = new Rng(51);
+      const block = new DiTBlock(8, 2, 16, rng);
+      const final = new FinalLayer(8, 2, 3, rng);
+      // adaLN-Zero starts at zero; non-zero modulation makes shift, scale and gates take part.
+      for (const ada of [block.adaLNModulation, final.adaLNModulation]) ada.linear.weight.assign(tf.tensor(randn(rng, ada.linear.weight.shape, 0.3), ada.linear.weight.shape));
+      const x = tf.tensor3d(randn(new Rng(52), [2, 5, 8]), [2, 5, 8]);
+      const c = tf.tensor2d(randn(new Rng(53), [2, 8]), [2, 8]);
+      const vars = [...block.namedParameters(), ...final.namedParameters()].map(([, v]) => v);
+      const { value, grads } = tf.variableGrads(() => final.forward(block.forward(x, c), c).square().mean() as tf.Scalar, vars);
+      const out = [value.dataSync()[0]!, ...vars.map((v) => grads[v.name]!.dataSync().slice() as Float32Array)] as const;
+      tf.dispose([value, ...Object.values(grads), x, c]);
+      block.dispose();
+      final.dispose();
+      return out;
+    };
+    const [nv, ...ng] = await run(NATIVE_BACKEND);
+    const [cv, ...cg] = await run('cpu');
+    expect(Math.abs(nv - cv) / Math.abs(cv)).toBeLessThan(1e-5);
+    ng.forEach((g, i) => expect(maxRelErr(g as Float32Array, cg[i] as Float32Array), `param ${i}`).toBeLessThan(5e-5));
   });
 });

@@ -46,6 +46,10 @@ export const FUSED_KERNELS = {
   linear: 'SfLinear',
   /** inputs {dy, weight, x (only when dweight is wanted)}, attrs LinearGradAttrs → the wanted ones of [dx, dweight, dbias], in that order */
   linearGrad: 'SfLinearGrad',
+  /** inputs {x [B, …, C], branch (x's shape), mod [B, W]}, attrs {offset} → x + branch·gate, gate = mod[:, offset : offset + C] per sample (DiT's gated residual) */
+  gatedResidual: 'SfGatedResidual',
+  /** inputs {dy, branch, mod}, attrs {offset} → [dbranch, dmod] (dx is dy itself) */
+  gatedResidualGrad: 'SfGatedResidualGrad',
 } as const;
 
 export function hasFusedKernel(kernelName: string): boolean {

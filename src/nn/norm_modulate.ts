@@ -48,3 +48,35 @@ function fused(x: tf.Tensor, mod: tf.Tensor2D, spec: NormModulateSpec): tf.Tenso
   });
   return run(x, mod) as tf.Tensor;
 }
+
+/**
+ * x + branch·gate with gate = mod[:, offset : offset + C] per sample, broadcast over every position
+ * of x [B, …, C]: DiT's gated residual (adaLN-Zero), one kernel each way where the backend fuses
+ * it, reading the gate straight out of the modulation projection's output.
+ */
+export function gatedResidual(x: tf.Tensor, branch: tf.Tensor, mod: tf.Tensor2D, offset: number): tf.Tensor {
+  const c = x.shape[x.rank - 1]!;
+  if (mod.shape[0] !== x.shape[0] || offset < 0 || offset + c > mod.shape[1]) throw new Error(`gatedResidual: mod [${mod.shape}] has no ${c} gate columns at ${offset} for x [${x.shape}]`);
+  if (!tf.util.arraysEqual(x.shape, branch.shape)) throw new Error(`gatedResidual: x [${x.shape}] and branch [${branch.shape}] differ`);
+  const fusable = hasFusedKernel(FUSED_KERNELS.gatedResidual) && [x, branch, mod].every((t) => t.dtype === 'float32');
+  if (!fusable) {
+    return tf.tidy(() => {
+      const n = x.shape[0]!;
+      const gate = tf.slice(mod, [0, offset], [n, c]).reshape([n, ...new Array<number>(x.rank - 2).fill(1), c]);
+      return x.add(branch.mul(gate));
+    });
+  }
+  const attrs = { offset };
+  const run = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
+    const [xi, bi, mi, save] = args as [tf.Tensor, tf.Tensor, tf.Tensor, tf.GradSaveFunc];
+    save([bi, mi]);
+    return {
+      value: tf.engine().runKernel(FUSED_KERNELS.gatedResidual, { x: xi, branch: bi, mod: mi }, attrs) as tf.Tensor,
+      gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
+        const [dbranch, dmod] = tf.engine().runKernel(FUSED_KERNELS.gatedResidualGrad, { dy, branch: saved[0]!, mod: saved[1]! }, attrs) as tf.Tensor[];
+        return [dy, dbranch!, dmod!];
+      },
+    };
+  });
+  return run(x, branch, mod) as tf.Tensor;
+}

@@ -88,9 +88,76 @@ function linearRows(x: { shape: readonly number[] }, weight: tf.TensorInfo, kern
   return { rows: tf.util.sizeFromShape([...x.shape]) / inF, inF, outF };
 }
 
+/** [batch, positions per sample, channels] of a gated residual, checked against mod [batch, width] and the gate's offset. */
+function gateDims(x: tf.TensorInfo, mod: tf.TensorInfo, offset: number, kernel: string): [number, number, number, number] {
+  const n = x.shape[0]!;
+  const c = x.shape[x.shape.length - 1]!;
+  const w = mod.shape[1]!;
+  if (x.shape.length < 2 || mod.shape.length !== 2 || mod.shape[0] !== n || !(offset >= 0) || offset + c > w) {
+    throw new Error(`${kernel}: x [${x.shape}] needs a gate of ${c} columns at ${offset} in mod [${mod.shape}]`);
+  }
+  return [n, tf.util.sizeFromShape(x.shape) / (n * c), c, w];
+}
+
 export function fusedLayerConfigs(addon: NativeAddon, backendName: string): tf.KernelConfig[] {
   const policy = nativeGemmPolicy(addon);
   return [
+    {
+      // Memory-bound and a few hundred thousand elements in the DiT steps: a plain loop, no addon call.
+      kernelName: FUSED_KERNELS.gatedResidual,
+      backendName,
+      kernelFunc: (args) => {
+        const kernel = FUSED_KERNELS.gatedResidual;
+        const { x, branch, mod } = args.inputs as Record<'x' | 'branch' | 'mod', tf.TensorInfo>;
+        const offset = Number(args.attrs?.offset);
+        const backend = args.backend as CpuBackendStorage;
+        const [n, s, c, w] = gateDims(x, mod, offset, kernel);
+        if (!tf.util.arraysEqual(x.shape, branch.shape)) throw new Error(`${kernel}: x [${x.shape}] and branch [${branch.shape}] differ`);
+        const xv = requireFloat32(backend, x, kernel, 'x');
+        const bv = requireFloat32(backend, branch, kernel, 'branch');
+        const mv = requireFloat32(backend, mod, kernel, 'mod');
+        const out = nativeBuffers.take(xv.length);
+        for (let b = 0; b < n; b++) {
+          const g = b * w + offset;
+          for (let p = 0; p < s; p++) {
+            const row = (b * s + p) * c;
+            for (let k = 0; k < c; k++) out[row + k] = xv[row + k]! + bv[row + k]! * mv[g + k]!;
+          }
+        }
+        return backend.makeTensorInfo([...x.shape], 'float32', out);
+      },
+    },
+    {
+      kernelName: FUSED_KERNELS.gatedResidualGrad,
+      backendName,
+      kernelFunc: (args) => {
+        const kernel = FUSED_KERNELS.gatedResidualGrad;
+        const { dy, branch, mod } = args.inputs as Record<'dy' | 'branch' | 'mod', tf.TensorInfo>;
+        const offset = Number(args.attrs?.offset);
+        const backend = args.backend as CpuBackendStorage;
+        const [n, s, c, w] = gateDims(branch, mod, offset, kernel);
+        const dyv = requireFloat32(backend, dy, kernel, 'dy');
+        const bv = requireFloat32(backend, branch, kernel, 'branch');
+        const mv = requireFloat32(backend, mod, kernel, 'mod');
+        const dbranch = nativeBuffers.take(bv.length);
+        const dmod = nativeBuffers.take(n * w).fill(0);
+        const acc = new Float64Array(c);
+        for (let b = 0; b < n; b++) {
+          const g = b * w + offset;
+          acc.fill(0);
+          for (let p = 0; p < s; p++) {
+            const row = (b * s + p) * c;
+            for (let k = 0; k < c; k++) {
+              const d = dyv[row + k]!;
+              dbranch[row + k] = d * mv[g + k]!;
+              acc[k]! += d * bv[row + k]!;
+            }
+          }
+          for (let k = 0; k < c; k++) dmod[g + k] = acc[k]!;
+        }
+        return [backend.makeTensorInfo([...branch.shape], 'float32', dbranch), backend.makeTensorInfo([n, w], 'float32', dmod)];
+      },
+    },
     {
       kernelName: FUSED_KERNELS.linear,
       backendName,
