@@ -93,6 +93,8 @@ export async function runStepBench(opts: StepBenchOptions = {}): Promise<BenchRo
   if (!torch) return [{ name: 'pytorch unavailable', value: NaN, unit: '', note: findTorchPython().tried.join('; ') }];
   await initBackend('native');
   const rows: BenchRow[] = [];
+  // Kernel calls per step (what fusion brings down), counted once per step under tf.profile.
+  const kernelsPerStep = new Map<string, number>();
   for (const threads of threadCounts) {
     setNativeThreads(threads, `bench/steps.ts --threads ${threads}`);
     const server = new TorchServer(torch.python, threads);
@@ -114,11 +116,12 @@ export async function runStepBench(opts: StepBenchOptions = {}): Promise<BenchRo
           theirs.push((await server.run(name, 1))[0]!);
           ratios.push(ours.at(-1)! / theirs.at(-1)!);
         }
+        if (!kernelsPerStep.has(name)) kernelsPerStep.set(name, (await tf.profile(step)).kernels.length);
         const row: BenchRow = {
           name: `native ${name} @${threads}t ÷ torch`,
           value: median(ratios),
           unit: '×',
-          note: `median of ${rounds} interleaved: native ${median(ours).toFixed(1)} ms, torch ${server.header.torch} ${median(theirs).toFixed(1)} ms; load ${load.toFixed(1)}`,
+          note: `median of ${rounds} interleaved: native ${median(ours).toFixed(1)} ms, torch ${server.header.torch} ${median(theirs).toFixed(1)} ms; load ${load.toFixed(1)}; ${kernelsPerStep.get(name)} kernels/step`,
         };
         rows.push(row);
         log(`${row.name.padEnd(64)} ${row.value.toFixed(2)}×  (${row.note})`);

@@ -52,8 +52,17 @@ export const FUSED_KERNELS = {
   gatedResidualGrad: 'SfGatedResidualGrad',
 } as const;
 
+/** Fused kernels switched off by name (bench/fusion.ts times each step with and without them). */
+const disabled = new Set<string>();
+
 export function hasFusedKernel(kernelName: string): boolean {
-  return tf.getKernel(kernelName, tf.getBackend()) !== undefined;
+  return !disabled.has(kernelName) && tf.getKernel(kernelName, tf.getBackend()) !== undefined;
+}
+
+/** Makes `hasFusedKernel` answer false for these kernels (callers then compose them from tfjs ops); an empty list turns all back on. */
+export function disableFusedKernels(kernelNames: readonly string[]): void {
+  disabled.clear();
+  for (const k of kernelNames) disabled.add(k);
 }
 
 export interface AdamKernelAttrs {
