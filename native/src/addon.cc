@@ -698,6 +698,8 @@ napi_value init(napi_env env, napi_value exports) {
       {"convListGrad", nullptr, guarded<convListBackwardBinding>, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"normModulate", nullptr, guarded<normModulateBinding>, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"normModulateGrad", nullptr, guarded<normModulateGradBinding>, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"gatedResidual", nullptr, guarded<gatedResidualBinding>, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"gatedResidualGrad", nullptr, guarded<gatedResidualGradBinding>, nullptr, nullptr, nullptr, napi_default, nullptr},
   };
   napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props);
   return exports;

@@ -170,7 +170,100 @@ void backward(const ModDims& d, const float* dy, const float* x, const float* mo
   }
 }
 
+struct GateDims {
+  int64_t n, s, c, width, offset;
+};
+
+GateDims gateDims(napi_env env, napi_value v) {
+  auto d = typedArg<int32_t>(env, v, "dims");
+  if (d.length != 5) throw JsError{"gatedResidual: dims must be [n, s, c, width, offset]"};
+  GateDims g{d.data[0], d.data[1], d.data[2], d.data[3], d.data[4]};
+  if (g.n < 1 || g.s < 1 || g.c < 1 || g.offset < 0 || g.offset + g.c > g.width) throw JsError{"gatedResidual: dims must be positive and the gate inside the modulation width"};
+  return g;
+}
+
+SFN_VECTOR_CLONES void gateRows(const float* x, const float* branch, const float* gate, int64_t rows, int64_t c, float* out) {
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t k = 0; k < c; ++k) out[r * c + k] = x[r * c + k] + branch[r * c + k] * gate[k];
+}
+
+SFN_VECTOR_CLONES void gateGradRows(const float* dy, const float* branch, const float* gate, int64_t rows, int64_t c, float* dbranch, double* acc) {
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t k = 0; k < c; ++k) {
+      const float d = dy[r * c + k];
+      dbranch[r * c + k] = d * gate[k];
+      acc[k] += static_cast<double>(d) * branch[r * c + k];
+    }
+  }
+}
+
 }  // namespace
+
+napi_value gatedResidualBinding(napi_env env, napi_callback_info cb) {
+  napi_value argv[5];
+  getArgs(env, cb, argv, "gatedResidual");
+  auto x = typedArg<float>(env, argv[0], "x");
+  auto branch = typedArg<float>(env, argv[1], "branch");
+  auto mod = typedArg<float>(env, argv[2], "mod");
+  const GateDims g = gateDims(env, argv[3]);
+  auto out = typedArg<float>(env, argv[4], "out");
+  const int64_t size = g.n * g.s * g.c;
+  requireFloats(x.length, size, "x"), requireFloats(branch.length, size, "branch"), requireFloats(out.length, size, "out");
+  requireFloats(mod.length, g.n * g.width, "mod");
+  // Ranges over all rows; each row finds its sample's gate.
+  forRanges(g.n * g.s, g.c, [&](int64_t begin, int64_t end) {
+    while (begin < end) {
+      const int64_t b = begin / g.s, stop = std::min(end, (b + 1) * g.s);
+      gateRows(x.data + begin * g.c, branch.data + begin * g.c, mod.data + b * g.width + g.offset, stop - begin, g.c, out.data + begin * g.c);
+      begin = stop;
+    }
+  });
+  return nullptr;
+}
+
+napi_value gatedResidualGradBinding(napi_env env, napi_callback_info cb) {
+  napi_value argv[6];
+  getArgs(env, cb, argv, "gatedResidualGrad");
+  auto dy = typedArg<float>(env, argv[0], "dy");
+  auto branch = typedArg<float>(env, argv[1], "branch");
+  auto mod = typedArg<float>(env, argv[2], "mod");
+  const GateDims g = gateDims(env, argv[3]);
+  auto dbranch = typedArg<float>(env, argv[4], "dbranch");
+  auto dmod = typedArg<float>(env, argv[5], "dmod");
+  const int64_t size = g.n * g.s * g.c;
+  requireFloats(dy.length, size, "dy"), requireFloats(branch.length, size, "branch"), requireFloats(dbranch.length, size, "dbranch");
+  requireFloats(mod.length, g.n * g.width, "mod"), requireFloats(dmod.length, g.n * g.width, "dmod");
+  const int64_t rows = g.n * g.s;
+  const bool parallel = omp_get_max_threads() > 1 && size >= kParallelWork;
+  const int threads = parallel ? omp_get_max_threads() : 1;
+  // Per-thread sums of dy·branch per (sample, channel), added up after.
+  std::vector<std::vector<double>> partial(threads, std::vector<double>(g.n * g.c, 0.0));
+  auto body = [&](int64_t t, int64_t nt) {
+    int64_t begin = rows * t / nt;
+    const int64_t end = rows * (t + 1) / nt;
+    while (begin < end) {
+      const int64_t b = begin / g.s, stop = std::min(end, (b + 1) * g.s);
+      gateGradRows(dy.data + begin * g.c, branch.data + begin * g.c, mod.data + b * g.width + g.offset, stop - begin, g.c, dbranch.data + begin * g.c,
+                   partial[t].data() + b * g.c);
+      begin = stop;
+    }
+  };
+  if (parallel) {
+#pragma omp parallel num_threads(threads)
+    body(omp_get_thread_num(), omp_get_num_threads());
+  } else {
+    body(0, 1);
+  }
+  std::fill(dmod.data, dmod.data + g.n * g.width, 0.f);
+  for (int64_t b = 0; b < g.n; ++b) {
+    for (int64_t k = 0; k < g.c; ++k) {
+      double sum = 0;
+      for (int t = 0; t < threads; ++t) sum += partial[t][b * g.c + k];
+      dmod.data[b * g.width + g.offset + k] = static_cast<float>(sum);
+    }
+  }
+  return nullptr;
+}
 
 napi_value normModulateBinding(napi_env env, napi_callback_info cb) {
   napi_value argv[7];

@@ -15,4 +15,12 @@ napi_value normModulateBinding(napi_env env, napi_callback_info cb);
 // shift gradients at their offsets and zeros elsewhere.
 napi_value normModulateGradBinding(napi_env env, napi_callback_info cb);
 
+// gatedResidual(x, branch, mod, dims Int32Array[n, s, c, width, offset], out): out = x + branch·gate,
+// gate = mod[b, offset : offset + c] per sample b, broadcast over its s positions (DiT's adaLN-Zero gate).
+napi_value gatedResidualBinding(napi_env env, napi_callback_info cb);
+
+// gatedResidualGrad(dy, branch, mod, dims, dbranch, dmod): dbranch = dy·gate, dmod's gate columns
+// Σ over positions of dy·branch, zeros elsewhere (dx is dy itself).
+napi_value gatedResidualGradBinding(napi_env env, napi_callback_info cb);
+
 }  // namespace sfn

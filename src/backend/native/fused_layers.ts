@@ -35,6 +35,10 @@ export interface FusedLayerAddon {
   normModulate(x: Float32Array, dims: Int32Array, eps: number, mod: Float32Array, y: Float32Array, mean: Float32Array, rstd: Float32Array): void;
   /** dx and dmod [n, width] (scale and shift gradients at their columns, zeros elsewhere). */
   normModulateGrad(dy: Float32Array, x: Float32Array, dims: Int32Array, mod: Float32Array, mean: Float32Array, rstd: Float32Array, dx: Float32Array, dmod: Float32Array): void;
+  /** out = x + branch·gate, gate = mod[b, offset : offset + c] per sample; dims = [n, s, c, width, offset]. */
+  gatedResidual(x: Float32Array, branch: Float32Array, mod: Float32Array, dims: Int32Array, out: Float32Array): void;
+  /** dbranch = dy·gate and dmod (Σ dy·branch at the gate's columns, zeros elsewhere). */
+  gatedResidualGrad(dy: Float32Array, branch: Float32Array, mod: Float32Array, dims: Int32Array, dbranch: Float32Array, dmod: Float32Array): void;
 }
 
 function convGeometry(x: tf.TensorInfo, weight: tf.TensorInfo, attrs: ConvListAttrs, kernel: string): { geom: Int32Array; outShape: [number, number, number, number] } {
@@ -103,7 +107,6 @@ export function fusedLayerConfigs(addon: NativeAddon, backendName: string): tf.K
   const policy = nativeGemmPolicy(addon);
   return [
     {
-      // Memory-bound and a few hundred thousand elements in the DiT steps: a plain loop, no addon call.
       kernelName: FUSED_KERNELS.gatedResidual,
       backendName,
       kernelFunc: (args) => {
@@ -114,16 +117,8 @@ export function fusedLayerConfigs(addon: NativeAddon, backendName: string): tf.K
         const [n, s, c, w] = gateDims(x, mod, offset, kernel);
         if (!tf.util.arraysEqual(x.shape, branch.shape)) throw new Error(`${kernel}: x [${x.shape}] and branch [${branch.shape}] differ`);
         const xv = requireFloat32(backend, x, kernel, 'x');
-        const bv = requireFloat32(backend, branch, kernel, 'branch');
-        const mv = requireFloat32(backend, mod, kernel, 'mod');
         const out = nativeBuffers.take(xv.length);
-        for (let b = 0; b < n; b++) {
-          const g = b * w + offset;
-          for (let p = 0; p < s; p++) {
-            const row = (b * s + p) * c;
-            for (let k = 0; k < c; k++) out[row + k] = xv[row + k]! + bv[row + k]! * mv[g + k]!;
-          }
-        }
+        addon.gatedResidual(xv, requireFloat32(backend, branch, kernel, 'branch'), requireFloat32(backend, mod, kernel, 'mod'), Int32Array.of(n, s, c, w, offset), out);
         return backend.makeTensorInfo([...x.shape], 'float32', out);
       },
     },
@@ -136,25 +131,10 @@ export function fusedLayerConfigs(addon: NativeAddon, backendName: string): tf.K
         const offset = Number(args.attrs?.offset);
         const backend = args.backend as CpuBackendStorage;
         const [n, s, c, w] = gateDims(branch, mod, offset, kernel);
-        const dyv = requireFloat32(backend, dy, kernel, 'dy');
         const bv = requireFloat32(backend, branch, kernel, 'branch');
-        const mv = requireFloat32(backend, mod, kernel, 'mod');
         const dbranch = nativeBuffers.take(bv.length);
-        const dmod = nativeBuffers.take(n * w).fill(0);
-        const acc = new Float64Array(c);
-        for (let b = 0; b < n; b++) {
-          const g = b * w + offset;
-          acc.fill(0);
-          for (let p = 0; p < s; p++) {
-            const row = (b * s + p) * c;
-            for (let k = 0; k < c; k++) {
-              const d = dyv[row + k]!;
-              dbranch[row + k] = d * mv[g + k]!;
-              acc[k]! += d * bv[row + k]!;
-            }
-          }
-          for (let k = 0; k < c; k++) dmod[g + k] = acc[k]!;
-        }
+        const dmod = nativeBuffers.take(n * w);
+        addon.gatedResidualGrad(requireFloat32(backend, dy, kernel, 'dy'), bv, requireFloat32(backend, mod, kernel, 'mod'), Int32Array.of(n, s, c, w, offset), dbranch, dmod);
         return [backend.makeTensorInfo([...branch.shape], 'float32', dbranch), backend.makeTensorInfo([n, w], 'float32', dmod)];
       },
     },
