@@ -1,5 +1,5 @@
 /**
- * `npm run bench [-- --json] [--only kernels,torch,steps,threads,curate,eval,dedup] [--quick]
+ * `npm run bench [-- --json] [--only kernels,torch,steps,fusion,threads,curate,eval,dedup] [--quick]
  * [--backends native,wasm,cpu] [--torch-python PATH]`: every benchmark suite, printed as one table
  * per suite (or one JSON record with the machine and PyTorch it ran against). The plain-JS `cpu`
  * backend is measured only when named in --backends (its NSP step takes minutes). Speed is
@@ -78,6 +78,11 @@ const suites: Record<string, Suite> = {
       if (!ctx.torch.found) return [{ name: 'pytorch unavailable', value: NaN, unit: '', note: ctx.torch.tried.join('; ') }];
       return (await import('./steps.js')).runStepBench({ rounds: ctx.quick ? 3 : 7, torch: ctx.torch.found, log: ctx.log });
     },
+  },
+  fusion: {
+    describe: 'each training step with the layer fusions on ÷ off, interleaved, with kernel calls per step',
+    optIn: true,
+    run: async (ctx) => (await import('./fusion.js')).runFusionBench({ rounds: ctx.quick ? 3 : 7, log: ctx.log }),
   },
   threads: {
     describe: 'native step time beside a busy-loop process ÷ alone, per OpenMP wait policy',

@@ -127,6 +127,8 @@ export async function runStepBench(opts: StepBenchOptions = {}): Promise<BenchRo
     rows.push(row);
     log(`${row.name.padEnd(64)} ${row.value.toFixed(2)}×  (${row.note})`);
   };
+  // Kernel calls per step (what fusion brings down), counted once per step under tf.profile.
+  const kernelsPerStep = new Map<string, number>();
   for (const threads of threadCounts) {
     setNativeThreads(threads, `bench/steps.ts --threads ${threads}`);
     const servers: Record<StepPrecision, TorchServer | undefined> = {
@@ -148,6 +150,7 @@ export async function runStepBench(opts: StepBenchOptions = {}): Promise<BenchRo
           timeOurs(step, p);
           await servers[p]!.run(name, 1);
         }
+        if (!kernelsPerStep.has(name)) kernelsPerStep.set(name, (await tf.profile(step)).kernels.length);
         for (let r = 0; r < rounds; r++) {
           for (const p of active) {
             const o = timeOurs(step, p);
@@ -162,7 +165,7 @@ export async function runStepBench(opts: StepBenchOptions = {}): Promise<BenchRo
           name: `native ${name} @${threads}t ÷ torch`,
           value: median(ratios.fp32),
           unit: '×',
-          note: `median of ${rounds} interleaved: native ${median(ours.fp32).toFixed(1)} ms, torch ${torchVersion} ${median(theirs.fp32).toFixed(1)} ms; load ${load.toFixed(1)}`,
+          note: `median of ${rounds} interleaved: native ${median(ours.fp32).toFixed(1)} ms, torch ${torchVersion} ${median(theirs.fp32).toFixed(1)} ms; load ${load.toFixed(1)}; ${kernelsPerStep.get(name)} kernels/step`,
         });
         if (!withBf16) continue;
         emit({

@@ -12,6 +12,8 @@
 #include "bf16.h"
 #include "conv.h"
 #include "elementwise.h"
+#include "fused_conv.h"
+#include "fused_norm.h"
 #include "lapack.h"
 #include "layout.h"
 #include "matmul.h"
@@ -704,6 +706,12 @@ napi_value init(napi_env env, napi_value exports) {
       {"leakyReluGrad", nullptr, guarded<leakyReluGradient>, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"attention", nullptr, guarded<attention>, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"attentionGrad", nullptr, guarded<attentionGrad>, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"convList", nullptr, guarded<convListForwardBinding>, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"convListGrad", nullptr, guarded<convListBackwardBinding>, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"normModulate", nullptr, guarded<normModulateBinding>, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"normModulateGrad", nullptr, guarded<normModulateGradBinding>, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"gatedResidual", nullptr, guarded<gatedResidualBinding>, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"gatedResidualGrad", nullptr, guarded<gatedResidualGradBinding>, nullptr, nullptr, nullptr, napi_default, nullptr},
   };
   napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props);
   return exports;

@@ -28,10 +28,41 @@ export const FUSED_KERNELS = {
   attention: 'SfAttention',
   /** inputs {dy, q, k, v, probs}, attrs AttentionKernelAttrs → [dq, dk, dv] */
   attentionGrad: 'SfAttentionGrad',
+  /**
+   * inputs {x0 … x{k−1} NHWC, weight [O, C, kh, kw], bias? [O]}, attrs ConvListAttrs → act(conv(concat(x, channels)) + bias):
+   * a convolution over the channel concatenation of its inputs without materialising it, PyTorch's weight layout.
+   */
+  convList: 'SfConvList',
+  /** inputs {dy, y (for the activation's derivative), x0 …, weight}, attrs ConvListAttrs → [dx0 …, dweight if wanted, dbias if wanted] */
+  convListGrad: 'SfConvListGrad',
+  /**
+   * inputs {x [B, …, C], mod [B, W]}, attrs NormModulateAttrs → [act(norm(x)·(1 + scale) + shift), mean, rstd] with
+   * scale and shift the C columns of mod at their offsets: GroupNorm/LayerNorm (no affine) + FiLM + activation.
+   */
+  normModulate: 'SfNormModulate',
+  /** inputs {dy, x, mod, mean, rstd}, attrs NormModulateAttrs → [dx, dmod] */
+  normModulateGrad: 'SfNormModulateGrad',
+  /** inputs {x [..., in], weight [out, in], bias? [out]} → x·weightᵀ + bias [..., out]: torch.nn.Linear as one kernel, no reshapes. */
+  linear: 'SfLinear',
+  /** inputs {dy, weight, x (only when dweight is wanted)}, attrs LinearGradAttrs → the wanted ones of [dx, dweight, dbias], in that order */
+  linearGrad: 'SfLinearGrad',
+  /** inputs {x [B, …, C], branch (x's shape), mod [B, W]}, attrs {offset} → x + branch·gate, gate = mod[:, offset : offset + C] per sample (DiT's gated residual) */
+  gatedResidual: 'SfGatedResidual',
+  /** inputs {dy, branch, mod}, attrs {offset} → [dbranch, dmod] (dx is dy itself) */
+  gatedResidualGrad: 'SfGatedResidualGrad',
 } as const;
 
+/** Fused kernels switched off by name (bench/fusion.ts times each step with and without them). */
+const disabled = new Set<string>();
+
 export function hasFusedKernel(kernelName: string): boolean {
-  return tf.getKernel(kernelName, tf.getBackend()) !== undefined;
+  return !disabled.has(kernelName) && tf.getKernel(kernelName, tf.getBackend()) !== undefined;
+}
+
+/** Makes `hasFusedKernel` answer false for these kernels (callers then compose them from tfjs ops); an empty list turns all back on. */
+export function disableFusedKernels(kernelNames: readonly string[]): void {
+  disabled.clear();
+  for (const k of kernelNames) disabled.add(k);
 }
 
 export interface AdamKernelAttrs {
@@ -53,3 +84,46 @@ export interface AttentionKernelAttrs {
   scale: number;
   causal: boolean;
 }
+
+/** Activations a SfConvList applies to its output, by the addon's code (oneDNN post-ops of the ReLU family). */
+export const CONV_ACTIVATIONS = { linear: 0, relu: 1, leaky_relu: 3 } as const;
+export type ConvListActivation = keyof typeof CONV_ACTIVATIONS;
+
+export type ConvListAttrs = {
+  /** How many list inputs (x0 …) precede the weight. */
+  inputs: number;
+  hasBias: boolean;
+  /** Whether the gradient kernel computes the weight's and the bias's gradients (not for frozen parameters). */
+  dweight: boolean;
+  dbias: boolean;
+  stride: number;
+  /** Zero rows/columns added [top, left, bottom, right]. */
+  pad: [number, number, number, number];
+  activation: ConvListActivation;
+  /** Leaky ReLU slope (>= 0: the gradient reads the sign of the output). */
+  alpha: number;
+};
+
+/** Activations a SfNormModulate applies, by the addon's code. */
+export const NORM_MODULATE_ACTIVATIONS = { none: 0, silu: 1 } as const;
+export type NormModulateActivation = keyof typeof NORM_MODULATE_ACTIVATIONS;
+
+export type NormModulateAttrs = {
+  /** Channel groups (GroupNorm); ignored when perPosition. */
+  groups: number;
+  /** LayerNorm: statistics over each position's channels rather than over every position of a group. */
+  perPosition: boolean;
+  eps: number;
+  scaleOffset: number;
+  shiftOffset: number;
+  activation: NormModulateActivation;
+};
+
+/** Which gradients SfLinearGrad computes (a frozen weight's is never needed). */
+export type LinearGradAttrs = {
+  /** x's shape ([..., in]), so x itself is only an input when dweight needs its values. */
+  xShape: number[];
+  dx: boolean;
+  dweight: boolean;
+  dbias: boolean;
+};

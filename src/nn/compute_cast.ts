@@ -17,3 +17,8 @@ export function setComputeCast(cast: Cast | null): void {
 export function computeCast<T extends tf.Tensor>(x: T): T {
   return current ? (current(x) as T) : x;
 }
+
+/** Whether a reduced-precision cast is installed (fused float32 kernels then step aside). */
+export function hasComputeCast(): boolean {
+  return current !== null;
+}

@@ -1,7 +1,9 @@
 import { tf } from '../backend/tf.js';
 import { Rng } from '../util/rng.js';
 import { Module } from './module.js';
-import { computeCast } from './compute_cast.js';
+import { computeCast, hasComputeCast } from './compute_cast.js';
+import { leakyRelu } from './activations.js';
+import { canFuseConvList, convList, type ConvActivation } from './conv_list.js';
 import { defaultBias, kaimingUniform } from './init.js';
 
 /** A branch added to a Conv2d's output (e.g. LoRA): x [N, H, W, C_in] → [N, H', W', C_out], or null. */
@@ -55,6 +57,35 @@ export class Conv2d extends Module {
 
   /** x: [N, H, W, C_in] → [N, H', W', C_out]. */
   forward(x: tf.Tensor4D): tf.Tensor4D {
+    return this.forwardList([x]);
+  }
+
+  /**
+   * act(conv(concat(xs, channels))): the inputs [N, H, W, C_i] with ΣC_i = C_in read as their channel
+   * concatenation (a dense block's growing feature list), the activation applied to the output. One
+   * kernel each way where the backend has it, else concat → conv → bias → activation as tfjs ops.
+   */
+  forwardList(xs: tf.Tensor4D[], activation: ConvActivation = { kind: 'linear' }): tf.Tensor4D {
+    const pad = this.symmetricPad();
+    if (pad !== null && !this.adapterBranch && !hasComputeCast() && canFuseConvList(xs, this.weight)) {
+      return convList(xs, this.weight, this.bias, { stride: this.stride, pad: [pad, pad, pad, pad], activation });
+    }
+    return tf.tidy(() => {
+      const y = this.composite(xs.length === 1 ? xs[0]! : (tf.concat(xs, 3) as tf.Tensor4D));
+      if (activation.kind === 'leaky_relu') return leakyRelu(y, activation.alpha ?? 0) as tf.Tensor4D;
+      if (activation.kind === 'relu') return tf.relu(y);
+      return y;
+    });
+  }
+
+  /** PyTorch's symmetric padding in pixels, or null where tfjs's own 'same' (asymmetric at stride > 1) applies. */
+  private symmetricPad(): number | null {
+    if (typeof this.padding === 'number') return this.padding;
+    if (this.padding === 'valid') return 0;
+    return this.stride === 1 && this.kernelSize % 2 === 1 ? (this.kernelSize - 1) / 2 : null;
+  }
+
+  private composite(x: tf.Tensor4D): tf.Tensor4D {
     return tf.tidy(() => {
       const weight = computeCast(this.weight as tf.Tensor4D);
       let input = computeCast(x);

@@ -2,8 +2,9 @@ import { tf } from '../backend/tf.js';
 import { Rng } from '../util/rng.js';
 import { Module } from './module.js';
 import { Linear } from './linear.js';
-import { LayerNorm } from './norm.js';
-import { activation, type Activation } from './activations.js';
+import { GroupNorm, LayerNorm } from './norm.js';
+import { normModulate } from './norm_modulate.js';
+import { activation, silu, type Activation } from './activations.js';
 
 /**
  * DiT's modulate: x·(1 + scale) + shift, with shift and scale [B, C] broadcast over every axis of
@@ -60,6 +61,25 @@ export class FiLM extends Module {
     return tf.tidy(() => {
       const { scale, shift } = this.modulation(cond);
       return modulate(x, shift, scale);
+    });
+  }
+
+  /**
+   * act(norm(x)·(1 + scale) + shift): the pre-norm this layer modulates, applied with it. A norm
+   * without affine parameters runs as one fused kernel each way (normModulate) with the projection's
+   * output passed whole; an affine one as the separate layers.
+   */
+  forwardNormalized(norm: GroupNorm | LayerNorm, x: tf.Tensor, cond: tf.Tensor, activation: 'none' | 'silu' = 'none'): tf.Tensor {
+    return tf.tidy(() => {
+      if (norm.weight || norm.bias) {
+        const y = this.forward(norm.forward(x), cond);
+        return activation === 'silu' ? silu(y) : y;
+      }
+      const mod = this.linear.forward(this.condAct ? this.condAct(cond) : cond) as tf.Tensor2D;
+      const c = this.channels;
+      const [scaleOffset, shiftOffset] = this.order === 'scale_shift' ? [0, c] : [c, 0];
+      const layer = norm instanceof LayerNorm;
+      return normModulate(x, mod, { groups: layer ? 1 : norm.groups, perPosition: layer, eps: norm.eps, scaleOffset, shiftOffset, activation });
     });
   }
 }

@@ -1,7 +1,8 @@
 import { tf } from '../backend/tf.js';
 import { Rng } from '../util/rng.js';
 import { Module } from './module.js';
-import { computeCast } from './compute_cast.js';
+import { computeCast, hasComputeCast } from './compute_cast.js';
+import { FUSED_KERNELS, hasFusedKernel, type LinearGradAttrs } from '../backend/fused.js';
 import { defaultBias, kaimingUniform } from './init.js';
 
 export interface LinearOptions {
@@ -39,6 +40,13 @@ export class Linear extends Module {
   }
 
   forward(x: tf.Tensor): tf.Tensor {
+    if (!hasComputeCast() && x.dtype === 'float32' && hasFusedKernel(FUSED_KERNELS.linear)) {
+      return tf.tidy(() => {
+        const y = fusedLinear(x, this.weight, this.bias);
+        const delta = this.adapterBranch?.delta(x.reshape([-1, this.inFeatures]) as tf.Tensor2D);
+        return delta ? y.add(delta.reshape(y.shape)) : y;
+      });
+    }
     return tf.tidy(() => {
       const lead = x.shape.slice(0, -1);
       const x2 = x.reshape([-1, this.inFeatures]) as tf.Tensor2D;
@@ -49,4 +57,29 @@ export class Linear extends Module {
       return y.reshape([...lead, this.outFeatures]);
     });
   }
+}
+
+/**
+ * x·Wᵀ + b as one kernel each way on any rank of x (no reshapes). Only the gradients that are wanted
+ * are computed: a frozen weight or bias (LoRA's base) is not an input of the op at all, so neither
+ * its GEMM nor a saved copy of x is spent on it. The parameters are read from the closure (they
+ * outlive the step), only x is saved for the backward pass.
+ */
+function fusedLinear(x: tf.Tensor, weight: tf.Variable, bias: tf.Variable | null): tf.Tensor {
+  const want: LinearGradAttrs = { xShape: [...x.shape], dx: true, dweight: weight.trainable, dbias: bias !== null && bias.trainable };
+  const run = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
+    const input = args[0] as tf.Tensor;
+    const save = args[args.length - 1] as tf.GradSaveFunc;
+    const y = tf.engine().runKernel(FUSED_KERNELS.linear, bias ? { x: input, weight, bias } : { x: input, weight }) as tf.Tensor;
+    save(want.dweight ? [input] : []);
+    return {
+      value: y,
+      gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) =>
+        tf.engine().runKernel(FUSED_KERNELS.linearGrad, want.dweight ? { dy, weight, x: saved[0]! } : { dy, weight }, want) as tf.Tensor[],
+    };
+  });
+  const inputs: tf.Tensor[] = [x];
+  if (want.dweight) inputs.push(weight);
+  if (want.dbias) inputs.push(bias!);
+  return run(...inputs) as tf.Tensor;
 }

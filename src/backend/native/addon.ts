@@ -3,9 +3,10 @@ import { existsSync, readFileSync } from 'node:fs';
 import os from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { describeBf16 } from './bf16.js';
+import type { FusedLayerAddon } from './fused_layers.js';
 
 /** The N-API addon's functions (native/src/addon.cc). All work synchronously on the given arrays. */
-export interface NativeAddon {
+export interface NativeAddon extends FusedLayerAddon {
   info(): NativeInfo;
   setThreads(n: number): void;
   /** Row-major C[m,n] = op(A)·op(B) written at c[cOffset..]; library 0 = oneDNN, 1 = OpenBLAS. */

@@ -5,6 +5,7 @@ import { elementwiseConfigs } from './elementwise.js';
 import { reduceConfigs } from './reduce.js';
 import { normConfigs } from './norm.js';
 import { attentionConfigs } from './attention.js';
+import { fusedLayerConfigs } from './fused_layers.js';
 import { adamConfig } from './optim.js';
 import { activationConfigs } from './activation.js';
 import { unaryConfigs } from './unary.js';
@@ -30,6 +31,7 @@ function nativeKernels(addon: NativeAddon): tf.KernelConfig[] {
     ...reduceConfigs(addon, NATIVE_BACKEND),
     ...normConfigs(addon, NATIVE_BACKEND),
     ...attentionConfigs(addon, NATIVE_BACKEND),
+    ...fusedLayerConfigs(addon, NATIVE_BACKEND),
     adamConfig(addon, NATIVE_BACKEND),
     ...activationConfigs(addon, NATIVE_BACKEND),
     ...layoutConfigs(addon, NATIVE_BACKEND),

@@ -1,11 +1,11 @@
 import { tf } from '../../backend/tf.js';
 import { silu } from '../../nn/activations.js';
 import { Attention, CrossAttention } from '../../nn/attention.js';
-import { modulate } from '../../nn/film.js';
 import { Linear } from '../../nn/linear.js';
 import { MLP } from '../../nn/mlp.js';
 import { Module } from '../../nn/module.js';
 import { LayerNorm } from '../../nn/norm.js';
+import { gatedResidual, normModulate, type NormModulateSpec } from '../../nn/norm_modulate.js';
 import { Rng } from '../../util/rng.js';
 
 /**
@@ -18,15 +18,21 @@ export class AdaLnModulation extends Module {
     super();
     this.linear = this.module('1', new Linear(hiddenSize, chunks * hiddenSize, { rng }));
   }
-  forward(c: tf.Tensor2D): tf.Tensor2D[] {
-    return tf.tidy(() => tf.split(this.linear.forward(silu(c)), this.chunks, -1) as tf.Tensor2D[]);
+  /** The k vectors side by side, [N, k·D]: chunk i is columns i·D … (i+1)·D. */
+  forward(c: tf.Tensor2D): tf.Tensor2D {
+    return tf.tidy(() => this.linear.forward(silu(c)) as tf.Tensor2D);
   }
 }
 
-/** gate [N, D] scaling every token of x [N, T, D]. */
-function gated(gate: tf.Tensor2D, x: tf.Tensor): tf.Tensor {
-  const [n, d] = gate.shape;
-  return x.mul(gate.reshape([n, 1, d]));
+/**
+ * LayerNorm (no affine) of x then x·(1 + scale) + shift with (shift, scale) the chunks at
+ * `shiftChunk`, `shiftChunk + 1` of the modulation: one fused op (normModulate), the projection
+ * passed whole so its split is never a kernel.
+ */
+function adaLN(norm: LayerNorm, x: tf.Tensor, mod: tf.Tensor2D, shiftChunk: number): tf.Tensor {
+  const d = norm.dim;
+  const spec: NormModulateSpec = { groups: 1, perPosition: true, eps: norm.eps, shiftOffset: shiftChunk * d, scaleOffset: (shiftChunk + 1) * d, activation: 'none' };
+  return normModulate(x, mod, spec);
 }
 
 /**
@@ -61,18 +67,18 @@ export class DiTBlock extends Module {
   /** x [N, T, D], c [N, D] (and the text context with cross-attention) → [N, T, D]. */
   forward(x: tf.Tensor3D, c: tf.Tensor2D, context?: CrossContext): tf.Tensor3D {
     return tf.tidy(() => {
-      const [shiftMsa, scaleMsa, gateMsa, shiftMlp, scaleMlp, gateMlp] = this.adaLNModulation.forward(c) as [
-        tf.Tensor2D, tf.Tensor2D, tf.Tensor2D, tf.Tensor2D, tf.Tensor2D, tf.Tensor2D,
-      ];
-      const attnIn = modulate(this.norm1.forward(x), shiftMsa, scaleMsa) as tf.Tensor3D;
-      let h = x.add(gated(gateMsa, this.attn.forward(attnIn))) as tf.Tensor3D;
+      // Chunks of the modulation: shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp.
+      const mod = this.adaLNModulation.forward(c);
+      const d = this.norm1.dim;
+      const attnIn = adaLN(this.norm1, x, mod, 0) as tf.Tensor3D;
+      let h = gatedResidual(x, this.attn.forward(attnIn), mod, 2 * d) as tf.Tensor3D;
       if (this.crossAttn) {
         if (!context) throw new Error('DiTBlock: this block cross-attends to text tokens; pass the text context');
         // Ungated residual, no norm on the query side: PixArt-α's block.
         h = h.add(this.crossAttn.forward(h, context.tokens, { keyMask: context.mask }));
       }
-      const mlpIn = modulate(this.norm2.forward(h), shiftMlp, scaleMlp);
-      return h.add(gated(gateMlp, this.mlp.forward(mlpIn))) as tf.Tensor3D;
+      const mlpIn = adaLN(this.norm2, h, mod, 3);
+      return gatedResidual(h, this.mlp.forward(mlpIn), mod, 5 * d) as tf.Tensor3D;
     });
   }
 }
@@ -93,8 +99,7 @@ export class FinalLayer extends Module {
   /** x [N, T, D], c [N, D] → [N, T, p·p·C]. */
   forward(x: tf.Tensor3D, c: tf.Tensor2D): tf.Tensor3D {
     return tf.tidy(() => {
-      const [shift, scale] = this.adaLNModulation.forward(c) as [tf.Tensor2D, tf.Tensor2D];
-      return this.linear.forward(modulate(this.normFinal.forward(x), shift, scale)) as tf.Tensor3D;
+      return this.linear.forward(adaLN(this.normFinal, x, this.adaLNModulation.forward(c), 0)) as tf.Tensor3D;
     });
   }
 }

@@ -24,7 +24,7 @@ export class DenseBlock extends Module {
 
   forward(x: tf.Tensor4D, cond: tf.Tensor2D): tf.Tensor4D {
     return tf.tidy(() => {
-      const h = this.film.forward(this.norm.forward(x), cond) as tf.Tensor4D;
+      const h = this.film.forwardNormalized(this.norm, x, cond) as tf.Tensor4D;
       return x.add(this.rdb.branch(h));
     });
   }
@@ -51,7 +51,7 @@ export class AttentionBlock extends Module {
   forward(x: tf.Tensor4D, cond: tf.Tensor2D): tf.Tensor4D {
     return tf.tidy(() => {
       const [b, h, w, c] = x.shape;
-      let mod = this.film.forward(this.norm.forward(x), cond) as tf.Tensor4D;
+      let mod = this.film.forwardNormalized(this.norm, x, cond) as tf.Tensor4D;
       const pool = this.tokenSize > 0 && h > this.tokenSize ? Math.round(h / this.tokenSize) : 1;
       if (pool > 1) mod = tf.avgPool(mod, pool, pool, 'valid');
       const [, th, tw] = mod.shape;

@@ -78,7 +78,7 @@ export class ScalePredictor extends Module {
           h = block.forward(h, text.tokens as tf.Tensor3D, text.mask as tf.Tensor2D | undefined);
         } else h = block.forward(h, cond);
       }
-      return this.convOut.forward(silu(this.filmOut.forward(this.normOut.forward(h), cond)) as tf.Tensor4D);
+      return this.convOut.forward(this.filmOut.forwardNormalized(this.normOut, h, cond, 'silu') as tf.Tensor4D);
     });
   }
 }

@@ -1,6 +1,5 @@
 import { tf } from '../../backend/tf.js';
 import { Conv2d } from '../../nn/conv.js';
-import { leakyRelu } from '../../nn/activations.js';
 import { Module, ModuleList } from '../../nn/module.js';
 import { Rng } from '../../util/rng.js';
 
@@ -25,12 +24,11 @@ export class ResidualDenseBlock extends Module {
   /** β·F(x): the residual branch alone, for callers that add it to a pre-normalisation input. */
   branch(x: tf.Tensor4D): tf.Tensor4D {
     return tf.tidy(() => {
+      // Each conv reads the growing feature list as its channel concatenation; the fused kernel
+      // never materialises that concatenation (nor its gradient's split).
       const features: tf.Tensor4D[] = [x];
-      for (const conv of this.convs) {
-        const input = features.length === 1 ? x : tf.concat(features, 3);
-        features.push(leakyRelu(conv.forward(input), 0.2) as tf.Tensor4D);
-      }
-      return this.fuse.forward(tf.concat(features, 3)).mul(this.beta);
+      for (const conv of this.convs) features.push(conv.forwardList(features, { kind: 'leaky_relu', alpha: 0.2 }));
+      return this.fuse.forwardList(features).mul(this.beta);
     });
   }
 

@@ -1,0 +1,303 @@
+#include "fused_norm.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "fast_math.h"
+#include "napi_util.h"
+#include "parallel.h"
+
+namespace sfn {
+
+namespace {
+
+struct ModDims {
+  int64_t n, t, p, c, g, width, scaleOff, shiftOff;
+  int act;
+  int64_t size() const { return n * t * p * c; }
+  int64_t stats() const { return n * t * g; }
+};
+
+void requireFloats(size_t have, int64_t need, const char* name) {
+  if (static_cast<int64_t>(have) < need) {
+    throw JsError{std::string("normModulate: ") + name + " holds " + std::to_string(have) + " floats, the shape needs " + std::to_string(need)};
+  }
+}
+
+ModDims modDims(napi_env env, napi_value v) {
+  auto d = typedArg<int32_t>(env, v, "dims");
+  if (d.length != 9) throw JsError{"normModulate: dims must be [n, t, p, c, groups, width, scaleOffset, shiftOffset, activation]"};
+  ModDims m{d.data[0], d.data[1], d.data[2], d.data[3], d.data[4], d.data[5], d.data[6], d.data[7], d.data[8]};
+  if (m.n < 1 || m.t < 1 || m.p < 1 || m.c < 1 || m.g < 1 || m.c % m.g != 0) throw JsError{"normModulate: dims must be positive and channels divisible by groups"};
+  if (m.scaleOff < 0 || m.shiftOff < 0 || m.scaleOff + m.c > m.width || m.shiftOff + m.c > m.width) throw JsError{"normModulate: scale/shift columns outside the modulation width"};
+  if (m.act != 0 && m.act != 1) throw JsError{"normModulate: activation must be 0 (none) or 1 (SiLU)"};
+  return m;
+}
+
+bool parallelOver(const ModDims& d) { return d.n > 1 && d.size() >= kParallelWork; }
+
+// Statistics of one tile (p rows of c channels) per group, in double.
+void tileStats(const float* x, int64_t p, int64_t c, int64_t g, float eps, double* sum, double* sumSq, float* mean, float* rstd) {
+  const int64_t cg = c / g;
+  std::fill(sum, sum + c, 0.0);
+  std::fill(sumSq, sumSq + c, 0.0);
+  for (int64_t r = 0; r < p; ++r) {
+    const float* row = x + r * c;
+    for (int64_t ch = 0; ch < c; ++ch) {
+      const double v = row[ch];
+      sum[ch] += v;
+      sumSq[ch] += v * v;
+    }
+  }
+  const double count = static_cast<double>(p * cg);
+  for (int64_t k = 0; k < g; ++k) {
+    double s1 = 0, s2 = 0;
+    for (int64_t ch = k * cg; ch < (k + 1) * cg; ++ch) s1 += sum[ch], s2 += sumSq[ch];
+    const double mu = s1 / count;
+    const double var = std::max(0.0, s2 / count - mu * mu);
+    mean[k] = static_cast<float>(mu);
+    rstd[k] = static_cast<float>(1.0 / std::sqrt(var + static_cast<double>(eps)));
+  }
+}
+
+// y rows of one tile: act(x̂·gain + shift), gain = 1 + scale.
+SFN_VECTOR_CLONES void modulateRows(const float* x, int64_t p, int64_t c, const float* chMean, const float* chRstd, const float* gain, const float* shift, int act, float* y) {
+  for (int64_t r = 0; r < p; ++r) {
+    const float* row = x + r * c;
+    float* out = y + r * c;
+    if (act == 1) {
+      for (int64_t ch = 0; ch < c; ++ch) {
+        const float z = (row[ch] - chMean[ch]) * chRstd[ch] * gain[ch] + shift[ch];
+        out[ch] = z * sigmoidFast(z);
+      }
+    } else {
+      for (int64_t ch = 0; ch < c; ++ch) out[ch] = (row[ch] - chMean[ch]) * chRstd[ch] * gain[ch] + shift[ch];
+    }
+  }
+}
+
+// dz = dy·act'(z) of one tile's rows, written to dz; per-channel Σ dz and Σ dz·x̂ added to the sums.
+SFN_VECTOR_CLONES void modulateGradRows(const float* dy, const float* x, int64_t p, int64_t c, const float* chMean, const float* chRstd, const float* gain,
+                                        const float* shift, int act, float* dz, double* sumDz, double* sumDzXhat) {
+  for (int64_t r = 0; r < p; ++r) {
+    const float* xr = x + r * c;
+    const float* dr = dy + r * c;
+    float* out = dz + r * c;
+    for (int64_t ch = 0; ch < c; ++ch) {
+      const float xhat = (xr[ch] - chMean[ch]) * chRstd[ch];
+      float d = dr[ch];
+      if (act == 1) {
+        const float z = xhat * gain[ch] + shift[ch];
+        const float s = sigmoidFast(z);
+        d *= s * (1.f + z * (1.f - s));
+      }
+      out[ch] = d;
+      sumDz[ch] += d;
+      sumDzXhat[ch] += static_cast<double>(d) * xhat;
+    }
+  }
+}
+
+// dx = rstd·(gain·dz − mean(gain·dz) − x̂·mean(gain·dz·x̂)) in place over dz.
+SFN_VECTOR_CLONES void normGradRows(const float* x, int64_t p, int64_t c, const float* chMean, const float* chRstd, const float* gain, const float* a,
+                                    const float* b, float* dzdx) {
+  for (int64_t r = 0; r < p; ++r) {
+    const float* xr = x + r * c;
+    float* io = dzdx + r * c;
+    for (int64_t ch = 0; ch < c; ++ch) {
+      const float xhat = (xr[ch] - chMean[ch]) * chRstd[ch];
+      io[ch] = chRstd[ch] * (gain[ch] * io[ch] - a[ch] - xhat * b[ch]);
+    }
+  }
+}
+
+void forward(const ModDims& d, float eps, const float* x, const float* mod, float* y, float* mean, float* rstd) {
+  const int64_t c = d.c, g = d.g, cg = c / g, tile = d.p * c;
+#pragma omp parallel for schedule(static) if (parallelOver(d))
+  for (int64_t b = 0; b < d.n; ++b) {
+    std::vector<double> sum(c), sumSq(c);
+    std::vector<float> gain(c), chMean(c), chRstd(c);
+    const float* scale = mod + b * d.width + d.scaleOff;
+    const float* shift = mod + b * d.width + d.shiftOff;
+    for (int64_t ch = 0; ch < c; ++ch) gain[ch] = 1.f + scale[ch];
+    for (int64_t t = 0; t < d.t; ++t) {
+      const int64_t at = (b * d.t + t);
+      float* m = mean + at * g;
+      float* r = rstd + at * g;
+      tileStats(x + at * tile, d.p, c, g, eps, sum.data(), sumSq.data(), m, r);
+      for (int64_t ch = 0; ch < c; ++ch) chMean[ch] = m[ch / cg], chRstd[ch] = r[ch / cg];
+      modulateRows(x + at * tile, d.p, c, chMean.data(), chRstd.data(), gain.data(), shift, d.act, y + at * tile);
+    }
+  }
+}
+
+void backward(const ModDims& d, const float* dy, const float* x, const float* mod, const float* mean, const float* rstd, float* dx, float* dmod) {
+  const int64_t c = d.c, g = d.g, cg = c / g, tile = d.p * c;
+  const double count = static_cast<double>(d.p * cg);
+#pragma omp parallel for schedule(static) if (parallelOver(d))
+  for (int64_t b = 0; b < d.n; ++b) {
+    std::vector<double> sumDz(c), sumDzXhat(c), totalDz(c, 0.0), totalDzXhat(c, 0.0);
+    std::vector<float> gain(c), chMean(c), chRstd(c), a(c), bc(c);
+    const float* scale = mod + b * d.width + d.scaleOff;
+    const float* shift = mod + b * d.width + d.shiftOff;
+    for (int64_t ch = 0; ch < c; ++ch) gain[ch] = 1.f + scale[ch];
+    for (int64_t t = 0; t < d.t; ++t) {
+      const int64_t at = (b * d.t + t);
+      const float* m = mean + at * g;
+      const float* r = rstd + at * g;
+      for (int64_t ch = 0; ch < c; ++ch) chMean[ch] = m[ch / cg], chRstd[ch] = r[ch / cg];
+      std::fill(sumDz.begin(), sumDz.end(), 0.0);
+      std::fill(sumDzXhat.begin(), sumDzXhat.end(), 0.0);
+      modulateGradRows(dy + at * tile, x + at * tile, d.p, c, chMean.data(), chRstd.data(), gain.data(), shift, d.act, dx + at * tile, sumDz.data(), sumDzXhat.data());
+      for (int64_t k = 0; k < g; ++k) {
+        double s1 = 0, s2 = 0;
+        for (int64_t ch = k * cg; ch < (k + 1) * cg; ++ch) s1 += gain[ch] * sumDz[ch], s2 += gain[ch] * sumDzXhat[ch];
+        const float ma = static_cast<float>(s1 / count), mb = static_cast<float>(s2 / count);
+        for (int64_t ch = k * cg; ch < (k + 1) * cg; ++ch) a[ch] = ma, bc[ch] = mb;
+      }
+      normGradRows(x + at * tile, d.p, c, chMean.data(), chRstd.data(), gain.data(), a.data(), bc.data(), dx + at * tile);
+      for (int64_t ch = 0; ch < c; ++ch) totalDz[ch] += sumDz[ch], totalDzXhat[ch] += sumDzXhat[ch];
+    }
+    float* dm = dmod + b * d.width;
+    std::fill(dm, dm + d.width, 0.f);
+    for (int64_t ch = 0; ch < c; ++ch) {
+      dm[d.scaleOff + ch] = static_cast<float>(totalDzXhat[ch]);
+      dm[d.shiftOff + ch] = static_cast<float>(totalDz[ch]);
+    }
+  }
+}
+
+struct GateDims {
+  int64_t n, s, c, width, offset;
+};
+
+GateDims gateDims(napi_env env, napi_value v) {
+  auto d = typedArg<int32_t>(env, v, "dims");
+  if (d.length != 5) throw JsError{"gatedResidual: dims must be [n, s, c, width, offset]"};
+  GateDims g{d.data[0], d.data[1], d.data[2], d.data[3], d.data[4]};
+  if (g.n < 1 || g.s < 1 || g.c < 1 || g.offset < 0 || g.offset + g.c > g.width) throw JsError{"gatedResidual: dims must be positive and the gate inside the modulation width"};
+  return g;
+}
+
+SFN_VECTOR_CLONES void gateRows(const float* x, const float* branch, const float* gate, int64_t rows, int64_t c, float* out) {
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t k = 0; k < c; ++k) out[r * c + k] = x[r * c + k] + branch[r * c + k] * gate[k];
+}
+
+SFN_VECTOR_CLONES void gateGradRows(const float* dy, const float* branch, const float* gate, int64_t rows, int64_t c, float* dbranch, double* acc) {
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t k = 0; k < c; ++k) {
+      const float d = dy[r * c + k];
+      dbranch[r * c + k] = d * gate[k];
+      acc[k] += static_cast<double>(d) * branch[r * c + k];
+    }
+  }
+}
+
+}  // namespace
+
+napi_value gatedResidualBinding(napi_env env, napi_callback_info cb) {
+  napi_value argv[5];
+  getArgs(env, cb, argv, "gatedResidual");
+  auto x = typedArg<float>(env, argv[0], "x");
+  auto branch = typedArg<float>(env, argv[1], "branch");
+  auto mod = typedArg<float>(env, argv[2], "mod");
+  const GateDims g = gateDims(env, argv[3]);
+  auto out = typedArg<float>(env, argv[4], "out");
+  const int64_t size = g.n * g.s * g.c;
+  requireFloats(x.length, size, "x"), requireFloats(branch.length, size, "branch"), requireFloats(out.length, size, "out");
+  requireFloats(mod.length, g.n * g.width, "mod");
+  // Ranges over all rows; each row finds its sample's gate.
+  forRanges(g.n * g.s, g.c, [&](int64_t begin, int64_t end) {
+    while (begin < end) {
+      const int64_t b = begin / g.s, stop = std::min(end, (b + 1) * g.s);
+      gateRows(x.data + begin * g.c, branch.data + begin * g.c, mod.data + b * g.width + g.offset, stop - begin, g.c, out.data + begin * g.c);
+      begin = stop;
+    }
+  });
+  return nullptr;
+}
+
+napi_value gatedResidualGradBinding(napi_env env, napi_callback_info cb) {
+  napi_value argv[6];
+  getArgs(env, cb, argv, "gatedResidualGrad");
+  auto dy = typedArg<float>(env, argv[0], "dy");
+  auto branch = typedArg<float>(env, argv[1], "branch");
+  auto mod = typedArg<float>(env, argv[2], "mod");
+  const GateDims g = gateDims(env, argv[3]);
+  auto dbranch = typedArg<float>(env, argv[4], "dbranch");
+  auto dmod = typedArg<float>(env, argv[5], "dmod");
+  const int64_t size = g.n * g.s * g.c;
+  requireFloats(dy.length, size, "dy"), requireFloats(branch.length, size, "branch"), requireFloats(dbranch.length, size, "dbranch");
+  requireFloats(mod.length, g.n * g.width, "mod"), requireFloats(dmod.length, g.n * g.width, "dmod");
+  const int64_t rows = g.n * g.s;
+  const bool parallel = omp_get_max_threads() > 1 && size >= kParallelWork;
+  const int threads = parallel ? omp_get_max_threads() : 1;
+  // Per-thread sums of dy·branch per (sample, channel), added up after.
+  std::vector<std::vector<double>> partial(threads, std::vector<double>(g.n * g.c, 0.0));
+  auto body = [&](int64_t t, int64_t nt) {
+    int64_t begin = rows * t / nt;
+    const int64_t end = rows * (t + 1) / nt;
+    while (begin < end) {
+      const int64_t b = begin / g.s, stop = std::min(end, (b + 1) * g.s);
+      gateGradRows(dy.data + begin * g.c, branch.data + begin * g.c, mod.data + b * g.width + g.offset, stop - begin, g.c, dbranch.data + begin * g.c,
+                   partial[t].data() + b * g.c);
+      begin = stop;
+    }
+  };
+  if (parallel) {
+#pragma omp parallel num_threads(threads)
+    body(omp_get_thread_num(), omp_get_num_threads());
+  } else {
+    body(0, 1);
+  }
+  std::fill(dmod.data, dmod.data + g.n * g.width, 0.f);
+  for (int64_t b = 0; b < g.n; ++b) {
+    for (int64_t k = 0; k < g.c; ++k) {
+      double sum = 0;
+      for (int t = 0; t < threads; ++t) sum += partial[t][b * g.c + k];
+      dmod.data[b * g.width + g.offset + k] = static_cast<float>(sum);
+    }
+  }
+  return nullptr;
+}
+
+napi_value normModulateBinding(napi_env env, napi_callback_info cb) {
+  napi_value argv[7];
+  getArgs(env, cb, argv, "normModulate");
+  auto x = typedArg<float>(env, argv[0], "x");
+  const ModDims d = modDims(env, argv[1]);
+  const float eps = static_cast<float>(doubleArg(env, argv[2], "eps"));
+  auto mod = typedArg<float>(env, argv[3], "mod");
+  auto y = typedArg<float>(env, argv[4], "y");
+  auto mean = typedArg<float>(env, argv[5], "mean");
+  auto rstd = typedArg<float>(env, argv[6], "rstd");
+  requireFloats(x.length, d.size(), "x"), requireFloats(y.length, d.size(), "y");
+  requireFloats(mod.length, d.n * d.width, "mod");
+  requireFloats(mean.length, d.stats(), "mean"), requireFloats(rstd.length, d.stats(), "rstd");
+  forward(d, eps, x.data, mod.data, y.data, mean.data, rstd.data);
+  return nullptr;
+}
+
+napi_value normModulateGradBinding(napi_env env, napi_callback_info cb) {
+  napi_value argv[8];
+  getArgs(env, cb, argv, "normModulateGrad");
+  auto dy = typedArg<float>(env, argv[0], "dy");
+  auto x = typedArg<float>(env, argv[1], "x");
+  const ModDims d = modDims(env, argv[2]);
+  auto mod = typedArg<float>(env, argv[3], "mod");
+  auto mean = typedArg<float>(env, argv[4], "mean");
+  auto rstd = typedArg<float>(env, argv[5], "rstd");
+  auto dx = typedArg<float>(env, argv[6], "dx");
+  auto dmod = typedArg<float>(env, argv[7], "dmod");
+  requireFloats(dy.length, d.size(), "dy"), requireFloats(x.length, d.size(), "x"), requireFloats(dx.length, d.size(), "dx");
+  requireFloats(mod.length, d.n * d.width, "mod"), requireFloats(dmod.length, d.n * d.width, "dmod");
+  requireFloats(mean.length, d.stats(), "mean"), requireFloats(rstd.length, d.stats(), "rstd");
+  backward(d, dy.data, x.data, mod.data, mean.data, rstd.data, dx.data, dmod.data);
+  return nullptr;
+}
+
+}  // namespace sfn
