@@ -8,6 +8,8 @@ import { fallbackCounts } from '../src/backend/native/storage.js';
 import { chooseComputeMode, installComputePrecision, resetComputePrecision } from '../src/train/compute_precision.js';
 import { computeCast } from '../src/nn/compute_cast.js';
 import { Conv2d } from '../src/nn/conv.js';
+import { convList } from '../src/nn/conv_list.js';
+import { FUSED_KERNELS } from '../src/backend/fused.js';
 import { Linear } from '../src/nn/linear.js';
 import { Module } from '../src/nn/module.js';
 import { Rng } from '../src/util/rng.js';
@@ -206,6 +208,19 @@ describe.skipIf(!hardware)(`bf16 kernels on oneDNN (${hardware ?? 'no bf16 CPU'}
   it('conv2d forward (stride 2, asymmetric same padding)', () => {
     const got = inBf16('Conv2D', () => tf.tidy(() => tf.conv2d(tf.tensor4d(x, [n, h, w, c]), tf.tensor4d(f, [k, k, c, o]), stride, 'same')));
     expectBf16Product(got, ref.y, ref.yAbs, fp32.y, 'conv forward');
+  });
+
+  it('the fused conv over a list of inputs (dense-block convolutions) also runs in bf16', () => {
+    const { bottom, right } = info.padInfo;
+    const got = inBf16(FUSED_KERNELS.convList, () =>
+      tf.tidy(() => {
+        // The input split in two along channels; the weight in PyTorch's [o, c, kh, kw] layout.
+        const [x1, x2] = tf.split(tf.tensor4d(x, [n, h, w, c]), [2, c - 2], 3) as [tf.Tensor4D, tf.Tensor4D];
+        const weight = tf.variable(tf.tensor4d(f, [k, k, c, o]).transpose([3, 2, 0, 1]));
+        return convList([x1, x2], weight, null, { stride, pad: [top, left, bottom, right] });
+      }),
+    );
+    expectBf16Product(got, ref.y, ref.yAbs, fp32.y, 'fused conv-list forward');
   });
 
   it('conv2d backprop input', () => {
