@@ -6,6 +6,7 @@ import type { RgbImage } from '../data/dataset.js';
 import { decodeImage, isRejection, parseHexColour, type DecodedImage, type DecodeOptions, type DecodeRejection } from './decode.js';
 import { qualityOf, shrinkForAnalysis, type QualityMeasures } from './filters.js';
 import { exactPixelHash, hashToHex, perceptualHash } from './hash.js';
+import { jpegCodecName } from './jpeg_turbo.js';
 import type { Analysis } from './manifest.js';
 import { planResize, resizeAndEncode, type ResizePlan } from './resize.js';
 import type { CurateConfig } from './schema.js';
@@ -31,6 +32,8 @@ export function analysisFingerprint(cfg: CurateConfig): string {
     image_format: cfg.output.image_format,
     quality: cfg.output.quality,
     optimize_coding: cfg.output.optimize_coding,
+    // libjpeg-turbo and libvips decode shrink-on-load and encode slightly differently.
+    jpeg: jpegCodecName(),
   };
   return createHash('sha256').update(JSON.stringify(relevant)).digest('hex').slice(0, 12);
 }
