@@ -15,10 +15,10 @@
     ["<!(sh ./jpeg_available.sh)==1", {
       "targets": [
         {
-          "target_name": "scaleforge_jpeg",
-          "sources": ["src/jpeg.cc"],
+          "target_name": "scaleforge_image",
+          "sources": ["src/image_addon.cc", "src/jpeg.cc", "src/pil_resample.cc"],
           "defines": ["NAPI_VERSION=8"],
-          "cflags_cc": ["-std=c++17", "-fexceptions", "-O2"],
+          "cflags_cc": ["-std=c++17", "-fexceptions", "-O3", "-ffp-contract=off"],
           "cflags_cc!": ["-fno-exceptions", "-std=gnu++17"],
           "libraries": ["-ljpeg"]
         }

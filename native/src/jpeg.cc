@@ -2,7 +2,7 @@
 // with turbo's SIMD), for curation: the same codec OpenCV and Pillow use, at a fraction of the CPU
 // time that sharp's libvips pipeline spends around its mozjpeg build.
 //
-// A separate addon (scaleforge_jpeg.node), built only where jpeglib.h is found, so the main backend
+// Part of the image addon (image_addon.cc), built only where jpeglib.h is found, so the main backend
 // addon neither needs libjpeg nor changes when it is absent. Every function is synchronous: curation
 // calls them from its worker threads, one file per worker.
 //
@@ -20,6 +20,7 @@
 
 #include <jpeglib.h>
 
+#include "image_addon.h"
 #include "napi_util.h"
 
 namespace sfn {
@@ -99,8 +100,10 @@ void setProperty(napi_env env, napi_value obj, const char* key, napi_value value
   check(env, napi_set_named_property(env, obj, key, value), "set_property");
 }
 
+}  // namespace
+
 // header(bytes) → { width, height, components, colourSpace, progressive, orientation, icc } | message
-napi_value header(napi_env env, napi_callback_info cb) {
+napi_value jpegHeader(napi_env env, napi_callback_info cb) {
   napi_value argv[1];
   getArgs(env, cb, argv, "header");
   const auto bytes = typedArg<uint8_t>(env, argv[0], "bytes");
@@ -141,6 +144,8 @@ napi_value header(napi_env env, napi_callback_info cb) {
 }
 
 // Writes src (w×h RGB, as stored) into dst with EXIF orientation o applied (dst is h×w for o ≥ 5).
+namespace {
+
 void orient(const uint8_t* src, unsigned w, unsigned h, int o, uint8_t* dst) {
   const unsigned ow = o >= 5 ? h : w, oh = o >= 5 ? w : h;
   for (unsigned y = 0; y < oh; y++) {
@@ -162,9 +167,13 @@ void orient(const uint8_t* src, unsigned w, unsigned h, int o, uint8_t* dst) {
   }
 }
 
+}  // namespace
+
 // The decompression proper; returns false with err.message set on any libjpeg error or warning.
 // Kept free of objects with destructors between setjmp and the libjpeg calls that may longjmp.
-bool decompress(const uint8_t* data, size_t length, int denom, std::vector<uint8_t>& pixels, unsigned& width, unsigned& height, ErrorManager& err) {
+// With orientation 1 the rows go straight into the JS Buffer (`*buffer`); otherwise into `pixels`, to be turned.
+static bool decompress(napi_env env, const uint8_t* data, size_t length, int denom, bool direct, napi_value* buffer, std::vector<uint8_t>& pixels,
+                       unsigned& width, unsigned& height, ErrorManager& err) {
   jpeg_decompress_struct cinfo;
   cinfo.err = &err.pub;
   if (setjmp(err.jump)) {
@@ -192,10 +201,23 @@ bool decompress(const uint8_t* data, size_t length, int denom, std::vector<uint8
     jpeg_destroy_decompress(&cinfo);
     return false;
   }
-  pixels.resize(static_cast<size_t>(width) * height * 3);
+  const size_t bytes = static_cast<size_t>(width) * height * 3;
+  uint8_t* dst;
+  if (direct) {
+    void* p;
+    if (napi_create_buffer(env, bytes, &p, buffer) != napi_ok) {
+      std::snprintf(err.message, sizeof err.message, "cannot allocate %zu bytes", bytes);
+      jpeg_destroy_decompress(&cinfo);
+      return false;
+    }
+    dst = static_cast<uint8_t*>(p);
+  } else {
+    pixels.resize(bytes);
+    dst = pixels.data();
+  }
   while (cinfo.output_scanline < cinfo.output_height) {
     JSAMPROW rows[4];
-    for (int i = 0; i < 4; i++) rows[i] = pixels.data() + static_cast<size_t>(std::min(cinfo.output_scanline + i, height - 1)) * width * 3;
+    for (int i = 0; i < 4; i++) rows[i] = dst + static_cast<size_t>(std::min(cinfo.output_scanline + i, height - 1)) * width * 3;
     jpeg_read_scanlines(&cinfo, rows, 4);
   }
   // Reads to EOI, so damage after the last scanline is reported as well.
@@ -205,7 +227,7 @@ bool decompress(const uint8_t* data, size_t length, int denom, std::vector<uint8
 }
 
 // decode(bytes, scaleDenom 1|2|4|8, orientation 1..8) → { rgb: Buffer, width, height } | message
-napi_value decode(napi_env env, napi_callback_info cb) {
+napi_value jpegDecode(napi_env env, napi_callback_info cb) {
   napi_value argv[3];
   getArgs(env, cb, argv, "decode");
   const auto bytes = typedArg<uint8_t>(env, argv[0], "bytes");
@@ -217,14 +239,12 @@ napi_value decode(napi_env env, napi_callback_info cb) {
   initErrors(err);
   std::vector<uint8_t> pixels;
   unsigned w = 0, h = 0;
-  if (!decompress(bytes.data, bytes.length, static_cast<int>(denom), pixels, w, h, err)) return makeString(env, err.message);
   const int o = static_cast<int>(orientation);
+  napi_value buffer = nullptr;
+  if (!decompress(env, bytes.data, bytes.length, static_cast<int>(denom), o == 1, &buffer, pixels, w, h, err)) return makeString(env, err.message);
   const unsigned ow = o >= 5 ? h : w, oh = o >= 5 ? w : h;
-  napi_value buffer;
-  void* dst;
-  if (o == 1) {
-    check(env, napi_create_buffer_copy(env, pixels.size(), pixels.data(), &dst, &buffer), "create_buffer_copy");
-  } else {
+  if (o != 1) {
+    void* dst;
     check(env, napi_create_buffer(env, pixels.size(), &dst, &buffer), "create_buffer");
     orient(pixels.data(), w, h, o, static_cast<uint8_t*>(dst));
   }
@@ -246,7 +266,7 @@ struct EncodeJob {
   bool chroma444, optimize;
 };
 
-bool compress(const EncodeJob& job, unsigned char*& out, unsigned long& outSize, std::vector<uint8_t>& row, ErrorManager& err) {
+static bool compress(const EncodeJob& job, unsigned char*& out, unsigned long& outSize, std::vector<uint8_t>& row, ErrorManager& err) {
   jpeg_compress_struct cinfo;
   cinfo.err = &err.pub;
   if (setjmp(err.jump)) {
@@ -299,7 +319,7 @@ bool compress(const EncodeJob& job, unsigned char*& out, unsigned long& outSize,
 // encode(rgb, width, height, outWidth, outHeight, left, top, background [r,g,b] Uint8Array, quality,
 //        chroma444, optimize) → Buffer. The canvas is outWidth × outHeight in the background colour
 // with the source placed at (left, top): a centred pad or crop without a copy of the pixels.
-napi_value encode(napi_env env, napi_callback_info cb) {
+napi_value jpegEncode(napi_env env, napi_callback_info cb) {
   napi_value argv[11];
   getArgs(env, cb, argv, "encode");
   const auto rgb = typedArg<uint8_t>(env, argv[0], "rgb");
@@ -338,37 +358,9 @@ napi_value encode(napi_env env, napi_callback_info cb) {
   return buffer;
 }
 
-using Binding = napi_value (*)(napi_env, napi_callback_info);
-
-template <Binding F>
-napi_value guarded(napi_env env, napi_callback_info info) {
-  try {
-    return F(env, info);
-  } catch (const JsError& e) {
-    napi_throw_error(env, nullptr, e.message.c_str());
-    return nullptr;
-  } catch (const std::exception& e) {
-    napi_throw_error(env, nullptr, e.what());
-    return nullptr;
-  }
-}
-
-napi_value version(napi_env env, napi_callback_info) {
+napi_value jpegVersion(napi_env env, napi_callback_info) {
   return makeString(env, std::to_string(LIBJPEG_TURBO_VERSION_NUMBER / 1000000) + '.' + std::to_string(LIBJPEG_TURBO_VERSION_NUMBER / 1000 % 1000) + '.' +
                              std::to_string(LIBJPEG_TURBO_VERSION_NUMBER % 1000));
 }
 
-}  // namespace
 }  // namespace sfn
-
-// Context-aware, so every curation worker thread can load it.
-NAPI_MODULE_INIT() {
-  const napi_property_descriptor props[] = {
-      {"header", nullptr, sfn::guarded<sfn::header>, nullptr, nullptr, nullptr, napi_default, nullptr},
-      {"decode", nullptr, sfn::guarded<sfn::decode>, nullptr, nullptr, nullptr, napi_default, nullptr},
-      {"encode", nullptr, sfn::guarded<sfn::encode>, nullptr, nullptr, nullptr, napi_default, nullptr},
-      {"version", nullptr, sfn::guarded<sfn::version>, nullptr, nullptr, nullptr, napi_default, nullptr},
-  };
-  napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props);
-  return exports;
-}

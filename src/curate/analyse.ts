@@ -6,7 +6,7 @@ import type { RgbImage } from '../data/dataset.js';
 import { decodeImage, isRejection, parseHexColour, type DecodedImage, type DecodeOptions, type DecodeRejection } from './decode.js';
 import { qualityOf, shrinkForAnalysis, type QualityMeasures } from './filters.js';
 import { exactPixelHash, hashToHex, perceptualHash } from './hash.js';
-import { jpegCodecName } from './jpeg_turbo.js';
+import { jpegCodecName } from './image_addon.js';
 import type { Analysis } from './manifest.js';
 import { planResize, resizeAndEncode, type ResizePlan } from './resize.js';
 import type { CurateConfig } from './schema.js';
@@ -106,7 +106,7 @@ async function measureExact(bytes: Uint8Array, cfg: CurateConfig): Promise<Measu
     plan: planFor(pixels.width, pixels.height, cfg),
     pixelHash: exactPixelHash(pixels),
     perceptualHash: hashToHex(perceptualHash(pixels, cfg.dedup.hash)),
-    quality: qualityOf(await shrinkForAnalysis(pixels, cfg.filters.analysis_size)),
+    quality: qualityOf(shrinkForAnalysis(pixels, cfg.filters.analysis_size)),
   };
 }
 
@@ -128,7 +128,7 @@ async function measureFast(bytes: Uint8Array, cfg: CurateConfig): Promise<Measur
   const pixels = { rgb: decoded.rgb, width: decoded.width, height: decoded.height };
   // A plan from the decoded size would differ only by rounding; the one from the full size is what exact mode makes.
   const fullPlan = plan ?? planFor(decoded.fullWidth, decoded.fullHeight, cfg);
-  const analysed = await shrinkForAnalysis(pixels, cfg.filters.analysis_size);
+  const analysed = shrinkForAnalysis(pixels, cfg.filters.analysis_size);
   return {
     decoded,
     pixels,

@@ -1,5 +1,5 @@
 import sharp, { type Metadata } from 'sharp';
-import { isJpeg, jpegTurbo } from './jpeg_turbo.js';
+import { isJpeg, imageAddon } from './image_addon.js';
 
 /**
  * Turns any file sharp can read into 8-bit sRGB pixels with the EXIF orientation applied and alpha matted onto a
@@ -9,7 +9,7 @@ import { isJpeg, jpegTurbo } from './jpeg_turbo.js';
  * Optionally the decode also scales (`scaleTo`): a JPEG is decoded at 1/2, 1/4 or 1/8 of its size in the DCT domain
  * (shrink-on-load) and finished with Lanczos-3, so a large photo is never expanded to full resolution.
  *
- * JPEGs go to libjpeg-turbo (jpeg_turbo.ts) when the addon is built: 8-bit YCbCr or greyscale without an ICC profile,
+ * JPEGs go to libjpeg-turbo (image_addon.ts) when the addon is built: 8-bit YCbCr or greyscale without an ICC profile,
  * EXIF orientation applied there. Everything else — other formats, CMYK/YCCK, ICC profiles (libvips converts those
  * to sRGB), and every file libjpeg-turbo reports an error or a warning for — goes through sharp, so a broken file
  * gets the same rejection text either way.
@@ -89,9 +89,9 @@ export function dctScaleFor(full: { width: number; height: number }, target: { w
 
 /** The libjpeg-turbo path; undefined hands the file to sharp (no addon, a file it does not take, any libjpeg complaint). */
 async function decodeJpegTurbo(bytes: Uint8Array, opts: DecodeOptions): Promise<DecodedImage | DecodeRejection | undefined> {
-  const codec = jpegTurbo();
+  const codec = imageAddon();
   if (!codec) return undefined;
-  const head = codec.header(bytes);
+  const head = codec.jpegHeader(bytes);
   if (typeof head === 'string') return undefined;
   if ((head.components !== 1 && head.components !== 3) || head.icc || head.orientation < 0 || head.orientation > 8) return undefined;
   if (head.width * head.height > opts.maxPixels) return pixelLimitRejection(head.width, head.height, opts.maxPixels);
@@ -100,7 +100,7 @@ async function decodeJpegTurbo(bytes: Uint8Array, opts: DecodeOptions): Promise<
   const full = { width: turned ? head.height : head.width, height: turned ? head.width : head.height };
   const target = opts.scaleTo?.(full.width, full.height);
   const scale = target && (target.width !== full.width || target.height !== full.height) ? target : undefined;
-  const decoded = codec.decode(bytes, scale ? dctScaleFor(full, scale) : 1, orientation);
+  const decoded = codec.jpegDecode(bytes, scale ? dctScaleFor(full, scale) : 1, orientation);
   if (typeof decoded === 'string') return undefined;
   let img = { rgb: new Uint8Array(decoded.rgb.buffer, decoded.rgb.byteOffset, decoded.rgb.byteLength), width: decoded.width, height: decoded.height };
   if (scale && (img.width !== scale.width || img.height !== scale.height)) img = await lanczos3(img, scale.width, scale.height);

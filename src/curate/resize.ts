@@ -1,6 +1,6 @@
 import sharp from 'sharp';
 import { lanczos3 } from './decode.js';
-import { jpegTurbo } from './jpeg_turbo.js';
+import { imageAddon } from './image_addon.js';
 import type { OutputFormat, ResizeMode } from './schema.js';
 
 /**
@@ -92,12 +92,12 @@ export async function resizeAndEncode(
   plan: ResizePlan,
   enc: EncodeOptions,
 ): Promise<ResizedImage> {
-  const turbo = enc.format === 'jpg' ? jpegTurbo() : undefined;
+  const turbo = enc.format === 'jpg' ? imageAddon() : undefined;
   if (turbo) {
     const scaled = plan.scaled.width !== width || plan.scaled.height !== height ? await lanczos3({ rgb, width, height }, plan.scaled.width, plan.scaled.height) : { rgb, width, height };
     const left = plan.crop ? -plan.crop.left : (plan.pad?.left ?? 0);
     const top = plan.crop ? -plan.crop.top : (plan.pad?.top ?? 0);
-    const bytes = turbo.encode(scaled.rgb, scaled.width, scaled.height, plan.width, plan.height, left, top, Uint8Array.from(enc.padColour), enc.quality, enc.quality >= 90, enc.optimizeCoding ?? false);
+    const bytes = turbo.jpegEncode(scaled.rgb, scaled.width, scaled.height, plan.width, plan.height, left, top, Uint8Array.from(enc.padColour), enc.quality, enc.quality >= 90, enc.optimizeCoding ?? false);
     return { bytes: new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength), width: plan.width, height: plan.height };
   }
   let img = sharp(rgb, { raw: { width, height, channels: 3 } });

@@ -3,9 +3,10 @@ import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 
 /**
- * The libjpeg-turbo addon (native/src/jpeg.cc, built as scaleforge_jpeg.node where the system has jpeglib.h):
- * JPEG header, decode with DCT-domain scaling and EXIF orientation, and encode with a centred pad or crop. Without
- * it (or with SCALEFORGE_JPEG=libvips) curation decodes and encodes every JPEG with sharp, as before.
+ * The image addon (native/src/image_addon.cc, built as scaleforge_image.node where the system has jpeglib.h):
+ * libjpeg-turbo JPEG header, decode with DCT-domain scaling and EXIF orientation, encode with a centred pad or crop
+ * (jpeg.cc), and Pillow's Lanczos resize (pil_resample.cc, the twin of pil_resize.ts). Without it (or with
+ * SCALEFORGE_JPEG=libvips) curation decodes and encodes every JPEG with sharp and resizes in JS, as before.
  */
 
 export interface JpegHeader {
@@ -20,13 +21,13 @@ export interface JpegHeader {
   icc: boolean;
 }
 
-export interface JpegTurbo {
+export interface ImageAddon {
   /** The header, or libjpeg's message when it cannot be read. */
-  header(bytes: Uint8Array): JpegHeader | string;
+  jpegHeader(bytes: Uint8Array): JpegHeader | string;
   /** RGB pixels at 1/scaleDenom of the stored size, EXIF orientation applied; or libjpeg's error or warning. */
-  decode(bytes: Uint8Array, scaleDenom: 1 | 2 | 4 | 8, orientation: number): { rgb: Buffer; width: number; height: number } | string;
+  jpegDecode(bytes: Uint8Array, scaleDenom: 1 | 2 | 4 | 8, orientation: number): { rgb: Buffer; width: number; height: number } | string;
   /** JPEG of an outWidth × outHeight canvas in `background` with the RGB source placed at (left, top). */
-  encode(
+  jpegEncode(
     rgb: Uint8Array,
     width: number,
     height: number,
@@ -39,37 +40,39 @@ export interface JpegTurbo {
     chroma444: boolean,
     optimize: boolean,
   ): Buffer;
-  version(): string;
+  jpegVersion(): string;
+  /** Pillow's resize(LANCZOS) of interleaved 8-bit pixels (1–4 channels), byte for byte as resizeLanczos8 in JS. */
+  pilResize(src: Uint8Array, width: number, height: number, channels: number, outWidth: number, outHeight: number): Buffer;
 }
 
-const addonPath = fileURLToPath(new URL('../../native/build/Release/scaleforge_jpeg.node', import.meta.url));
-let loaded: { codec?: JpegTurbo; why?: string } | undefined;
+const addonPath = fileURLToPath(new URL('../../native/build/Release/scaleforge_image.node', import.meta.url));
+let loaded: { addon?: ImageAddon; why?: string } | undefined;
 
-function load(): { codec?: JpegTurbo; why?: string } {
+function load(): { addon?: ImageAddon; why?: string } {
   if (process.env.SCALEFORGE_JPEG === 'libvips') return { why: 'SCALEFORGE_JPEG=libvips' };
-  if (!existsSync(addonPath)) return { why: 'native/build/Release/scaleforge_jpeg.node not built (needs jpeglib.h: apt-get install libjpeg62-turbo-dev, then `npm run build:native`)' };
+  if (!existsSync(addonPath)) return { why: 'native/build/Release/scaleforge_image.node not built (needs jpeglib.h: apt-get install libjpeg62-turbo-dev, then `npm run build:native`)' };
   try {
-    return { codec: createRequire(import.meta.url)(addonPath) as JpegTurbo };
+    return { addon: createRequire(import.meta.url)(addonPath) as ImageAddon };
   } catch (e) {
     return { why: `cannot load ${addonPath}: ${e instanceof Error ? e.message : String(e)}` };
   }
 }
 
 /** The addon, or undefined when it is not built, cannot load, or SCALEFORGE_JPEG=libvips asks for sharp alone. */
-export function jpegTurbo(): JpegTurbo | undefined {
+export function imageAddon(): ImageAddon | undefined {
   loaded ??= load();
-  return loaded.codec;
+  return loaded.addon;
 }
 
 /** Which JPEG codec curation uses (part of the settings fingerprint: its outputs differ by a few levels). */
 export function jpegCodecName(): string {
-  const codec = jpegTurbo();
-  return codec ? `libjpeg-turbo ${codec.version()}` : 'libvips';
+  const addon = imageAddon();
+  return addon ? `libjpeg-turbo ${addon.jpegVersion()}` : 'libvips';
 }
 
 /** Why the addon is not in use, or undefined when it is. */
 export function jpegTurboMissing(): string | undefined {
-  jpegTurbo();
+  imageAddon();
   return loaded!.why;
 }
 
