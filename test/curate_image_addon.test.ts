@@ -1,6 +1,7 @@
 import sharp from 'sharp';
 import { describe, expect, it } from 'vitest';
 import { dctScaleFor, decodeImage, isRejection, type DecodedImage, type DecodeOptions } from '../src/curate/decode.js';
+import { qualityOfJs } from '../src/curate/filters.js';
 import { imageAddon } from '../src/curate/image_addon.js';
 import { resizeLanczos8Js } from '../src/curate/pil_resize.js';
 import { planResize, resizeAndEncode } from '../src/curate/resize.js';
@@ -56,6 +57,19 @@ describe.skipIf(!addon)('image addon: Pillow resize', () => {
       const native = addon!.pilResize(src, w, h, c, ow, oh);
       expect(Buffer.compare(native, Buffer.from(resizeLanczos8Js(src, w, h, c, ow, oh))), `${w}x${h}x${c} -> ${ow}x${oh}`).toBe(0);
     }
+  });
+
+  it('computes the quality measures as the JS does (same sums; entropy within an ulp of log2)', () => {
+    for (const [w, h, seed] of [[256, 192, 1], [31, 7, 2], [2, 5, 3]] as const) {
+      const img = { rgb: Uint8Array.from(pattern(w, h, seed)), width: w, height: h };
+      const native = addon!.lumaMeasures(img.rgb, w, h);
+      const js = qualityOfJs(img);
+      expect(native.brightness).toBe(js.brightness);
+      expect(native.blurVariance).toBe(js.blurVariance);
+      expect(native.entropy).toBeCloseTo(js.entropy, 12);
+    }
+    const flat = new Uint8Array(30 * 20 * 3).fill(77);
+    expect(addon!.lumaMeasures(flat, 30, 20)).toEqual({ brightness: qualityOfJs({ rgb: flat, width: 30, height: 20 }).brightness, entropy: 0, blurVariance: 0 });
   });
 
   it('rejects a buffer that does not match its size', () => {

@@ -33,6 +33,7 @@ NAPI_MODULE_INIT() {
       {"jpegEncode", nullptr, sfn::guarded<sfn::jpegEncode>, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"jpegVersion", nullptr, sfn::guarded<sfn::jpegVersion>, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"pilResize", nullptr, sfn::guarded<sfn::pilResize>, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"lumaMeasures", nullptr, sfn::guarded<sfn::lumaMeasures>, nullptr, nullptr, nullptr, napi_default, nullptr},
   };
   napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props);
   return exports;

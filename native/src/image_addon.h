@@ -11,6 +11,9 @@ napi_value jpegDecode(napi_env env, napi_callback_info cb);
 napi_value jpegEncode(napi_env env, napi_callback_info cb);
 napi_value jpegVersion(napi_env env, napi_callback_info cb);
 
+// luma_measures.cc
+napi_value lumaMeasures(napi_env env, napi_callback_info cb);
+
 // pil_resample.cc
 napi_value pilResize(napi_env env, napi_callback_info cb);
 

@@ -59,10 +59,9 @@ export async function analyseFile(bytes: Uint8Array, sha256: string, cfg: Curate
   });
   const rel = join(CACHE_DIR, analysisFingerprint(cfg), `${sha256}.${cfg.output.image_format}`);
   const abs = join(cacheRoot, rel);
-  await mkdir(dirname(abs), { recursive: true });
   // Unique per call: two files with the same bytes can be in flight at once, in one thread or in two.
   const tmp = `${abs}.${process.pid}.${threadId}.${++tmpCounter}.tmp`;
-  await writeFile(tmp, out.bytes);
+  await writeCreatingDir(tmp, out.bytes);
   await rename(tmp, abs);
   return {
     ok: true,
@@ -74,6 +73,17 @@ export async function analyseFile(bytes: Uint8Array, sha256: string, cfg: Curate
     quality: measured.quality,
     cached: { path: rel.split('\\').join('/'), width: out.width, height: out.height, bytes: out.bytes.byteLength },
   };
+}
+
+/** writeFile, making the folder only when it is missing (one mkdir per run, not one per file). */
+async function writeCreatingDir(path: string, bytes: Uint8Array): Promise<void> {
+  try {
+    await writeFile(path, bytes);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+    await mkdir(dirname(path), { recursive: true });
+    await writeFile(path, bytes);
+  }
 }
 
 /** Everything analyseFile learns before encoding, and the pixels the output is made from. */

@@ -5,7 +5,8 @@ import { fileURLToPath } from 'node:url';
 /**
  * The image addon (native/src/image_addon.cc, built as scaleforge_image.node where the system has jpeglib.h):
  * libjpeg-turbo JPEG header, decode with DCT-domain scaling and EXIF orientation, encode with a centred pad or crop
- * (jpeg.cc), and Pillow's Lanczos resize (pil_resample.cc, the twin of pil_resize.ts). Without it (or with
+ * (jpeg.cc), Pillow's Lanczos resize (pil_resample.cc, the twin of pil_resize.ts) and the quality measures
+ * (luma_measures.cc, the twin of filters.ts's). Without it (or with
  * SCALEFORGE_JPEG=libvips) curation decodes and encodes every JPEG with sharp and resizes in JS, as before.
  */
 
@@ -43,6 +44,8 @@ export interface ImageAddon {
   jpegVersion(): string;
   /** Pillow's resize(LANCZOS) of interleaved 8-bit pixels (1–4 channels), byte for byte as resizeLanczos8 in JS. */
   pilResize(src: Uint8Array, width: number, height: number, channels: number, outWidth: number, outHeight: number): Buffer;
+  /** filters.ts's three measures of an RGB image in one native pass (qualityOfJs is the reference). */
+  lumaMeasures(rgb: Uint8Array, width: number, height: number): { brightness: number; entropy: number; blurVariance: number };
 }
 
 const addonPath = fileURLToPath(new URL('../../native/build/Release/scaleforge_image.node', import.meta.url));
