@@ -1,7 +1,8 @@
 import { createHash } from 'node:crypto';
+import { mkdirSync, renameSync, writeFileSync } from 'node:fs';
 import { mkdir, rename, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
-import { threadId } from 'node:worker_threads';
+import { isMainThread, threadId } from 'node:worker_threads';
 import type { RgbImage } from '../data/dataset.js';
 import { decodeImage, isRejection, parseHexColour, type DecodedImage, type DecodeOptions, type DecodeRejection } from './decode.js';
 import { qualityOf, shrinkForAnalysis, type QualityMeasures } from './filters.js';
@@ -61,8 +62,15 @@ export async function analyseFile(bytes: Uint8Array, sha256: string, cfg: Curate
   const abs = join(cacheRoot, rel);
   // Unique per call: two files with the same bytes can be in flight at once, in one thread or in two.
   const tmp = `${abs}.${process.pid}.${threadId}.${++tmpCounter}.tmp`;
-  await writeCreatingDir(tmp, out.bytes);
-  await rename(tmp, abs);
+  if (isMainThread) {
+    await writeCreatingDir(tmp, out.bytes);
+    await rename(tmp, abs);
+  } else {
+    // A pool worker analyses one file at a time, so blocking calls cost it nothing and save the libuv thread-pool
+    // hand-offs (two futex round trips per call) that the promise-based calls make.
+    writeCreatingDirSync(tmp, out.bytes);
+    renameSync(tmp, abs);
+  }
   return {
     ok: true,
     width: decoded.fullWidth,
@@ -83,6 +91,16 @@ async function writeCreatingDir(path: string, bytes: Uint8Array): Promise<void> 
     if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
     await mkdir(dirname(path), { recursive: true });
     await writeFile(path, bytes);
+  }
+}
+
+function writeCreatingDirSync(path: string, bytes: Uint8Array): void {
+  try {
+    writeFileSync(path, bytes);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+    mkdirSync(dirname(path), { recursive: true });
+    writeFileSync(path, bytes);
   }
 }
 
