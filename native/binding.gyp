@@ -10,5 +10,19 @@
       "ldflags": ["-fopenmp"],
       "libraries": ["-ldnnl", "<!@(pkg-config --libs openblas 2>/dev/null || echo -lopenblas)"]
     }
+  ],
+  "conditions": [
+    ["<!(sh ./jpeg_available.sh)==1", {
+      "targets": [
+        {
+          "target_name": "scaleforge_image",
+          "sources": ["src/image_addon.cc", "src/jpeg.cc", "src/pil_resample.cc", "src/luma_measures.cc"],
+          "defines": ["NAPI_VERSION=8"],
+          "cflags_cc": ["-std=c++17", "-fexceptions", "-O3", "-ffp-contract=off"],
+          "cflags_cc!": ["-fno-exceptions", "-std=gnu++17"],
+          "libraries": ["-ljpeg"]
+        }
+      ]
+    }]
   ]
 }

@@ -58,8 +58,10 @@ const log = `${run.stdout ?? ''}\n${run.stderr ?? ''}`;
 mkdirSync(path.join(here, 'build'), { recursive: true });
 writeFileSync(path.join(here, 'build', 'install.log'), log);
 if (run.status === 0 && existsSync(path.join(here, 'build', 'Release', 'scaleforge_native.node'))) {
-  record({ ok: true });
-  console.log('scaleforge: native backend built (oneDNN + OpenBLAS)');
+  // The image addon (libjpeg-turbo, curation) is built only where jpeglib.h is found (native/jpeg_available.sh).
+  const image = existsSync(path.join(here, 'build', 'Release', 'scaleforge_image.node'));
+  record({ ok: true, image });
+  console.log(`scaleforge: native backend built (oneDNN + OpenBLAS)${image ? ' and the image addon (libjpeg-turbo)' : '; image addon skipped (no jpeglib.h: apt-get install libjpeg62-turbo-dev)'}`);
 } else {
   const reason = run.error ? `could not run node-gyp: ${run.error.message}` : diagnose(log);
   record({ ok: false, reason, hint: APT_HINT, log: 'native/build/install.log' });

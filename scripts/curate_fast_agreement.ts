@@ -5,8 +5,10 @@
  *   npx tsx scripts/curate_fast_agreement.ts /usr/share/backgrounds [--json out.json]
  *
  * Every JPEG/PNG/WebP under the folder is turned into several JPEG (q90) test inputs: 800×600, 1024×768 and
- * 2048×1536 cover crops and a 1024×768 crop of the centre 60 %, so both the plain Lanczos decode and JPEG
- * shrink-on-load (from 2048 to 512: DCT 1/2 plus Lanczos) are exercised.
+ * 2048×1536 cover crops and a 1024×768 crop of the centre 60 %, so both the plain Lanczos decode (800 → 512) and
+ * JPEG shrink-on-load are exercised (with the image addon: 1024 → 512 is the DCT 1/2 decode alone, 2048 → 512 the
+ * DCT 1/4 decode alone; with sharp alone: 2048 → 512 is DCT 1/2 plus Lanczos). Outputs are PNG, so the PSNR is
+ * that of the decoded pixels, without JPEG encoding noise.
  */
 import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -52,6 +54,7 @@ async function psnr(a: string, b: string): Promise<number> {
 const root = mkdtempSync(join(tmpdir(), 'sf-agreement-'));
 const histograms: Record<HashKind, number[]> = { phash: [], dhash: [], ahash: [], whash: [] };
 const psnrs: number[] = [];
+const psnrByVariant: Record<string, number[]> = {};
 let samples = 0;
 try {
   const files = readdirSync(folder).filter((f) => /\.(jpe?g|png|webp)$/i.test(f));
@@ -67,7 +70,11 @@ try {
         const d = hammingDistance(hexToHash(exact.perceptualHash), hexToHash(fast.perceptualHash));
         const hist = histograms[kind];
         hist[d] = (hist[d] ?? 0) + 1;
-        if (kind === 'phash') psnrs.push(await psnr(join(root, 'exact', exact.cached.path), join(root, 'fast', fast.cached.path)));
+        if (kind === 'phash') {
+          const db = await psnr(join(root, 'exact', exact.cached.path), join(root, 'fast', fast.cached.path));
+          psnrs.push(db);
+          (psnrByVariant[v.name] ??= []).push(db);
+        }
       }
     }
   }
@@ -91,4 +98,11 @@ summary.psnr_db = { min: finite[0], median: finite[Math.floor(finite.length / 2)
 console.log(
   `output (png) PSNR fast vs exact: min ${finite[0]?.toFixed(1)} dB, median ${finite[Math.floor(finite.length / 2)]?.toFixed(1)} dB, ${psnrs.length - finite.length} of ${psnrs.length} identical`,
 );
+const byVariant: Record<string, { min: number; median: number; identical: number }> = {};
+for (const [name, list] of Object.entries(psnrByVariant)) {
+  const f = list.filter(Number.isFinite).sort((a, b) => a - b);
+  byVariant[name] = { min: f[0] ?? Infinity, median: f[Math.floor(f.length / 2)] ?? Infinity, identical: list.length - f.length };
+  console.log(`  ${name}: PSNR min ${(f[0] ?? Infinity).toFixed(1)} dB, median ${(f[Math.floor(f.length / 2)] ?? Infinity).toFixed(1)} dB, ${list.length - f.length} of ${list.length} identical`);
+}
+summary.psnr_by_input = byVariant;
 if (jsonOut) writeFileSync(jsonOut, JSON.stringify(summary, null, 1));

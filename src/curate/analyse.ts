@@ -1,11 +1,13 @@
 import { createHash } from 'node:crypto';
+import { mkdirSync, renameSync, writeFileSync } from 'node:fs';
 import { mkdir, rename, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
-import { threadId } from 'node:worker_threads';
+import { isMainThread, threadId } from 'node:worker_threads';
 import type { RgbImage } from '../data/dataset.js';
 import { decodeImage, isRejection, parseHexColour, type DecodedImage, type DecodeOptions, type DecodeRejection } from './decode.js';
 import { qualityOf, shrinkForAnalysis, type QualityMeasures } from './filters.js';
 import { exactPixelHash, hashToHex, perceptualHash } from './hash.js';
+import { jpegCodecName } from './image_addon.js';
 import type { Analysis } from './manifest.js';
 import { planResize, resizeAndEncode, type ResizePlan } from './resize.js';
 import type { CurateConfig } from './schema.js';
@@ -31,6 +33,8 @@ export function analysisFingerprint(cfg: CurateConfig): string {
     image_format: cfg.output.image_format,
     quality: cfg.output.quality,
     optimize_coding: cfg.output.optimize_coding,
+    // libjpeg-turbo and libvips decode shrink-on-load and encode slightly differently.
+    jpeg: jpegCodecName(),
   };
   return createHash('sha256').update(JSON.stringify(relevant)).digest('hex').slice(0, 12);
 }
@@ -56,11 +60,17 @@ export async function analyseFile(bytes: Uint8Array, sha256: string, cfg: Curate
   });
   const rel = join(CACHE_DIR, analysisFingerprint(cfg), `${sha256}.${cfg.output.image_format}`);
   const abs = join(cacheRoot, rel);
-  await mkdir(dirname(abs), { recursive: true });
   // Unique per call: two files with the same bytes can be in flight at once, in one thread or in two.
   const tmp = `${abs}.${process.pid}.${threadId}.${++tmpCounter}.tmp`;
-  await writeFile(tmp, out.bytes);
-  await rename(tmp, abs);
+  if (isMainThread) {
+    await writeCreatingDir(tmp, out.bytes);
+    await rename(tmp, abs);
+  } else {
+    // A pool worker analyses one file at a time, so blocking calls cost it nothing and save the libuv thread-pool
+    // hand-offs (two futex round trips per call) that the promise-based calls make.
+    writeCreatingDirSync(tmp, out.bytes);
+    renameSync(tmp, abs);
+  }
   return {
     ok: true,
     width: decoded.fullWidth,
@@ -71,6 +81,27 @@ export async function analyseFile(bytes: Uint8Array, sha256: string, cfg: Curate
     quality: measured.quality,
     cached: { path: rel.split('\\').join('/'), width: out.width, height: out.height, bytes: out.bytes.byteLength },
   };
+}
+
+/** writeFile, making the folder only when it is missing (one mkdir per run, not one per file). */
+async function writeCreatingDir(path: string, bytes: Uint8Array): Promise<void> {
+  try {
+    await writeFile(path, bytes);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+    await mkdir(dirname(path), { recursive: true });
+    await writeFile(path, bytes);
+  }
+}
+
+function writeCreatingDirSync(path: string, bytes: Uint8Array): void {
+  try {
+    writeFileSync(path, bytes);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+    mkdirSync(dirname(path), { recursive: true });
+    writeFileSync(path, bytes);
+  }
 }
 
 /** Everything analyseFile learns before encoding, and the pixels the output is made from. */
@@ -103,7 +134,7 @@ async function measureExact(bytes: Uint8Array, cfg: CurateConfig): Promise<Measu
     plan: planFor(pixels.width, pixels.height, cfg),
     pixelHash: exactPixelHash(pixels),
     perceptualHash: hashToHex(perceptualHash(pixels, cfg.dedup.hash)),
-    quality: qualityOf(await shrinkForAnalysis(pixels, cfg.filters.analysis_size)),
+    quality: qualityOf(shrinkForAnalysis(pixels, cfg.filters.analysis_size)),
   };
 }
 
@@ -125,7 +156,7 @@ async function measureFast(bytes: Uint8Array, cfg: CurateConfig): Promise<Measur
   const pixels = { rgb: decoded.rgb, width: decoded.width, height: decoded.height };
   // A plan from the decoded size would differ only by rounding; the one from the full size is what exact mode makes.
   const fullPlan = plan ?? planFor(decoded.fullWidth, decoded.fullHeight, cfg);
-  const analysed = await shrinkForAnalysis(pixels, cfg.filters.analysis_size);
+  const analysed = shrinkForAnalysis(pixels, cfg.filters.analysis_size);
   return {
     decoded,
     pixels,

@@ -1,5 +1,6 @@
-import sharp from 'sharp';
 import type { RgbImage } from '../data/dataset.js';
+import { imageAddon } from './image_addon.js';
+import { resizeLanczos8 } from './pil_resize.js';
 import type { CurateConfig } from './schema.js';
 
 /**
@@ -7,7 +8,7 @@ import type { CurateConfig } from './schema.js';
  * thresholds can change between runs without decoding anything again.
  *
  * All three pixel measures use luma Y = 0.299 R + 0.587 G + 0.114 B (BT.601, as OpenCV's and PIL's greyscale) of
- * the image shrunk (Lanczos-3) so its longest side is at most `analysis_size`: the variance of the Laplacian
+ * the image shrunk (Pillow's Lanczos-3) so its longest side is at most `analysis_size`: the variance of the Laplacian
  * grows with resolution, so measuring at one scale makes a single blur threshold mean the same for every image.
  */
 
@@ -65,25 +66,35 @@ export function laplacianVariance(y: Float64Array, width: number, height: number
   return Math.max(0, sumSq / n - mean * mean);
 }
 
-/** The image the measures are taken on: shrunk (Lanczos-3) so its longest side is at most `analysisSize`. */
-export async function shrinkForAnalysis(img: RgbImage, analysisSize: number): Promise<RgbImage> {
+/**
+ * The image the measures are taken on: shrunk so its longest side is at most `analysisSize`, with Pillow's
+ * Lanczos-3 (pil_resize.ts: native with the image addon, else the same arithmetic in JS, so the measures do not
+ * depend on the build). The shorter side is rounded as sharp's `fit: 'inside'` rounds it.
+ */
+export function shrinkForAnalysis(img: RgbImage, analysisSize: number): RgbImage {
   const { rgb, width, height } = img;
-  if (Math.max(width, height) <= analysisSize) return img;
-  const { data, info } = await sharp(rgb, { raw: { width, height, channels: 3 } })
-    .resize(analysisSize, analysisSize, { fit: 'inside', kernel: 'lanczos3' })
-    .raw()
-    .toBuffer({ resolveWithObject: true });
-  return { rgb: new Uint8Array(data.buffer, data.byteOffset, data.byteLength), width: info.width, height: info.height };
+  const long = Math.max(width, height);
+  if (long <= analysisSize) return img;
+  const factor = long / analysisSize;
+  const w = width >= height ? analysisSize : Math.max(1, Math.round(width / factor));
+  const h = width >= height ? Math.max(1, Math.round(height / factor)) : analysisSize;
+  return { rgb: resizeLanczos8(rgb, width, height, 3, w, h), width: w, height: h };
 }
 
-/** The three measures of an image already at analysis size. */
+/** The three measures of an image already at analysis size (native with the image addon: one pass, same sums). */
 export function qualityOf(img: RgbImage): QualityMeasures {
+  const addon = imageAddon();
+  return addon && img.rgb.length === img.width * img.height * 3 ? addon.lumaMeasures(img.rgb, img.width, img.height) : qualityOfJs(img);
+}
+
+/** qualityOf in plain JS (the reference the native version is tested against). */
+export function qualityOfJs(img: RgbImage): QualityMeasures {
   const y = luma(img.rgb, img.width, img.height);
   return { brightness: meanBrightness(y), entropy: histogramEntropy(y), blurVariance: laplacianVariance(y, img.width, img.height) };
 }
 
-export async function measureQuality(rgb: Uint8Array, width: number, height: number, analysisSize: number): Promise<QualityMeasures> {
-  return qualityOf(await shrinkForAnalysis({ rgb, width, height }, analysisSize));
+export function measureQuality(rgb: Uint8Array, width: number, height: number, analysisSize: number): QualityMeasures {
+  return qualityOf(shrinkForAnalysis({ rgb, width, height }, analysisSize));
 }
 
 export interface FilterRejection {

@@ -8,9 +8,13 @@
  *   horizontal pass first, its result rounded and clipped to uint8 before the vertical pass.
  *   Pillow computes the filter with C's `sin`; V8's `Math.sin` can differ in the last ulp, which can move
  *   a quantised weight by one unit of 2^-22 in rare cases, so agreement is exact for practical purposes.
+ *   With the image addon built (image_addon.ts) the same arithmetic runs natively (native/src/pil_resample.cc, C's
+ *   `sin` as Pillow's); `resizeLanczos8Js` stays the reference it is tested against.
  * - `rgbToLuma8`: Pillow's `convert('L')`, ITU-R 601-2 luma L = R·299/1000 + G·587/1000 + B·114/1000,
  *   computed as Pillow does in 16-bit fixed point with rounding: (19595 R + 38470 G + 7471 B + 2^15) >> 16.
  */
+
+import { imageAddon } from './image_addon.js';
 
 const PRECISION_BITS = 22;
 const ONE = 1 << PRECISION_BITS;
@@ -141,9 +145,26 @@ function resampleColumns(src: Uint8Array, rowLen: number, height: number, outHei
 
 /**
  * Resizes an interleaved 8-bit image with `channels` channels per pixel to outWidth × outHeight.
- * An axis whose size does not change is not filtered (as in Pillow).
+ * An axis whose size does not change is not filtered (as in Pillow). Native when the image addon is built.
  */
 export function resizeLanczos8(
+  src: Uint8Array,
+  width: number,
+  height: number,
+  channels: number,
+  outWidth: number,
+  outHeight: number,
+): Uint8Array {
+  const addon = imageAddon();
+  if (!addon || src.length !== width * height * channels || width < 1 || height < 1 || outWidth < 1 || outHeight < 1) {
+    return resizeLanczos8Js(src, width, height, channels, outWidth, outHeight);
+  }
+  const out = addon.pilResize(src, width, height, channels, outWidth, outHeight);
+  return new Uint8Array(out.buffer, out.byteOffset, out.byteLength);
+}
+
+/** resizeLanczos8 in plain JS (the reference the native version is tested against). */
+export function resizeLanczos8Js(
   src: Uint8Array,
   width: number,
   height: number,

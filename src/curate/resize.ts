@@ -1,4 +1,6 @@
 import sharp from 'sharp';
+import { lanczos3 } from './decode.js';
+import { imageAddon } from './image_addon.js';
 import type { OutputFormat, ResizeMode } from './schema.js';
 
 /**
@@ -79,7 +81,10 @@ export interface ResizedImage {
   height: number;
 }
 
-/** Applies a plan to 8-bit RGB pixels and encodes the result. */
+/**
+ * Applies a plan to 8-bit RGB pixels and encodes the result. JPEG output goes to libjpeg-turbo when the addon is
+ * built (the crop or pad is done while the rows are fed to it); otherwise, and for PNG/WebP, sharp does it all.
+ */
 export async function resizeAndEncode(
   rgb: Uint8Array,
   width: number,
@@ -87,6 +92,14 @@ export async function resizeAndEncode(
   plan: ResizePlan,
   enc: EncodeOptions,
 ): Promise<ResizedImage> {
+  const turbo = enc.format === 'jpg' ? imageAddon() : undefined;
+  if (turbo) {
+    const scaled = plan.scaled.width !== width || plan.scaled.height !== height ? await lanczos3({ rgb, width, height }, plan.scaled.width, plan.scaled.height) : { rgb, width, height };
+    const left = plan.crop ? -plan.crop.left : (plan.pad?.left ?? 0);
+    const top = plan.crop ? -plan.crop.top : (plan.pad?.top ?? 0);
+    const bytes = turbo.jpegEncode(scaled.rgb, scaled.width, scaled.height, plan.width, plan.height, left, top, Uint8Array.from(enc.padColour), enc.quality, enc.quality >= 90, enc.optimizeCoding ?? false);
+    return { bytes: new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength), width: plan.width, height: plan.height };
+  }
   let img = sharp(rgb, { raw: { width, height, channels: 3 } });
   if (plan.scaled.width !== width || plan.scaled.height !== height) {
     img = img.resize(plan.scaled.width, plan.scaled.height, { fit: 'fill', kernel: 'lanczos3' });
