@@ -39,6 +39,8 @@ Taps lanczosTaps(int inSize, int outSize) {
   t.stride = static_cast<int>(std::ceil(support)) * 2 + 1;
   t.first.resize(outSize), t.count.resize(outSize), t.weights.assign(static_cast<size_t>(outSize) * t.stride, 0);
   std::vector<double> raw(t.stride);
+  // Pillow evaluates the filter at x · (1 / filterscale), not x / filterscale: the last ulp can differ.
+  const double ss = 1.0 / filterScale;
   for (int o = 0; o < outSize; o++) {
     const double centre = (o + 0.5) * scale;
     const int lo = std::max(static_cast<int>(centre - support + 0.5), 0);
@@ -46,7 +48,7 @@ Taps lanczosTaps(int inSize, int outSize) {
     const int n = hi - lo;
     double sum = 0;
     for (int k = 0; k < n; k++) {
-      raw[k] = lanczos3((k + lo - centre + 0.5) / filterScale);
+      raw[k] = lanczos3((k + lo - centre + 0.5) * ss);
       sum += raw[k];
     }
     for (int k = 0; k < n; k++) {

@@ -14,59 +14,13 @@
  *   computed as Pillow does in 16-bit fixed point with rounding: (19595 R + 38470 G + 7471 B + 2^15) >> 16.
  */
 
+import { PIL_PRECISION_BITS, type PilTaps, pilTapsFixed } from '../util/pil_filters.js';
 import { imageAddon } from './image_addon.js';
 
-const PRECISION_BITS = 22;
-const ONE = 1 << PRECISION_BITS;
-const LANCZOS_SUPPORT = 3;
+const PRECISION_BITS = PIL_PRECISION_BITS;
 
-function sinc(x: number): number {
-  if (x === 0) return 1;
-  const px = x * Math.PI;
-  return Math.sin(px) / px;
-}
-
-function lanczos3(x: number): number {
-  return x >= -LANCZOS_SUPPORT && x < LANCZOS_SUPPORT ? sinc(x) * sinc(x / LANCZOS_SUPPORT) : 0;
-}
-
-/** For each output index: the first input index it reads, how many it reads, and the fixed-point weights. */
-interface ResampleTaps {
-  first: Int32Array;
-  count: Int32Array;
-  stride: number;
-  /** Pillow's INT32 coefficients: round-half-away of w · 2^22, w the normalised weight. */
-  weights: Int32Array;
-}
-
-function lanczosTaps(inSize: number, outSize: number): ResampleTaps {
-  const scale = inSize / outSize;
-  const filterScale = Math.max(scale, 1);
-  const support = LANCZOS_SUPPORT * filterScale;
-  const stride = Math.ceil(support) * 2 + 1;
-  const first = new Int32Array(outSize);
-  const count = new Int32Array(outSize);
-  const weights = new Int32Array(outSize * stride);
-  const raw = new Float64Array(stride);
-  for (let o = 0; o < outSize; o++) {
-    const centre = (o + 0.5) * scale;
-    // Math.trunc matches C's (int) cast, which truncates toward zero.
-    const lo = Math.max(Math.trunc(centre - support + 0.5), 0);
-    const hi = Math.min(Math.trunc(centre + support + 0.5), inSize);
-    const n = hi - lo;
-    let sum = 0;
-    for (let k = 0; k < n; k++) {
-      raw[k] = lanczos3((k + lo - centre + 0.5) / filterScale);
-      sum += raw[k]!;
-    }
-    for (let k = 0; k < n; k++) {
-      const w = sum !== 0 ? raw[k]! / sum : raw[k]!;
-      weights[o * stride + k] = w < 0 ? Math.trunc(-0.5 + w * ONE) : Math.trunc(0.5 + w * ONE);
-    }
-    first[o] = lo;
-    count[o] = n;
-  }
-  return { first, count, stride, weights };
+function lanczosTaps(inSize: number, outSize: number): PilTaps<Int32Array> {
+  return pilTapsFixed(inSize, outSize, 'lanczos');
 }
 
 /**

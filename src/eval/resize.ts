@@ -16,73 +16,12 @@
  * images through PIL).
  */
 
+import { PIL_PRECISION_BITS, type PilFilter, pilTaps, pilTapsFixed } from '../util/pil_filters.js';
+
 export type FidResizeMode = 'clean' | 'legacy';
 export const FID_RESIZE_MODES: readonly FidResizeMode[] = ['clean', 'legacy'];
 
-export type PilFilter = 'bicubic' | 'bilinear' | 'lanczos';
-
-interface FilterDef {
-  support: number;
-  f: (x: number) => number;
-}
-
-function sinc(x: number): number {
-  if (x === 0) return 1;
-  const px = x * Math.PI;
-  return Math.sin(px) / px;
-}
-
-const FILTERS: Record<PilFilter, FilterDef> = {
-  bicubic: {
-    support: 2,
-    f: (x) => {
-      const a = -0.5;
-      if (x < 0) x = -x;
-      if (x < 1) return ((a + 2) * x - (a + 3)) * x * x + 1;
-      if (x < 2) return (((x - 5) * x + 8) * x - 4) * a;
-      return 0;
-    },
-  },
-  bilinear: { support: 1, f: (x) => (x < 0 ? (x > -1 ? 1 + x : 0) : x < 1 ? 1 - x : 0) },
-  lanczos: { support: 3, f: (x) => (x > -3 && x < 3 ? sinc(x) * sinc(x / 3) : 0) },
-};
-
-/** Per output index: the first input index, how many inputs, and the normalised weights (Pillow's precompute_coeffs). */
-interface Taps {
-  first: Int32Array;
-  count: Int32Array;
-  stride: number;
-  weights: Float64Array;
-}
-
-function pilTaps(inSize: number, outSize: number, filter: PilFilter): Taps {
-  const { support: baseSupport, f } = FILTERS[filter];
-  const scale = inSize / outSize;
-  const filterScale = Math.max(scale, 1);
-  const support = baseSupport * filterScale;
-  const stride = Math.ceil(support) * 2 + 1;
-  const first = new Int32Array(outSize);
-  const count = new Int32Array(outSize);
-  const weights = new Float64Array(outSize * stride);
-  const ss = 1 / filterScale;
-  for (let o = 0; o < outSize; o++) {
-    const centre = (o + 0.5) * scale;
-    // Math.trunc is C's (int) cast.
-    const lo = Math.max(Math.trunc(centre - support + 0.5), 0);
-    const hi = Math.min(Math.trunc(centre + support + 0.5), inSize);
-    const n = hi - lo;
-    let sum = 0;
-    for (let k = 0; k < n; k++) {
-      const w = f((k + lo - centre + 0.5) * ss);
-      weights[o * stride + k] = w;
-      sum += w;
-    }
-    if (sum !== 0) for (let k = 0; k < n; k++) weights[o * stride + k]! /= sum;
-    first[o] = lo;
-    count[o] = n;
-  }
-  return { first, count, stride, weights };
-}
+export type { PilFilter };
 
 function checkSizes(fn: string, length: number, width: number, height: number, channels: number, outWidth: number, outHeight: number): void {
   if (width < 1 || height < 1 || outWidth < 1 || outHeight < 1) throw new Error(`${fn}: empty image (${width}×${height} → ${outWidth}×${outHeight})`);
@@ -130,13 +69,7 @@ export function pilResizeFloat(src: Float32Array, width: number, height: number,
   return img === src ? src.slice() : img;
 }
 
-const PRECISION_BITS = 22;
-const ONE = 1 << PRECISION_BITS;
-
-function quantise(t: Taps): Taps {
-  const weights = Float64Array.from(t.weights, (w) => (w < 0 ? Math.trunc(-0.5 + w * ONE) : Math.trunc(0.5 + w * ONE)));
-  return { ...t, weights };
-}
+const ONE = 2 ** PIL_PRECISION_BITS;
 
 function clip8(acc: number): number {
   const v = Math.floor(acc / ONE);
@@ -149,7 +82,7 @@ export function pilResize8(src: Uint8Array, width: number, height: number, chann
   let img = src;
   let w = width;
   if (outWidth !== width) {
-    const t = quantise(pilTaps(width, outWidth, filter));
+    const t = pilTapsFixed(width, outWidth, filter);
     const out = new Uint8Array(outWidth * height * channels);
     for (let y = 0; y < height; y++) {
       const row = y * width * channels;
@@ -167,7 +100,7 @@ export function pilResize8(src: Uint8Array, width: number, height: number, chann
     w = outWidth;
   }
   if (outHeight !== height) {
-    const t = quantise(pilTaps(height, outHeight, filter));
+    const t = pilTapsFixed(height, outHeight, filter);
     const rowLen = w * channels;
     const out = new Uint8Array(outHeight * rowLen);
     const acc = new Float64Array(rowLen);
