@@ -20,6 +20,7 @@ interface Policy {
 /** The toolkit's default first; the others are the alternatives it was chosen against. */
 export const POLICIES: Policy[] = [
   { name: 'default', env: {} },
+  { name: 'fixed team (no governor)', env: { SCALEFORGE_ADAPTIVE_THREADS: '0' } },
   { name: "libgomp's default spin", env: { GOMP_SPINCOUNT: '300000' } },
   { name: 'GOMP_SPINCOUNT=1000', env: { GOMP_SPINCOUNT: '1000' } },
   { name: 'OMP_WAIT_POLICY=passive', env: { OMP_WAIT_POLICY: 'passive' } },
@@ -36,7 +37,7 @@ function startCompetitors(n: number): ChildProcess[] {
 async function measure(repeats: number, competitors: number): Promise<{ threads: number; wait: string; m: Measures }> {
   const { tf } = await import('../src/backend/tf.js');
   const { initBackend } = await import('../src/backend/select.js');
-  const { nativeThreadChoice } = await import('../src/backend/native/addon.js');
+  const { adaptNativeThreads, nativeThreadChoice } = await import('../src/backend/native/addon.js');
   const { NextScaleGenerator } = await import('../src/models/nsp/model.js');
   const { NSP_BENCH_CONFIG, nspStep } = await import('./kernels.js');
   const { Rng } = await import('../src/util/rng.js');
@@ -47,17 +48,30 @@ async function measure(repeats: number, competitors: number): Promise<{ threads:
     fn();
     return performance.now() - t0;
   };
-  /** Alternates blocks of runs alone and beside the competitors. */
-  const both = async (fn: () => void) => {
-    fn();
+  /**
+   * Alternates blocks of runs alone and beside the competitors. Before each timed run the step runs
+   * untimed for 300 ms with the thread governor ticking between runs, as the trainer does between
+   * steps, so both sides are timed in the thread count the governor settles on.
+   */
+  const both = async (fnRaw: () => void) => {
+    const fn = () => {
+      adaptNativeThreads();
+      fnRaw();
+    };
+    const settle = () => {
+      const end = performance.now() + 300;
+      do fn();
+      while (performance.now() < end);
+    };
     const alone: number[] = [];
     const shared: number[] = [];
     for (let r = 0; r < repeats; r++) {
+      settle();
       alone.push(time(fn));
       const kids = startCompetitors(competitors);
       await new Promise((res) => setTimeout(res, 30));
       try {
-        fn();
+        settle();
         shared.push(time(fn));
       } finally {
         for (const k of kids) k.kill('SIGKILL');
@@ -82,7 +96,7 @@ async function measure(repeats: number, competitors: number): Promise<{ threads:
 
 function runChild(policy: Policy, repeats: number, competitors: number): { threads: number; wait: string; m: Measures } {
   const env = { ...process.env };
-  for (const k of ['OMP_WAIT_POLICY', 'GOMP_SPINCOUNT', 'SCALEFORGE_THREADS', 'OMP_NUM_THREADS', 'OPENBLAS_NUM_THREADS']) delete env[k];
+  for (const k of ['OMP_WAIT_POLICY', 'GOMP_SPINCOUNT', 'SCALEFORGE_THREADS', 'SCALEFORGE_ADAPTIVE_THREADS', 'OMP_NUM_THREADS', 'OPENBLAS_NUM_THREADS']) delete env[k];
   for (const [k, v] of Object.entries(policy.env)) if (v !== undefined) env[k] = v;
   const r = spawnSync(process.execPath, ['--import', 'tsx', fileURLToPath(import.meta.url), '--child', String(repeats), String(competitors)], {
     env,

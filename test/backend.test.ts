@@ -139,7 +139,8 @@ describe('errors after wasm has loaded', () => {
 describe('native thread count', () => {
   it('uses every core it may run on, whatever the load average, unless told otherwise', async () => {
     const { chooseThreads } = await import('../src/backend/native/addon.js');
-    expect(chooseThreads({}, 2, undefined)).toEqual({ threads: 2, reason: 'every core this process may run on (2)' });
+    expect(chooseThreads({}, 2, undefined)).toEqual({ threads: 2, reason: 'every core this process may run on (2; fewer while other processes hold cores)', automatic: true });
+    expect(chooseThreads({}, 16, 4).automatic).toBe(true);
     expect(chooseThreads({}, 16, 4).threads).toBe(4);
     expect(chooseThreads({}, 16, 4).reason).toContain('cgroup CPU quota');
     expect(chooseThreads({ OMP_NUM_THREADS: '1' }, 2, undefined)).toEqual({ threads: 1, reason: 'OMP_NUM_THREADS=1' });

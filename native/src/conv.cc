@@ -3,6 +3,8 @@
 #include <memory>
 #include <unordered_map>
 
+#include <omp.h>
+
 #include "dnnl_util.h"
 
 namespace sfn {
@@ -15,6 +17,10 @@ std::string ConvShape::key(ConvKind kind) const {
     k += withBias ? ",b" : ",-";
     k += ',' + std::to_string(static_cast<int>(activation)) + ',' + std::to_string(alpha);
   }
+  // oneDNN sizes a primitive's per-thread scratch and work split by the OpenMP thread count at
+  // creation; run with more threads it writes past them (heap corruption once the count changed at
+  // run time: setThreads, the thread governor). One primitive per thread count.
+  k += ",t" + std::to_string(omp_get_max_threads());
   return k;
 }
 

@@ -1,3 +1,4 @@
+import { adaptNativeThreads } from '../backend/native/addon.js';
 import fs from 'node:fs';
 import path from 'node:path';
 import { z } from 'zod';
@@ -398,6 +399,7 @@ export class TrainingSession<J> {
         return 'stopped';
       }
       const lr = p.lr(this.phaseStep);
+      adaptNativeThreads();
       const r = await p.step(lr, this.phaseStep);
       this.phaseStep++;
       this.step++;

@@ -3,6 +3,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import os from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { describeBf16 } from './bf16.js';
+import { othersRunnable, ThreadGovernor } from './thread_governor.js';
 import type { FusedLayerAddon } from './fused_layers.js';
 
 /** The N-API addon's functions (native/src/addon.cc). All work synchronously on the given arrays. */
@@ -157,6 +158,8 @@ export interface ThreadChoice {
   reason: string;
   /** The OpenMP wait policy in force (what libgomp read from the environment at load). */
   wait: string;
+  /** Chosen from the machine rather than given by the user: only then does it follow contention. */
+  automatic?: boolean;
 }
 
 /** CPUs the cgroup lets this process use (cgroup v2 cpu.max), when it sets a quota. */
@@ -198,9 +201,9 @@ export function chooseThreads(env: NodeJS.ProcessEnv, availableCores: number, cg
   const blas = explicit('OPENBLAS_NUM_THREADS');
   if (blas !== undefined) return { threads: blas, reason: `OPENBLAS_NUM_THREADS=${blas}` };
   if (cgroupCpus !== undefined && cgroupCpus < availableCores) {
-    return { threads: cgroupCpus, reason: `the cgroup CPU quota (${cgroupCpus} of ${availableCores} cores)` };
+    return { threads: cgroupCpus, reason: `the cgroup CPU quota (${cgroupCpus} of ${availableCores} cores)`, automatic: true };
   }
-  return { threads: availableCores, reason: `every core this process may run on (${availableCores})` };
+  return { threads: availableCores, reason: `every core this process may run on (${availableCores}; fewer while other processes hold cores)`, automatic: true };
 }
 
 /**
@@ -227,14 +230,29 @@ export function nativeThreadChoice(): ThreadChoice | undefined {
   return threadChoice;
 }
 
-/** Changes the libraries' thread count at run time (bench/steps.ts measures 1 and 2 threads). */
-export function setNativeThreads(n: number, reason: string): void {
-  const load = loadNativeAddon();
-  if (!load.addon) throw new Error(load.reason);
+function applyThreads(load: Extract<NativeLoad, { addon: NativeAddon }>, n: number, reason: string): void {
   load.addon.setThreads(n);
   threadChoice = { threads: n, reason, wait: threadChoice?.wait ?? '' };
   load.info.ompThreads = n;
   load.info.openblasThreads = n;
+}
+
+/** Changes the libraries' thread count at run time and fixes it (bench/steps.ts measures 1 and 2 threads). */
+export function setNativeThreads(n: number, reason: string): void {
+  const load = loadNativeAddon();
+  if (!load.addon) throw new Error(load.reason);
+  governor = undefined;
+  applyThreads(load, n, reason);
+}
+
+let governor: ThreadGovernor | undefined;
+
+/**
+ * Between training steps: lets the thread count follow contention (thread_governor.ts) when it was
+ * chosen automatically; a no-op when the addon is not loaded or the count was given.
+ */
+export function adaptNativeThreads(): void {
+  governor?.tick();
 }
 
 /**
@@ -258,7 +276,16 @@ export function loadNativeAddon(): NativeLoad {
     const addon = createRequire(import.meta.url)(addonPath) as NativeAddon;
     addon.setThreads(choice.threads);
     threadChoice = { ...choice, wait };
-    return (loaded = { addon, info: addon.info() });
+    const load = (loaded = { addon, info: addon.info() });
+    if (choice.automatic && choice.threads > 1 && process.env.SCALEFORGE_ADAPTIVE_THREADS !== '0') {
+      const auto = choice.reason;
+      governor = new ThreadGovernor({
+        maxThreads: choice.threads,
+        sample: othersRunnable,
+        apply: (n, why) => applyThreads(load, n, n === choice.threads ? auto : `${why}; adapts between steps`),
+      });
+    }
+    return load;
   } catch (e) {
     const message = e instanceof Error ? e.message.split('\n')[0]! : String(e);
     // A build from another machine whose shared libraries are gone fails here (ERR_DLOPEN_FAILED).
