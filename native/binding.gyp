@@ -2,7 +2,7 @@
   "targets": [
     {
       "target_name": "scaleforge_native",
-      "sources": ["src/addon.cc", "src/conv.cc", "src/matmul.cc", "src/dnnl_util.cc", "src/elementwise.cc", "src/unary.cc", "src/reduce.cc", "src/norm.cc", "src/optim.cc", "src/activation.cc", "src/layout.cc", "src/pool_resize.cc", "src/lapack.cc", "src/attention.cc", "src/fused_conv.cc", "src/fused_norm.cc", "src/bf16.cc"],
+      "sources": ["src/addon.cc", "src/conv.cc", "src/matmul.cc", "src/dnnl_util.cc", "src/elementwise.cc", "src/unary.cc", "src/reduce.cc", "src/norm.cc", "src/optim.cc", "src/activation.cc", "src/layout.cc", "src/pool_resize.cc", "src/lapack.cc", "src/attention.cc", "src/fused_conv.cc", "src/fused_norm.cc", "src/bf16.cc", "src/signal_shield.cc"],
       "defines": ["NAPI_VERSION=8"],
       "cflags_cc": ["-std=c++17", "-fexceptions", "-fopenmp", "-ffp-contract=off", "-fno-trapping-math", "-fno-math-errno"],
       "cflags_cc!": ["-fno-exceptions", "-std=gnu++17"],

@@ -22,6 +22,7 @@
 #include "optim.h"
 #include "reduce.h"
 #include "pool_resize.h"
+#include "signal_shield.h"
 #include "unary.h"
 
 namespace sfn {
@@ -29,9 +30,12 @@ namespace {
 
 using Binding = napi_value (*)(napi_env, napi_callback_info);
 
+// Every binding runs under a SignalShield (native/src/signal_shield.h): oneDNN's JIT kernels must
+// not take a signal, and OpenMP threads started here inherit the blocked mask.
 template <Binding F>
 napi_value guarded(napi_env env, napi_callback_info info) {
   try {
+    SignalShield shield;
     return F(env, info);
   } catch (const JsError& e) {
     napi_throw_error(env, nullptr, e.message.c_str());
@@ -671,6 +675,10 @@ napi_value setBf16(napi_env env, napi_callback_info cb) {
   return nullptr;
 }
 
+// asyncSignalsBlocked(): whether, inside a native call, SIGCHLD is blocked on every thread of an
+// OpenMP team (the invariant that keeps signals out of oneDNN's JIT kernels; for tests).
+napi_value asyncSignalsBlocked(napi_env env, napi_callback_info) { return makeBool(env, signalBlockedOnAllOmpThreads(SIGCHLD)); }
+
 napi_value init(napi_env env, napi_value exports) {
   enableAmxWhenPresent();  // before any other oneDNN call (oneDNN 2.6 leaves AMX off by default)
   const napi_property_descriptor props[] = {
@@ -680,6 +688,7 @@ napi_value init(napi_env env, napi_value exports) {
       {"matmul", nullptr, guarded<matmul>, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"conv", nullptr, guarded<conv>, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"setBf16Compute", nullptr, guarded<setBf16>, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"asyncSignalsBlocked", nullptr, guarded<asyncSignalsBlocked>, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"binary", nullptr, guarded<binary>, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"unary", nullptr, guarded<unary>, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"select", nullptr, guarded<select>, nullptr, nullptr, nullptr, napi_default, nullptr},

@@ -17,9 +17,9 @@ std::string ConvShape::key(ConvKind kind) const {
     k += withBias ? ",b" : ",-";
     k += ',' + std::to_string(static_cast<int>(activation)) + ',' + std::to_string(alpha);
   }
-  // oneDNN sizes a primitive's per-thread scratch and work split by the OpenMP thread count at
-  // creation; run with more threads it writes past them (heap corruption once the count changed at
-  // run time: setThreads, the thread governor). One primitive per thread count.
+  // oneDNN fixes a primitive's work split and per-thread scratch for the OpenMP thread count at
+  // creation, and the count changes at run time (setThreads, the thread governor): one primitive
+  // per thread count, so none runs under a team it was not made for.
   k += ",t" + std::to_string(omp_get_max_threads());
   return k;
 }

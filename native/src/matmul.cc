@@ -12,22 +12,16 @@
 namespace sfn {
 
 void sgemm(GemmLibrary lib, bool transA, bool transB, int64_t m, int64_t n, int64_t k, const float* a, const float* b, float* c) {
+  const int64_t lda = transA ? m : k, ldb = transB ? k : n, ldc = n;
+  // OpenBLAS applies its own small-size threshold; oneDNN's sgemm needs ours.
+  ThreadScope threads(lib == GemmLibrary::Dnnl && 2.0 * m * n * k < kSingleThreadFlops);
   if (lib == GemmLibrary::OpenBlas) {
-    const int64_t lda = transA ? m : k, ldb = transB ? k : n, ldc = n;
     cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans, static_cast<blasint>(m),
                 static_cast<blasint>(n), static_cast<blasint>(k), 1.f, a, static_cast<blasint>(lda), b, static_cast<blasint>(ldb), 0.f, c,
                 static_cast<blasint>(ldc));
-    return;
+  } else {
+    dnnlCheck(dnnl_sgemm(transA ? 'T' : 'N', transB ? 'T' : 'N', m, n, k, 1.f, a, lda, b, ldb, 0.f, c, ldc), "sgemm");
   }
-  // Not dnnl_sgemm: in Debian's oneDNN 2.6.3 on AVX-512 its JIT kernels corrupt the heap when a signal
-  // (SIGCHLD of a child process, Ctrl-C, a profiler's SIGPROF) arrives mid-call — reproduced here with
-  // SIGUSR2 sent during 512³ products, one thread or two; the matmul primitive, convolutions and
-  // OpenBLAS survive the same test (test/native_signals.test.ts). The primitive computes the same product.
-  MatmulShape s;
-  s.aDims = transA ? std::vector<int64_t>{k, m} : std::vector<int64_t>{m, k};
-  s.bDims = transB ? std::vector<int64_t>{n, k} : std::vector<int64_t>{k, n};
-  s.transA = transA, s.transB = transB, s.withBias = false, s.activation = Activation::Linear, s.alpha = 0.f;
-  runMatmul(s, a, b, nullptr, c);
 }
 
 std::string MatmulShape::key() const {

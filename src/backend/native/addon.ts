@@ -10,6 +10,8 @@ import type { FusedLayerAddon } from './fused_layers.js';
 export interface NativeAddon extends FusedLayerAddon {
   info(): NativeInfo;
   setThreads(n: number): void;
+  /** Whether, inside a native call, SIGCHLD is blocked on every OpenMP thread (native/src/signal_shield.h). */
+  asyncSignalsBlocked(): boolean;
   /** Row-major C[m,n] = op(A)·op(B) written at c[cOffset..]; library 0 = oneDNN, 1 = OpenBLAS. */
   sgemm(
     library: 0 | 1,
