@@ -30,7 +30,10 @@ export const POLICIES: Policy[] = [
 type Measures = Record<string, { alone: number; shared: number }>;
 
 function startCompetitors(n: number): ChildProcess[] {
-  return Array.from({ length: n }, () => spawn(process.execPath, ['-e', 'for(;;){}'], { stdio: 'ignore' }));
+  // A busy loop that still ends when the measuring process dies without killing it (a crash):
+  // every ~2^22 iterations it checks whether its parent is gone.
+  const loop = `const p = ${process.pid}; for (let i = 1; ; i++) if ((i & 0x3fffff) === 0 && process.ppid !== p) process.exit(0);`;
+  return Array.from({ length: n }, () => spawn(process.execPath, ['-e', loop], { stdio: 'ignore' }));
 }
 
 /** In the child: median ms of each measurement on the native backend, alone and shared, interleaved. */
