@@ -82,6 +82,16 @@ function parsePrecision(p: string): StepPrecision {
 
 const median = (t: number[]) => [...t].sort((a, b) => a - b)[t.length >> 1]!;
 
+/**
+ * A pause before each timed step, ours and theirs alike: after a step an OpenMP team spins before it
+ * sleeps (libgomp's default in PyTorch's wheel: 300 000 iterations, milliseconds), and a step timed
+ * right after the other side's would share a core with that spin.
+ */
+const QUIET_MS = 25;
+/** How long each of our steps runs untimed first, per thread count and precision. */
+const WARMUP_MS = 1500;
+const quiet = () => new Promise<void>((r) => setTimeout(r, QUIET_MS));
+
 /** Ours: {row name (as torch_ref.py names it): step}, built once per thread count. */
 function ourSteps(): { steps: Map<string, () => void>; dispose: () => void } {
   const steps = new Map<string, () => void>();
@@ -146,16 +156,22 @@ export async function runStepBench(opts: StepBenchOptions = {}): Promise<BenchRo
         const theirs = { fp32: [] as number[], bf16: [] as number[] };
         const ratios = { fp32: [] as number[], bf16: [] as number[] };
         let bf16Mode: ComputeMode = 'bf16-emulated';
+        // Warm-up: V8 compiles a step's JavaScript (tfjs's engine, our kernels' glue) over its first
+        // ~20 calls, which take 1.5–4× the steady time (measured at NSP stage 0); a training run
+        // spends nearly all of its steps past that, so both sides are timed warm.
         for (const p of active) {
-          timeOurs(step, p);
-          await servers[p]!.run(name, 1);
+          const end = performance.now() + WARMUP_MS;
+          for (let n = 0; n < 3 || performance.now() < end; n++) timeOurs(step, p);
+          await servers[p]!.run(name, 3);
         }
         if (!kernelsPerStep.has(name)) kernelsPerStep.set(name, (await tf.profile(step)).kernels.length);
         for (let r = 0; r < rounds; r++) {
           for (const p of active) {
+            await quiet();
             const o = timeOurs(step, p);
             if (p === 'bf16') bf16Mode = o.mode;
             ours[p].push(o.ms);
+            await quiet();
             theirs[p].push((await servers[p]!.run(name, 1))[0]!);
             ratios[p].push(o.ms / theirs[p].at(-1)!);
           }

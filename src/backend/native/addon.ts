@@ -3,7 +3,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import os from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { describeBf16 } from './bf16.js';
-import { othersRunnable, ThreadGovernor } from './thread_governor.js';
+import { otherCoresSampler, ThreadGovernor } from './thread_governor.js';
 import type { FusedLayerAddon } from './fused_layers.js';
 
 /** The N-API addon's functions (native/src/addon.cc). All work synchronously on the given arrays. */
@@ -283,7 +283,7 @@ export function loadNativeAddon(): NativeLoad {
       const auto = choice.reason;
       governor = new ThreadGovernor({
         maxThreads: choice.threads,
-        sample: othersRunnable,
+        sample: otherCoresSampler(),
         apply: (n, why) => applyThreads(load, n, n === choice.threads ? auto : `${why}; adapts between steps`),
       });
     }
