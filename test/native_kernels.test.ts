@@ -856,6 +856,8 @@ describe.skipIf(skip)('native fused GroupNorm/LayerNorm vs the tfjs composite on
     ['GroupNorm 4 groups NHWC', [3, 5, 7, 12], (x) => new GroupNorm(4, 12, 1e-5, false).forward(x)],
     ['GroupNorm 8 groups, threaded', [16, 32, 32, 32], (x) => new GroupNorm(8, 32, 1e-5, false).forward(x)],
     ['GroupNorm one channel per group', [2, 3, 3, 6], (x) => new GroupNorm(6, 6, 1e-5, false).forward(x)],
+    // One position per sample takes the row-blocked path (rows·groups = 52: six blocks of 8 and a short one).
+    ['GroupNorm on 1×1 maps, 4 groups', [13, 1, 1, 12], (x) => new GroupNorm(4, 12, 1e-5, false).forward(x)],
     ['LayerNorm tokens', [2, 9, 20], (x) => new LayerNorm(20, 1e-6, false).forward(x)],
     ['LayerNorm many rows, threaded', [64, 33, 24], (x) => new LayerNorm(24, 1e-6, false).forward(x)],
     ['GroupNorm affine', [2, 4, 4, 8], (x) => {
