@@ -6,6 +6,7 @@
 #include <cmath>
 #include <vector>
 
+#include "fast_math.h"
 #include "parallel.h"
 
 namespace sfn {
@@ -22,17 +23,9 @@ void gemm(char ta, char tb, int64_t m, int64_t n, int64_t k, float alpha, const 
   dnnl_sgemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }
 
-// Softmax of each row in place; as the native Softmax kernel: max shift, exp, sum in double.
-void softmaxInPlace(float* s, int64_t rows, int64_t cols) {
-  for (int64_t r = 0; r < rows; ++r) {
-    float* row = s + r * cols;
-    float m = row[0];
-    for (int64_t c = 1; c < cols; ++c) m = std::max(m, row[c]);
-    double sum = 0;
-    for (int64_t c = 0; c < cols; ++c) sum += (row[c] = std::exp(row[c] - m));
-    const float inv = static_cast<float>(1.0 / sum);
-    for (int64_t c = 0; c < cols; ++c) row[c] *= inv;
-  }
+// Softmax of each row in place, as the native Softmax kernel computes it.
+SFN_VECTOR_CLONES void softmaxInPlace(float* s, int64_t rows, int64_t cols) {
+  for (int64_t r = 0; r < rows; ++r) softmaxRow(s + r * cols, s + r * cols, cols);
 }
 
 // dS = scale · P ∘ (dP − rowsum(P ∘ dP)), in place over dP.

@@ -5,6 +5,7 @@
 #include <limits>
 #include <stdexcept>
 
+#include "fast_math.h"
 #include "parallel.h"
 
 namespace sfn {
@@ -133,17 +134,16 @@ void broadcastCompare(BinaryOp op, const float* a, const std::vector<int64_t>& a
   }
 }
 
+namespace {
+
+SFN_VECTOR_CLONES void softmaxRange(const float* x, float* y, int64_t begin, int64_t end, int64_t cols) {
+  for (int64_t r = begin; r < end; ++r) softmaxRow(x + r * cols, y + r * cols, cols);
+}
+
+}  // namespace
+
 void softmaxRows(const float* x, float* y, int64_t rows, int64_t cols) {
-  forEachIndex(rows, rows * cols >= kParallelElements, [&](int64_t r) {
-    const float* in = x + r * cols;
-    float* out = y + r * cols;
-    float m = in[0];
-    for (int64_t c = 1; c < cols; ++c) m = std::max(m, in[c]);
-    double sum = 0;
-    for (int64_t c = 0; c < cols; ++c) sum += (out[c] = std::exp(in[c] - m));
-    const float inv = static_cast<float>(1.0 / sum);
-    for (int64_t c = 0; c < cols; ++c) out[c] *= inv;
-  });
+  forEachRange(rows, rows * cols >= kParallelElements, [&](int64_t begin, int64_t end) { softmaxRange(x, y, begin, end, cols); });
 }
 
 void sliceCopy(const float* x, const std::vector<int64_t>& shape, const std::vector<int64_t>& begin, const std::vector<int64_t>& size,
