@@ -48,6 +48,35 @@ export const NSP_BENCH_CONFIG: NspModelConfig = (() => {
 })();
 export const NSP_BENCH_BATCH = 16;
 
+/**
+ * NSP_BENCH_CONFIG in bench/torch_ref.py's CFG keys (its --nsp-config), so PyTorch times the model
+ * we time. torch_ref.py's ScalePredictor has one block count and one setting for every stage.
+ */
+export function torchNspConfig(cfg: NspModelConfig = NSP_BENCH_CONFIG): Record<string, unknown> {
+  const blocks = new Set(cfg.blocksPerStage);
+  if (blocks.size !== 1) throw new Error(`bench/torch_ref.py builds one block count for every stage; the bench config has [${cfg.blocksPerStage}]`);
+  if (cfg.textTokenDim !== cfg.textDim) throw new Error(`bench/torch_ref.py has one text width; the bench config has ${cfg.textDim} pooled and ${cfg.textTokenDim} per token`);
+  return {
+    sizes: cfg.sizes,
+    channels: cfg.sizes.map((_, k) => cfg.channels[Math.min(k, cfg.channels.length - 1)]),
+    cross_attention: cfg.crossAttention,
+    blocks: cfg.blocksPerStage[0],
+    dense_layers: cfg.denseLayers,
+    growth: cfg.growthChannels,
+    beta: cfg.residualScale,
+    attn_max: cfg.attentionMaxSize,
+    heads: cfg.attentionHeads,
+    kv_heads: cfg.attentionKvHeads,
+    token_size: cfg.attentionTokenSize,
+    cond_dim: cfg.condDim,
+    text_dim: cfg.textDim,
+    groups: cfg.groupNormGroups,
+    image_channels: cfg.imageChannels,
+    coord: cfg.coordChannels,
+    pos_embed: cfg.basePositionEmbedding ?? false,
+  };
+}
+
 type Conv = { name: string; x: [number, number, number, number]; w: [number, number, number, number] };
 /** The 3×3 convolutions of one NSP dense block (in = 32 + i·16 → 16) at the 64² and 16² stages. */
 const CONVS: Conv[] = [

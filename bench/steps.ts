@@ -19,7 +19,7 @@ import { bf16Hardware } from '../src/backend/native/bf16.js';
 import { installComputePrecision, resetComputePrecision, type ComputeMode } from '../src/train/compute_precision.js';
 import { NextScaleGenerator } from '../src/models/nsp/model.js';
 import { Rng } from '../src/util/rng.js';
-import { NSP_BENCH_BATCH, NSP_BENCH_CONFIG, nspStep } from './kernels.js';
+import { NSP_BENCH_BATCH, NSP_BENCH_CONFIG, nspStep, torchNspConfig } from './kernels.js';
 import { ditLoraStep } from './dit_lora.js';
 import { ditPretrainStep } from './dit_pretrain.js';
 import { formatTable, type BenchRow } from './row.js';
@@ -44,7 +44,8 @@ class TorchServer {
 
   constructor(python: string, threads: number, autocast: 'none' | 'bf16' = 'none') {
     const script = fileURLToPath(new URL('./torch_ref.py', import.meta.url));
-    this.proc = spawn(python, [script, '--serve', '--threads', String(threads), '--autocast', autocast], { stdio: ['pipe', 'pipe', 'pipe'] });
+    const args = [script, '--serve', '--threads', String(threads), '--autocast', autocast, '--nsp-config', JSON.stringify(torchNspConfig())];
+    this.proc = spawn(python, args, { stdio: ['pipe', 'pipe', 'pipe'] });
     let err = '';
     this.proc.stderr.on('data', (d: Buffer) => (err = (err + d.toString()).slice(-4000)));
     this.proc.on('exit', (code) => {

@@ -21,9 +21,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-# Keep in step with configs/nsp-pixel-tiny.yaml (bench/kernels.ts reads that recipe itself).
-CFG = dict(sizes=[16, 32, 64], channels=[48, 32, 32], cross_attention=True, blocks=2, dense_layers=3, growth=16, beta=0.2, attn_max=16, heads=4,
-           kv_heads=1, token_size=8, cond_dim=64, text_dim=64, groups=8, image_channels=3, coord=True)
+# The NSP model of the default recipe (configs/nsp-pixel-tiny.yaml). bench/steps.ts passes the
+# configuration it builds its own step from (--nsp-config), so both sides time the same model; these
+# defaults are that recipe's values for a run by hand.
+CFG = dict(sizes=[16, 32, 64], channels=[48, 32, 32], cross_attention=True, blocks=2, dense_layers=3, growth=16, beta=0.2, attn_max=32, heads=4,
+           kv_heads=1, token_size=8, cond_dim=64, text_dim=64, groups=8, image_channels=3, coord=True, pos_embed=True)
 BATCH = 16
 
 
@@ -188,6 +190,8 @@ class ScalePredictor(nn.Module):
         c, size = CFG['channels'][stage], CFG['sizes'][stage]
         self.cond_mlp = nn.ModuleList([nn.Linear(CFG['text_dim'] + CFG['cond_dim'], CFG['cond_dim']), nn.Linear(CFG['cond_dim'], CFG['cond_dim'])])
         self.conv_in = nn.Conv2d(CFG['image_channels'] + (2 if CFG['coord'] else 0), c, 3, padding=1)
+        # ViT-style learned position embedding of the base stage, added after conv_in.
+        self.pos_embed = nn.Parameter(torch.randn(1, c, size, size) * 0.02) if stage == 0 and CFG['pos_embed'] else None
         blocks = []
         for i in range(CFG['blocks']):
             blocks.append(DenseBlock(c))
@@ -206,6 +210,8 @@ class ScalePredictor(nn.Module):
         ys = torch.linspace(-1, 1, h).view(1, 1, h, 1).expand(b, 1, h, w)
         xs = torch.linspace(-1, 1, w).view(1, 1, 1, w).expand(b, 1, h, w)
         hdn = self.conv_in(torch.cat([x, ys, xs], 1))
+        if self.pos_embed is not None:
+            hdn = hdn + self.pos_embed
         for blk in self.blocks:
             hdn = blk(hdn, tokens) if isinstance(blk, CrossAttentionBlock) else blk(hdn, cond)
         return self.conv_out(F.silu(self.film_out(self.norm_out(hdn), cond)))
@@ -359,7 +365,14 @@ def main():
     ap.add_argument('--autocast', choices=['none', 'bf16'], default='none',
                     help="bf16: the training steps under torch.autocast('cpu', dtype=torch.bfloat16)")
     ap.add_argument('--serve', action='store_true', help='answer timing requests on stdin (bench/steps.ts)')
+    ap.add_argument('--nsp-config', help='JSON: the NSP model settings (CFG keys) to time, as bench/steps.ts builds its own step')
     args = ap.parse_args()
+    if args.nsp_config:
+        given = json.loads(args.nsp_config)
+        unknown = sorted(set(given) - set(CFG))
+        if unknown:
+            ap.error(f'--nsp-config: unknown keys {unknown}; expected some of {sorted(CFG)}')
+        CFG.update(given)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     import contextlib
