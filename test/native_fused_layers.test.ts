@@ -142,6 +142,9 @@ const NORM_CASES: NormCase[] = [
   { label: 'LayerNorm per position, tokens', shape: [2, 9, 5], width: 10, spec: { groups: 1, perPosition: true, eps: 1e-6, scaleOffset: 0, shiftOffset: 5, activation: 'none' } },
   { label: 'LayerNorm, adaLN columns inside a 6·C projection', shape: [2, 7, 3], width: 18, spec: { groups: 1, perPosition: true, eps: 1e-6, scaleOffset: 3, shiftOffset: 0, activation: 'silu' } },
   { label: 'GroupNorm, threaded', shape: [8, 16, 16, 32], width: 64, spec: { groups: 8, perPosition: false, eps: 1e-5, scaleOffset: 0, shiftOffset: 32, activation: 'silu' } },
+  // One sample of many tokens (a DiT LayerNorm at batch 1): split across threads by token, the
+  // modulation gradient summed per sample afterwards.
+  { label: 'LayerNorm, one sample of 300 tokens, threaded', shape: [1, 300, 128], width: 768, spec: { groups: 1, perPosition: true, eps: 1e-6, scaleOffset: 128, shiftOffset: 0, activation: 'none' } },
 ];
 
 /** y, dx and dmod of Σ y·r on the current backend. */

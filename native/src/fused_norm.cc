@@ -37,7 +37,9 @@ ModDims modDims(napi_env env, napi_value v) {
   return m;
 }
 
-bool parallelOver(const ModDims& d) { return d.n > 1 && d.size() >= kParallelWork; }
+// Work is split over tiles (samples × tiles per sample): a DiT step's LayerNorm is one sample of
+// 256 one-token tiles, which a split over samples ran on one thread.
+bool parallelOver(const ModDims& d) { return d.n * d.t > 1 && d.size() >= kParallelWork; }
 
 // Statistics of one tile (p rows of c channels) per group, in double.
 void tileStats(const float* x, int64_t p, int64_t c, int64_t g, float eps, double* sum, double* sumSq, float* mean, float* rstd) {
@@ -115,16 +117,21 @@ SFN_VECTOR_CLONES void normGradRows(const float* x, int64_t p, int64_t c, const 
 }
 
 void forward(const ModDims& d, float eps, const float* x, const float* mod, float* y, float* mean, float* rstd) {
-  const int64_t c = d.c, g = d.g, cg = c / g, tile = d.p * c;
-#pragma omp parallel for schedule(static) if (parallelOver(d))
-  for (int64_t b = 0; b < d.n; ++b) {
+  const int64_t c = d.c, g = d.g, cg = c / g, tile = d.p * c, tiles = d.n * d.t;
+#pragma omp parallel if (parallelOver(d))
+  {
     std::vector<double> sum(c), sumSq(c);
     std::vector<float> gain(c), chMean(c), chRstd(c);
-    const float* scale = mod + b * d.width + d.scaleOff;
-    const float* shift = mod + b * d.width + d.shiftOff;
-    for (int64_t ch = 0; ch < c; ++ch) gain[ch] = 1.f + scale[ch];
-    for (int64_t t = 0; t < d.t; ++t) {
-      const int64_t at = (b * d.t + t);
+    int64_t gainOf = -1;  // the sample `gain` holds
+#pragma omp for schedule(static)
+    for (int64_t at = 0; at < tiles; ++at) {
+      const int64_t b = at / d.t;
+      const float* shift = mod + b * d.width + d.shiftOff;
+      if (b != gainOf) {
+        const float* scale = mod + b * d.width + d.scaleOff;
+        for (int64_t ch = 0; ch < c; ++ch) gain[ch] = 1.f + scale[ch];
+        gainOf = b;
+      }
       float* m = mean + at * g;
       float* r = rstd + at * g;
       tileStats(x + at * tile, d.p, c, g, eps, sum.data(), sumSq.data(), m, r);
@@ -135,23 +142,36 @@ void forward(const ModDims& d, float eps, const float* x, const float* mod, floa
 }
 
 void backward(const ModDims& d, const float* dy, const float* x, const float* mod, const float* mean, const float* rstd, float* dx, float* dmod) {
-  const int64_t c = d.c, g = d.g, cg = c / g, tile = d.p * c;
+  const int64_t c = d.c, g = d.g, cg = c / g, tile = d.p * c, tiles = d.n * d.t;
   const double count = static_cast<double>(d.p * cg);
-#pragma omp parallel for schedule(static) if (parallelOver(d))
-  for (int64_t b = 0; b < d.n; ++b) {
-    std::vector<double> sumDz(c), sumDzXhat(c), totalDz(c, 0.0), totalDzXhat(c, 0.0);
+  // Per-tile Σ dz and Σ dz·x̂, added per sample in tile order afterwards: the modulation gradient
+  // comes out the same whichever thread ran which tile.
+  static thread_local std::vector<double> tileDz, tileDzXhat;
+  tileDz.resize(tiles * c);
+  tileDzXhat.resize(tiles * c);
+  double* const allDz = tileDz.data();
+  double* const allDzXhat = tileDzXhat.data();
+#pragma omp parallel if (parallelOver(d))
+  {
     std::vector<float> gain(c), chMean(c), chRstd(c), a(c), bc(c);
-    const float* scale = mod + b * d.width + d.scaleOff;
-    const float* shift = mod + b * d.width + d.shiftOff;
-    for (int64_t ch = 0; ch < c; ++ch) gain[ch] = 1.f + scale[ch];
-    for (int64_t t = 0; t < d.t; ++t) {
-      const int64_t at = (b * d.t + t);
+    int64_t gainOf = -1;
+#pragma omp for schedule(static)
+    for (int64_t at = 0; at < tiles; ++at) {
+      const int64_t b = at / d.t;
+      const float* shift = mod + b * d.width + d.shiftOff;
+      if (b != gainOf) {
+        const float* scale = mod + b * d.width + d.scaleOff;
+        for (int64_t ch = 0; ch < c; ++ch) gain[ch] = 1.f + scale[ch];
+        gainOf = b;
+      }
       const float* m = mean + at * g;
       const float* r = rstd + at * g;
       for (int64_t ch = 0; ch < c; ++ch) chMean[ch] = m[ch / cg], chRstd[ch] = r[ch / cg];
-      std::fill(sumDz.begin(), sumDz.end(), 0.0);
-      std::fill(sumDzXhat.begin(), sumDzXhat.end(), 0.0);
-      modulateGradRows(dy + at * tile, x + at * tile, d.p, c, chMean.data(), chRstd.data(), gain.data(), shift, d.act, dx + at * tile, sumDz.data(), sumDzXhat.data());
+      double* sumDz = allDz + at * c;
+      double* sumDzXhat = allDzXhat + at * c;
+      std::fill(sumDz, sumDz + c, 0.0);
+      std::fill(sumDzXhat, sumDzXhat + c, 0.0);
+      modulateGradRows(dy + at * tile, x + at * tile, d.p, c, chMean.data(), chRstd.data(), gain.data(), shift, d.act, dx + at * tile, sumDz, sumDzXhat);
       for (int64_t k = 0; k < g; ++k) {
         double s1 = 0, s2 = 0;
         for (int64_t ch = k * cg; ch < (k + 1) * cg; ++ch) s1 += gain[ch] * sumDz[ch], s2 += gain[ch] * sumDzXhat[ch];
@@ -159,7 +179,14 @@ void backward(const ModDims& d, const float* dy, const float* x, const float* mo
         for (int64_t ch = k * cg; ch < (k + 1) * cg; ++ch) a[ch] = ma, bc[ch] = mb;
       }
       normGradRows(x + at * tile, d.p, c, chMean.data(), chRstd.data(), gain.data(), a.data(), bc.data(), dx + at * tile);
-      for (int64_t ch = 0; ch < c; ++ch) totalDz[ch] += sumDz[ch], totalDzXhat[ch] += sumDzXhat[ch];
+    }
+  }
+  forEachIndex(d.n, parallelOver(d) && d.n > 1, [&](int64_t b) {
+    std::vector<double> totalDz(c, 0.0), totalDzXhat(c, 0.0);
+    for (int64_t t = 0; t < d.t; ++t) {
+      const double* sDz = allDz + (b * d.t + t) * c;
+      const double* sDzXhat = allDzXhat + (b * d.t + t) * c;
+      for (int64_t ch = 0; ch < c; ++ch) totalDz[ch] += sDz[ch], totalDzXhat[ch] += sDzXhat[ch];
     }
     float* dm = dmod + b * d.width;
     std::fill(dm, dm + d.width, 0.f);
@@ -167,7 +194,7 @@ void backward(const ModDims& d, const float* dy, const float* x, const float* mo
       dm[d.scaleOff + ch] = static_cast<float>(totalDzXhat[ch]);
       dm[d.shiftOff + ch] = static_cast<float>(totalDz[ch]);
     }
-  }
+  });
 }
 
 struct GateDims {
