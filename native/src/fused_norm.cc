@@ -8,6 +8,7 @@
 
 #include "fast_math.h"
 #include "napi_util.h"
+#include "norm.h"
 #include "parallel.h"
 
 namespace sfn {
@@ -135,7 +136,7 @@ void forward(const ModDims& d, float eps, const float* x, const float* mod, floa
       float* m = mean + at * g;
       float* r = rstd + at * g;
       tileStats(x + at * tile, d.p, c, g, eps, sum.data(), sumSq.data(), m, r);
-      for (int64_t ch = 0; ch < c; ++ch) chMean[ch] = m[ch / cg], chRstd[ch] = r[ch / cg];
+      spreadGroups(m, r, g, cg, chMean.data(), chRstd.data());
       modulateRows(x + at * tile, d.p, c, chMean.data(), chRstd.data(), gain.data(), shift, d.act, y + at * tile);
     }
   }
@@ -166,7 +167,7 @@ void backward(const ModDims& d, const float* dy, const float* x, const float* mo
       }
       const float* m = mean + at * g;
       const float* r = rstd + at * g;
-      for (int64_t ch = 0; ch < c; ++ch) chMean[ch] = m[ch / cg], chRstd[ch] = r[ch / cg];
+      spreadGroups(m, r, g, cg, chMean.data(), chRstd.data());
       double* sumDz = allDz + at * c;
       double* sumDzXhat = allDzXhat + at * c;
       std::fill(sumDz, sumDz + c, 0.0);

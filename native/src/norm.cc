@@ -119,7 +119,7 @@ void groupNormForward(const float* x, int64_t n, int64_t s, int64_t c, int64_t g
       rstd[b * g + k] = gr[k];
     }
     std::vector<float> chMean(c), chRstd(c);
-    for (int64_t ch = 0; ch < c; ++ch) chMean[ch] = gm[ch / cg], chRstd[ch] = gr[ch / cg];
+    spreadGroups(gm.data(), gr.data(), g, cg, chMean.data(), chRstd.data());
     float* yb = y + b * s * c;
     for (int64_t p = 0; p < s; ++p) {
       const float* row = xb + p * c;
@@ -138,7 +138,7 @@ void groupNormBackward(const float* dy, const float* x, const float* mean, const
     const float* xb = x + b * s * c;
     const float* dyb = dy + b * s * c;
     std::vector<float> chMean(c), chRstd(c);
-    for (int64_t ch = 0; ch < c; ++ch) chMean[ch] = mean[b * g + ch / cg], chRstd[ch] = rstd[b * g + ch / cg];
+    spreadGroups(mean + b * g, rstd + b * g, g, cg, chMean.data(), chRstd.data());
     std::vector<double> sumDy(c, 0.0), sumDyXhat(c, 0.0);
     for (int64_t p = 0; p < s; ++p) {
       const float* xr = xb + p * c;
