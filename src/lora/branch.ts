@@ -1,3 +1,4 @@
+import type { tf } from '../backend/tf.js';
 import { Dropout } from '../nn/dropout.js';
 import type { Module } from '../nn/module.js';
 import type { Rng } from '../util/rng.js';
@@ -33,4 +34,12 @@ export function detachLoraParts(base: Module, parts: LoraParts): void {
   parts.loraA.dispose();
   parts.loraB.dispose();
   parts.magnitude?.dispose();
+}
+
+/**
+ * The branch's scale applied to its rank-r activations (B(s·A x) = s·B(A x): B has no bias), where it
+ * costs r/out of the output-wide multiply; skipped at scale 1.
+ */
+export function scaleBy<T extends tf.Tensor>(h: T, scale: number): T {
+  return scale === 1 ? h : (h.mul(scale) as T);
 }

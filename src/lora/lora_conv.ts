@@ -3,7 +3,7 @@ import { Conv2d, type Conv2dAdapter } from '../nn/conv.js';
 import type { Dropout } from '../nn/dropout.js';
 import { normal } from '../nn/init.js';
 import { Rng } from '../util/rng.js';
-import { attachLoraParts, branchDropout, checkRank, detachLoraParts } from './branch.js';
+import { attachLoraParts, branchDropout, checkRank, detachLoraParts, scaleBy } from './branch.js';
 import { type LoraLayerOptions, loraScaling, replace } from './lora_linear.js';
 
 /**
@@ -50,7 +50,7 @@ export class LoraConv2d implements Conv2dAdapter {
     if (this.isMerged || !this.enabled) return null;
     return tf.tidy(() => {
       const input = (this.dropout ? this.dropout.forward(x) : x) as tf.Tensor4D;
-      return this.loraB.forward(this.loraA.forward(input)).mul(this.scaling) as tf.Tensor4D;
+      return this.loraB.forward(scaleBy(this.loraA.forward(input), this.scaling));
     });
   }
 

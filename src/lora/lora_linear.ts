@@ -4,7 +4,7 @@ import { normal } from '../nn/init.js';
 import { Linear, type LinearAdapter } from '../nn/linear.js';
 import { Module } from '../nn/module.js';
 import { Rng } from '../util/rng.js';
-import { attachLoraParts, branchDropout, checkRank, detachLoraParts } from './branch.js';
+import { attachLoraParts, branchDropout, checkRank, detachLoraParts, scaleBy } from './branch.js';
 
 export interface LoraLayerOptions {
   /** Rank r of the update B·A. */
@@ -102,7 +102,7 @@ export class LoraLinear implements LinearAdapter {
     if (this.isMerged || !this.enabled) return null;
     return tf.tidy(() => {
       const input = this.dropout ? this.dropout.forward(x) : x;
-      const branch = this.loraB.forward(this.loraA.forward(input)).mul(this.scaling);
+      const branch = this.loraB.forward(scaleBy(this.loraA.forward(input), this.scaling));
       if (!this.magnitude) return branch;
       const norm = detach(rowNorm(this.directionWeight()));
       const ratio = this.magnitude.weight.div(norm);
