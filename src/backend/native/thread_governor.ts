@@ -8,8 +8,8 @@ import { readFileSync } from 'node:fs';
  * cores other processes used since its last sample, at most every 200 ms (the machine's busy CPU
  * time in /proc/stat minus this process's own in /proc/self/stat, over the elapsed total), and
  * gives the team the cores left over: down as soon as a sample sees others using a core (rounded:
- * half a core or more), back up after two samples in a row see the cores free. Only for the automatic thread
- * count: SCALEFORGE_THREADS / OMP_NUM_THREADS / OPENBLAS_NUM_THREADS fix it,
+ * half a core or more), back up after two samples in a row see the cores free. Only for the
+ * automatic thread count: SCALEFORGE_THREADS / OMP_NUM_THREADS / OPENBLAS_NUM_THREADS fix it,
  * SCALEFORGE_ADAPTIVE_THREADS=0 turns it off.
  *
  * CPU time over an interval, not the run-queue count of /proc/loadavg at an instant: that count
