@@ -117,34 +117,103 @@ SFN_VECTOR_CLONES void normGradRows(const float* x, int64_t p, int64_t c, const 
   }
 }
 
+// One-row tiles (p = 1: a LayerNorm per token) go kTileBlock at a time through their statistics:
+// a group's sums are a chain of dependent double adds along its channels (taken in the same order as
+// tileStats and the per-tile gradient sums, so the same bits), and a block keeps that many chains in
+// flight instead of one. Tiles of several rows keep one tile per block: their row sums dominate.
+constexpr int64_t kTileBlock = 8;
+
+int64_t tileBlock(const ModDims& d) { return d.p == 1 ? kTileBlock : 1; }
+
+// tileStats for the one-row tiles [at0, at0 + nr), nr <= kTileBlock.
+void rowBlockStats(const float* x, int64_t at0, int64_t nr, int64_t c, int64_t g, float eps, float* mean, float* rstd) {
+  const int64_t cg = c / g;
+  const double count = static_cast<double>(cg);
+  const float* row[kTileBlock];
+  // A short block repeats its last tile in the spare lanes and drops their results.
+  for (int64_t r = 0; r < kTileBlock; ++r) row[r] = x + (at0 + std::min(r, nr - 1)) * c;
+  for (int64_t k = 0; k < g; ++k) {
+    double s1[kTileBlock] = {}, s2[kTileBlock] = {};
+    for (int64_t ch = k * cg; ch < (k + 1) * cg; ++ch) {
+      for (int64_t r = 0; r < kTileBlock; ++r) {
+        const double v = row[r][ch];
+        s1[r] += v;
+        s2[r] += v * v;
+      }
+    }
+    for (int64_t r = 0; r < nr; ++r) {
+      const double mu = s1[r] / count;
+      const double var = std::max(0.0, s2[r] / count - mu * mu);
+      mean[(at0 + r) * g + k] = static_cast<float>(mu);
+      rstd[(at0 + r) * g + k] = static_cast<float>(1.0 / std::sqrt(var + static_cast<double>(eps)));
+    }
+  }
+}
+
+// Per group of tiles [at0, at0 + nr): mean(gain·dz) and mean(gain·dz·x̂) from the per-channel sums.
+void blockGradMeans(const ModDims& d, const double* allDz, const double* allDzXhat, const float* mod, int64_t at0, int64_t nr, float* ma, float* mb) {
+  const int64_t c = d.c, g = d.g, cg = c / g;
+  const double count = static_cast<double>(d.p * cg);
+  const double* dz[kTileBlock];
+  const double* dzx[kTileBlock];
+  const float* scale[kTileBlock];
+  for (int64_t r = 0; r < kTileBlock; ++r) {
+    const int64_t at = at0 + std::min(r, nr - 1);
+    dz[r] = allDz + at * c, dzx[r] = allDzXhat + at * c, scale[r] = mod + (at / d.t) * d.width + d.scaleOff;
+  }
+  for (int64_t k = 0; k < g; ++k) {
+    double s1[kTileBlock] = {}, s2[kTileBlock] = {};
+    for (int64_t ch = k * cg; ch < (k + 1) * cg; ++ch) {
+      for (int64_t r = 0; r < kTileBlock; ++r) {
+        const float gain = 1.f + scale[r][ch];
+        s1[r] += gain * dz[r][ch];
+        s2[r] += gain * dzx[r][ch];
+      }
+    }
+    for (int64_t r = 0; r < nr; ++r) ma[r * g + k] = static_cast<float>(s1[r] / count), mb[r * g + k] = static_cast<float>(s2[r] / count);
+  }
+}
+
+// gain = 1 + scale of sample b, kept per thread between tiles of the same sample.
+struct SampleGain {
+  std::vector<float> gain;
+  int64_t of = -1;
+  explicit SampleGain(int64_t c) : gain(c) {}
+  const float* operator()(const ModDims& d, const float* mod, int64_t b) {
+    if (b != of) {
+      const float* scale = mod + b * d.width + d.scaleOff;
+      for (int64_t ch = 0; ch < d.c; ++ch) gain[ch] = 1.f + scale[ch];
+      of = b;
+    }
+    return gain.data();
+  }
+};
+
 void forward(const ModDims& d, float eps, const float* x, const float* mod, float* y, float* mean, float* rstd) {
   const int64_t c = d.c, g = d.g, cg = c / g, tile = d.p * c, tiles = d.n * d.t;
+  const int64_t block = tileBlock(d), blocks = (tiles + block - 1) / block;
 #pragma omp parallel if (parallelOver(d))
   {
     std::vector<double> sum(c), sumSq(c);
-    std::vector<float> gain(c), chMean(c), chRstd(c);
-    int64_t gainOf = -1;  // the sample `gain` holds
+    std::vector<float> chMean(c), chRstd(c);
+    SampleGain gainOf(c);
 #pragma omp for schedule(static)
-    for (int64_t at = 0; at < tiles; ++at) {
-      const int64_t b = at / d.t;
-      const float* shift = mod + b * d.width + d.shiftOff;
-      if (b != gainOf) {
-        const float* scale = mod + b * d.width + d.scaleOff;
-        for (int64_t ch = 0; ch < c; ++ch) gain[ch] = 1.f + scale[ch];
-        gainOf = b;
+    for (int64_t blk = 0; blk < blocks; ++blk) {
+      const int64_t at0 = blk * block, nr = std::min(block, tiles - at0);
+      if (block == 1) tileStats(x + at0 * tile, d.p, c, g, eps, sum.data(), sumSq.data(), mean + at0 * g, rstd + at0 * g);
+      else rowBlockStats(x, at0, nr, c, g, eps, mean, rstd);
+      for (int64_t at = at0; at < at0 + nr; ++at) {
+        const int64_t b = at / d.t;
+        spreadGroups(mean + at * g, rstd + at * g, g, cg, chMean.data(), chRstd.data());
+        modulateRows(x + at * tile, d.p, c, chMean.data(), chRstd.data(), gainOf(d, mod, b), mod + b * d.width + d.shiftOff, d.act, y + at * tile);
       }
-      float* m = mean + at * g;
-      float* r = rstd + at * g;
-      tileStats(x + at * tile, d.p, c, g, eps, sum.data(), sumSq.data(), m, r);
-      spreadGroups(m, r, g, cg, chMean.data(), chRstd.data());
-      modulateRows(x + at * tile, d.p, c, chMean.data(), chRstd.data(), gain.data(), shift, d.act, y + at * tile);
     }
   }
 }
 
 void backward(const ModDims& d, const float* dy, const float* x, const float* mod, const float* mean, const float* rstd, float* dx, float* dmod) {
   const int64_t c = d.c, g = d.g, cg = c / g, tile = d.p * c, tiles = d.n * d.t;
-  const double count = static_cast<double>(d.p * cg);
+  const int64_t block = tileBlock(d), blocks = (tiles + block - 1) / block;
   // Per-tile Σ dz and Σ dz·x̂, added per sample in tile order afterwards: the modulation gradient
   // comes out the same whichever thread ran which tile.
   static thread_local std::vector<double> tileDz, tileDzXhat;
@@ -154,32 +223,27 @@ void backward(const ModDims& d, const float* dy, const float* x, const float* mo
   double* const allDzXhat = tileDzXhat.data();
 #pragma omp parallel if (parallelOver(d))
   {
-    std::vector<float> gain(c), chMean(c), chRstd(c), a(c), bc(c);
-    int64_t gainOf = -1;
+    std::vector<float> chMean(c), chRstd(c), a(c), bc(c), ma(kTileBlock * g), mb(kTileBlock * g);
+    SampleGain gainOf(c);
 #pragma omp for schedule(static)
-    for (int64_t at = 0; at < tiles; ++at) {
-      const int64_t b = at / d.t;
-      const float* shift = mod + b * d.width + d.shiftOff;
-      if (b != gainOf) {
-        const float* scale = mod + b * d.width + d.scaleOff;
-        for (int64_t ch = 0; ch < c; ++ch) gain[ch] = 1.f + scale[ch];
-        gainOf = b;
+    for (int64_t blk = 0; blk < blocks; ++blk) {
+      const int64_t at0 = blk * block, nr = std::min(block, tiles - at0);
+      for (int64_t at = at0; at < at0 + nr; ++at) {
+        const int64_t b = at / d.t;
+        spreadGroups(mean + at * g, rstd + at * g, g, cg, chMean.data(), chRstd.data());
+        double* sumDz = allDz + at * c;
+        double* sumDzXhat = allDzXhat + at * c;
+        std::fill(sumDz, sumDz + c, 0.0);
+        std::fill(sumDzXhat, sumDzXhat + c, 0.0);
+        modulateGradRows(dy + at * tile, x + at * tile, d.p, c, chMean.data(), chRstd.data(), gainOf(d, mod, b), mod + b * d.width + d.shiftOff, d.act,
+                         dx + at * tile, sumDz, sumDzXhat);
       }
-      const float* m = mean + at * g;
-      const float* r = rstd + at * g;
-      spreadGroups(m, r, g, cg, chMean.data(), chRstd.data());
-      double* sumDz = allDz + at * c;
-      double* sumDzXhat = allDzXhat + at * c;
-      std::fill(sumDz, sumDz + c, 0.0);
-      std::fill(sumDzXhat, sumDzXhat + c, 0.0);
-      modulateGradRows(dy + at * tile, x + at * tile, d.p, c, chMean.data(), chRstd.data(), gain.data(), shift, d.act, dx + at * tile, sumDz, sumDzXhat);
-      for (int64_t k = 0; k < g; ++k) {
-        double s1 = 0, s2 = 0;
-        for (int64_t ch = k * cg; ch < (k + 1) * cg; ++ch) s1 += gain[ch] * sumDz[ch], s2 += gain[ch] * sumDzXhat[ch];
-        const float ma = static_cast<float>(s1 / count), mb = static_cast<float>(s2 / count);
-        for (int64_t ch = k * cg; ch < (k + 1) * cg; ++ch) a[ch] = ma, bc[ch] = mb;
+      blockGradMeans(d, allDz, allDzXhat, mod, at0, nr, ma.data(), mb.data());
+      for (int64_t at = at0; at < at0 + nr; ++at) {
+        spreadGroups(mean + at * g, rstd + at * g, g, cg, chMean.data(), chRstd.data());
+        spreadGroups(ma.data() + (at - at0) * g, mb.data() + (at - at0) * g, g, cg, a.data(), bc.data());
+        normGradRows(x + at * tile, d.p, c, chMean.data(), chRstd.data(), gainOf(d, mod, at / d.t), a.data(), bc.data(), dx + at * tile);
       }
-      normGradRows(x + at * tile, d.p, c, chMean.data(), chRstd.data(), gain.data(), a.data(), bc.data(), dx + at * tile);
     }
   }
   forEachIndex(d.n, parallelOver(d) && d.n > 1, [&](int64_t b) {
