@@ -121,33 +121,16 @@ SFN_VECTOR_CLONES void normGradRows(const float* x, int64_t p, int64_t c, const 
 // a group's sums are a chain of dependent double adds along its channels (taken in the same order as
 // tileStats and the per-tile gradient sums, so the same bits), and a block keeps that many chains in
 // flight instead of one. Tiles of several rows keep one tile per block: their row sums dominate.
-constexpr int64_t kTileBlock = 8;
+constexpr int64_t kTileBlock = kRowBlock;
 
 int64_t tileBlock(const ModDims& d) { return d.p == 1 ? kTileBlock : 1; }
 
-// tileStats for the one-row tiles [at0, at0 + nr), nr <= kTileBlock.
+// tileStats for the one-row tiles [at0, at0 + nr), nr <= kTileBlock, group by group.
 void rowBlockStats(const float* x, int64_t at0, int64_t nr, int64_t c, int64_t g, float eps, float* mean, float* rstd) {
   const int64_t cg = c / g;
-  const double count = static_cast<double>(cg);
   const float* row[kTileBlock];
-  // A short block repeats its last tile in the spare lanes and drops their results.
   for (int64_t r = 0; r < kTileBlock; ++r) row[r] = x + (at0 + std::min(r, nr - 1)) * c;
-  for (int64_t k = 0; k < g; ++k) {
-    double s1[kTileBlock] = {}, s2[kTileBlock] = {};
-    for (int64_t ch = k * cg; ch < (k + 1) * cg; ++ch) {
-      for (int64_t r = 0; r < kTileBlock; ++r) {
-        const double v = row[r][ch];
-        s1[r] += v;
-        s2[r] += v * v;
-      }
-    }
-    for (int64_t r = 0; r < nr; ++r) {
-      const double mu = s1[r] / count;
-      const double var = std::max(0.0, s2[r] / count - mu * mu);
-      mean[(at0 + r) * g + k] = static_cast<float>(mu);
-      rstd[(at0 + r) * g + k] = static_cast<float>(1.0 / std::sqrt(var + static_cast<double>(eps)));
-    }
-  }
+  for (int64_t k = 0; k < g; ++k) rowBlockMoments(row, nr, k * cg, (k + 1) * cg, eps, mean + at0 * g + k, rstd + at0 * g + k, g);
 }
 
 // Per group of tiles [at0, at0 + nr): mean(gain·dz) and mean(gain·dz·x̂) from the per-channel sums.

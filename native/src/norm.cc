@@ -16,38 +16,20 @@ namespace {
 bool parallel(int64_t n, int64_t s, int64_t c) { return n > 1 && n * s * c >= kParallelWork; }
 
 // LayerNorm-shaped calls (one position per sample: [rows, 1, c], or s = 1 with g groups, which is
-// rows·g rows of c/g channels) go row by row here, with the same arithmetic as the general path:
-// double sums taken in channel order. That order is a chain of dependent adds per row (a double
-// reduction does not vectorise without reassociating, which would change the bits), so rows go
-// kRowBlock at a time and that many chains are in flight. The general path, written for many
-// positions per sample, spent ~0.1 µs a row on allocation and per-channel bookkeeping: 1.3–1.8 ms
-// for a [16384, 1, 32] call of the NSP step's attention LayerNorm, against ~0.1 ms here.
-constexpr int64_t kRowBlock = 8;
-
+// rows·g rows of c/g channels) go kRowBlock rows at a time (norm.h), with the same arithmetic as the
+// general path: double sums taken in channel order. The general path, written for many positions
+// per sample, spent ~0.1 µs a row on allocation and per-channel bookkeeping: 1.3–1.8 ms for a
+// [16384, 1, 32] call of the NSP step's attention LayerNorm, against ~0.1 ms here.
 void rowNormForward(const float* x, int64_t rows, int64_t c, float eps, float* y, float* mean, float* rstd) {
-  const double count = static_cast<double>(c);
   const int64_t blocks = (rows + kRowBlock - 1) / kRowBlock;
   forRanges(blocks, kRowBlock * c, [&](int64_t begin, int64_t end) {
     for (int64_t blk = begin; blk < end; ++blk) {
       const int64_t r0 = blk * kRowBlock, nr = std::min(kRowBlock, rows - r0);
       const float* xr[kRowBlock];
-      // A short last block repeats its last row in the spare lanes, and drops their results.
       for (int64_t r = 0; r < kRowBlock; ++r) xr[r] = x + (r0 + std::min(r, nr - 1)) * c;
-      double s1[kRowBlock] = {}, s2[kRowBlock] = {};
-      for (int64_t ch = 0; ch < c; ++ch) {
-        for (int64_t r = 0; r < kRowBlock; ++r) {
-          const double v = xr[r][ch];
-          s1[r] += v;
-          s2[r] += v * v;
-        }
-      }
+      rowBlockMoments(xr, nr, 0, c, eps, mean + r0, rstd + r0, 1);
       for (int64_t r = 0; r < nr; ++r) {
-        const double mu = s1[r] / count;
-        const double var = std::max(0.0, s2[r] / count - mu * mu);
-        const float m = static_cast<float>(mu);
-        const float rs = static_cast<float>(1.0 / std::sqrt(var + static_cast<double>(eps)));
-        mean[r0 + r] = m;
-        rstd[r0 + r] = rs;
+        const float m = mean[r0 + r], rs = rstd[r0 + r];
         float* out = y + (r0 + r) * c;
         for (int64_t ch = 0; ch < c; ++ch) out[ch] = (xr[r][ch] - m) * rs;
       }
