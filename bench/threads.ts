@@ -38,7 +38,7 @@ function startCompetitors(n: number): ChildProcess[] {
 }
 
 /** In the child: median ms of each measurement on the native backend, alone and shared, interleaved. */
-type ChildResult = { threads: number; wait: string; m: Measures; floor: Record<string, number> };
+type ChildResult = { threads: number; wait: string; m: Measures; floor: Record<string, number>; floorThreads: number };
 
 async function measure(repeats: number, competitors: number, withFloor: boolean): Promise<ChildResult> {
   const { tf } = await import('../src/backend/tf.js');
@@ -93,13 +93,13 @@ async function measure(repeats: number, competitors: number, withFloor: boolean)
   const work: [string, () => void][] = [['matmul 512', () => tf.matMul(a, a).dispose()], ...steps.map((s, k): [string, () => void] => [`nsp step stage ${k}`, s.step])];
   for (const [key, fn] of work) m[key] = await both(fn);
   const c = nativeThreadChoice();
-  const result = { threads: c?.threads ?? NaN, wait: c?.wait ?? '', m, floor: {} as Record<string, number> };
+  const cores = os.availableParallelism();
+  const free = Math.max(1, cores - competitors);
+  const result: ChildResult = { threads: c?.threads ?? NaN, wait: c?.wait ?? '', m, floor: {}, floorThreads: free };
   if (withFloor) {
     // Cores taken by the competitors leave at best the speed of the cores that are left, so shared ÷
     // alone cannot go below alone on the free cores ÷ alone on all of them (interleaved). After the
     // others: fixing the thread count switches the governor off for this process.
-    const cores = os.availableParallelism();
-    const free = Math.max(1, cores - competitors);
     for (const [key, fn] of work) {
       const one: number[] = [];
       const all: number[] = [];
@@ -154,7 +154,7 @@ export async function runThreadBench(opts: { repeats?: number; competitors?: num
     }
     for (const [key, v] of Object.entries(r.floor)) {
       add({
-        name: `floor: ${key} alone on ${Math.max(1, os.availableParallelism() - competitors)} thread(s) ÷ on ${os.availableParallelism()}`,
+        name: `floor: ${key} alone on ${r.floorThreads} thread(s) ÷ on ${os.availableParallelism()}`,
         value: v,
         unit: '×',
         note: `the least shared ÷ alone can be with the competitors' cores taken; load ${load.toFixed(1)}`,

@@ -117,19 +117,17 @@ SFN_VECTOR_CLONES void normGradRows(const float* x, int64_t p, int64_t c, const 
   }
 }
 
-// One-row tiles (p = 1: a LayerNorm per token) go kTileBlock at a time through their statistics:
+// One-row tiles (p = 1: a LayerNorm per token) go kRowBlock (norm.h) at a time through their statistics:
 // a group's sums are a chain of dependent double adds along its channels (taken in the same order as
 // tileStats and the per-tile gradient sums, so the same bits), and a block keeps that many chains in
 // flight instead of one. Tiles of several rows keep one tile per block: their row sums dominate.
-constexpr int64_t kTileBlock = kRowBlock;
+int64_t tileBlock(const ModDims& d) { return d.p == 1 ? kRowBlock : 1; }
 
-int64_t tileBlock(const ModDims& d) { return d.p == 1 ? kTileBlock : 1; }
-
-// tileStats for the one-row tiles [at0, at0 + nr), nr <= kTileBlock, group by group.
+// tileStats for the one-row tiles [at0, at0 + nr), nr <= kRowBlock, group by group.
 void rowBlockStats(const float* x, int64_t at0, int64_t nr, int64_t c, int64_t g, float eps, float* mean, float* rstd) {
   const int64_t cg = c / g;
-  const float* row[kTileBlock];
-  for (int64_t r = 0; r < kTileBlock; ++r) row[r] = x + (at0 + std::min(r, nr - 1)) * c;
+  const float* row[kRowBlock];
+  for (int64_t r = 0; r < kRowBlock; ++r) row[r] = x + (at0 + std::min(r, nr - 1)) * c;
   for (int64_t k = 0; k < g; ++k) rowBlockMoments(row, nr, k * cg, (k + 1) * cg, eps, mean + at0 * g + k, rstd + at0 * g + k, g);
 }
 
@@ -137,17 +135,17 @@ void rowBlockStats(const float* x, int64_t at0, int64_t nr, int64_t c, int64_t g
 void blockGradMeans(const ModDims& d, const double* allDz, const double* allDzXhat, const float* mod, int64_t at0, int64_t nr, float* ma, float* mb) {
   const int64_t c = d.c, g = d.g, cg = c / g;
   const double count = static_cast<double>(d.p * cg);
-  const double* dz[kTileBlock];
-  const double* dzx[kTileBlock];
-  const float* scale[kTileBlock];
-  for (int64_t r = 0; r < kTileBlock; ++r) {
+  const double* dz[kRowBlock];
+  const double* dzx[kRowBlock];
+  const float* scale[kRowBlock];
+  for (int64_t r = 0; r < kRowBlock; ++r) {
     const int64_t at = at0 + std::min(r, nr - 1);
     dz[r] = allDz + at * c, dzx[r] = allDzXhat + at * c, scale[r] = mod + (at / d.t) * d.width + d.scaleOff;
   }
   for (int64_t k = 0; k < g; ++k) {
-    double s1[kTileBlock] = {}, s2[kTileBlock] = {};
+    double s1[kRowBlock] = {}, s2[kRowBlock] = {};
     for (int64_t ch = k * cg; ch < (k + 1) * cg; ++ch) {
-      for (int64_t r = 0; r < kTileBlock; ++r) {
+      for (int64_t r = 0; r < kRowBlock; ++r) {
         const float gain = 1.f + scale[r][ch];
         s1[r] += gain * dz[r][ch];
         s2[r] += gain * dzx[r][ch];
@@ -206,7 +204,7 @@ void backward(const ModDims& d, const float* dy, const float* x, const float* mo
   double* const allDzXhat = tileDzXhat.data();
 #pragma omp parallel if (parallelOver(d))
   {
-    std::vector<float> chMean(c), chRstd(c), a(c), bc(c), ma(kTileBlock * g), mb(kTileBlock * g);
+    std::vector<float> chMean(c), chRstd(c), a(c), bc(c), ma(kRowBlock * g), mb(kRowBlock * g);
     SampleGain gainOf(c);
 #pragma omp for schedule(static)
     for (int64_t blk = 0; blk < blocks; ++blk) {
