@@ -120,9 +120,9 @@ describe('LoRA injection into the DiT', () => {
     model.loadStateDict(ditLoraState, { strict: false });
     const adapted = model.forward(x, t, y);
     expect(maxAbsDiff(adapted, plain)).toBeGreaterThan(1e-2);
-    lm.setEnabled(false);
-    expect(maxAbsDiff(model.forward(x, t, y), plain)).toBe(0);
-    lm.setEnabled(true);
+    expect(lm.withAdaptersDisabled(() => maxAbsDiff(model.forward(x, t, y), plain))).toBe(0);
+    expect(() => lm.withAdaptersDisabled(() => { throw new Error('inside'); })).toThrow('inside');
+    expect(maxAbsDiff(model.forward(x, t, y), adapted)).toBe(0);
     lm.unload({ merge: true });
     expect([...model.stateDict().keys()].sort()).toEqual(names);
     for (const [k, v] of model.namedParameters()) expect(v.trainable, k).toBe(flags.get(k));

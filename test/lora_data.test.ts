@@ -4,7 +4,7 @@ import path from 'node:path';
 import sharp from 'sharp';
 import { afterAll, describe, expect, it } from 'vitest';
 import { BucketSampler, assignBuckets, bucketResolutions, formatBucketReport, selectBucket } from '../src/data/buckets.js';
-import { applyCaptionOps, checkTriggerWord } from '../src/data/caption_ops.js';
+import { applyCaptionOps, checkTriggerWord, mentionsTrigger } from '../src/data/caption_ops.js';
 import { kohyaBucketInfo, readBrandImage, scanBrandFolder, tagFrequency } from '../src/data/brand_folder.js';
 import { sampleMembers, tarBytes } from '../src/curate/webdataset.js';
 import { UsageError } from '../src/util/errors.js';
@@ -96,6 +96,15 @@ describe('aspect-ratio buckets (kohya maths, fixture from scripts/fixtures/lora_
 });
 
 describe('caption ops', () => {
+  it('mentionsTrigger finds the trigger as a tag or a word wherever shuffling put it, and nowhere else', () => {
+    expect(mentionsTrigger('sfbrand, a red circle', 'sfbrand')).toBe(true);
+    expect(mentionsTrigger('a red circle, SFBrand', 'sfbrand')).toBe(true);
+    expect(mentionsTrigger('a photo in sfbrand style', 'sfbrand')).toBe(true);
+    expect(mentionsTrigger('a red circle', 'sfbrand')).toBe(false);
+    expect(mentionsTrigger('sfbrands, sfbrandx logo', 'sfbrand')).toBe(false);
+    expect(mentionsTrigger('', 'sfbrand')).toBe(false);
+  });
+
   const caption = 'brandx, logo, red, on white, flat, vector';
 
   it('tag shuffle keeps the first keep_tokens tags in place and is deterministic per Rng state', () => {

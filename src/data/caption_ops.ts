@@ -76,3 +76,9 @@ export function checkTriggerWord(trigger: string, separator = ',', tokenize?: (t
   if (t.includes(separator)) throw new UsageError(`trigger word ${JSON.stringify(trigger)} contains the tag separator '${separator}'`);
   return t;
 }
+
+/** Whether `caption` carries `trigger` as one of its tags or words (kohya captions put it first, but tag shuffle may move it). */
+export function mentionsTrigger(caption: string, trigger: string, separator = ','): boolean {
+  const t = trigger.trim().toLowerCase();
+  return caption.split(separator).some((tag) => tag.trim().toLowerCase().split(/\s+/).includes(t));
+}

@@ -140,6 +140,16 @@ export class LoraModel {
     for (const a of this.adapters.values()) a.enabled = enabled;
   }
 
+  /** `fn` run on the base model alone, every branch back on afterwards even if it throws (PEFT's `with model.disable_adapter():`). */
+  withAdaptersDisabled<T>(fn: () => T): T {
+    this.setEnabled(false);
+    try {
+      return fn();
+    } finally {
+      this.setEnabled(true);
+    }
+  }
+
   /**
    * Remove the adapters and give the base weights their trainable flags back. With merge: true the
    * update is folded in first (PEFT's merge_and_unload); otherwise the base model is as before.

@@ -58,6 +58,15 @@ export const ditLoraTrainSchema = z.strictObject({
   grad_clip: z.number().positive().optional().default(1),
   grad_accum: positiveInt.default(1),
   ema: z.strictObject({ enabled: z.boolean().default(false), decay: z.number().min(0).max(1).default(0.99) }).prefault({}),
+  prior_loss: z
+    .strictObject({
+      target: z
+        .enum(['data', 'base'])
+        .default('data')
+        .describe("prior samples (this step's caption lacks the trigger, dropped captions included): 'data' regresses their own image as kohya's reg images do; 'base' regresses the frozen base's prediction"),
+      weight: z.number().min(0).default(1).describe("their loss weight (kohya's prior_loss_weight)"),
+    })
+    .prefault({}),
 });
 
 export const ditLoraSampleSchema = z.strictObject({
@@ -86,6 +95,9 @@ export const ditLoraRecipeSchema = z
     if (r.data.source === 'folder' && !r.data.folder) ctx.addIssue({ code: 'custom', path: ['data', 'folder'], message: 'data.source: folder needs data.folder' });
     if (!/[\p{L}\p{N}]/u.test(r.data.trigger)) {
       ctx.addIssue({ code: 'custom', path: ['data', 'trigger'], message: `trigger word ${JSON.stringify(r.data.trigger)} has no letter or digit: it would tokenise to nothing` });
+    }
+    if (r.train.prior_loss.target === 'base' && r.lora.trainable.length > 0) {
+      ctx.addIssue({ code: 'custom', path: ['train', 'prior_loss', 'target'], message: "prior_loss.target: base needs lora.trainable empty: trained base parameters would move the 'frozen' prediction along" });
     }
     if (r.sample.sampler !== undefined && !samplerNames().includes(r.sample.sampler)) {
       ctx.addIssue({ code: 'custom', path: ['sample', 'sampler'], message: `unknown sampler '${r.sample.sampler}'; known: ${samplerNames().join(', ')}` });

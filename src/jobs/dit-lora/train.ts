@@ -1,7 +1,7 @@
 import { tf } from '../../backend/tf.js';
-import { applyCaptionOps, type CaptionOpsOptions } from '../../data/caption_ops.js';
+import { applyCaptionOps, type CaptionOpsOptions, mentionsTrigger } from '../../data/caption_ops.js';
 import type { BucketSampler } from '../../data/buckets.js';
-import { ddpmLoss, flowInterpolate, flowLoss, qSample, sampleFlowTimes, sampleTimesteps } from '../../diffusion/objectives.js';
+import { ddpmLoss, flowInterpolate, flowLoss, meanFlat, qSample, sampleFlowTimes, sampleTimesteps } from '../../diffusion/objectives.js';
 import type { LoraModel } from '../../lora/inject.js';
 import { EMA } from '../../train/ema.js';
 import { makeOptimizer, phaseSchedule } from '../../train/recipe_parts.js';
@@ -60,7 +60,8 @@ export async function trainDitLora(opts: DitLoraTrainOptions): Promise<DitLoraTr
   const ema = r.train.ema.enabled ? new EMA(pipeline, { decay: r.train.ema.decay, warmup: 'num_updates' }) : null;
   const stepFn = new StepFunction({ params, optimizer, ema, gradAccum: r.train.grad_accum, clip: r.train.grad_clip, lossScaler: session.lossScaler });
   const settings = loraSampleSettings(r, base);
-  const gridPrompts = r.sample.prompts ?? data.items.filter((it) => !it.caption.startsWith(opts.trigger)).slice(0, 3).map((it) => it.caption);
+  const prior = r.train.prior_loss;
+  const gridPrompts = r.sample.prompts ?? data.items.filter((it) => !mentionsTrigger(it.caption, opts.trigger)).slice(0, 3).map((it) => it.caption);
   const writeGrid = async (step: number): Promise<void> => {
     const grid = await saveLoraGrid(`${session.run.samples}/step-${String(step).padStart(6, '0')}.png`, { base, lora: opts.lora, prompts: gridPrompts, trigger: opts.trigger, strengths: r.sample.strengths, settings });
     await session.tb.image('samples', { rgb: grid.rgb, width: grid.width, height: grid.height, channels: 3 }, step);
@@ -84,17 +85,40 @@ export async function trainDitLora(opts: DitLoraTrainOptions): Promise<DitLoraTr
       }
       return { xt: qSample(schedule!, x, times, noise), target: noise.clone(), modelT: tf.tensor1d(Float32Array.from(times)) };
     });
+    // Prior samples (this step's caption lacks the trigger: prior images, and any caption dropped to the
+    // empty prompt) can learn what the frozen base predicts for the same noisy input and caption instead of
+    // their own data target: the adapters then leave plain prompts, and the unconditional branch guidance
+    // leans on, where the base had them.
+    const plain = captions.map((c) => !mentionsTrigger(c, opts.trigger));
+    const anchor = prior.target === 'base' && plain.some(Boolean) ? frozenBasePrediction(xt, modelT, captions) : null;
+    const weights = tf.tensor1d(plain.map((p) => (p ? prior.weight : 1)));
     return {
       loss: () => {
         const cond = pipeline.encodePrompts(captions);
         const out = pipeline.dit.forward(xt, modelT, cond);
         disposeCondition(cond);
-        if (objective.type === 'flow') return flowLoss(out, target, times, { minSnrGamma: objective.minSnrGamma }).loss.mean() as tf.Scalar;
-        return ddpmLoss(schedule!, out, { x0: x, xt, noise, t: times }, { learnSigma: arch.model.learnSigma, minSnrGamma: objective.minSnrGamma }).loss.mean() as tf.Scalar;
+        const perSample =
+          objective.type === 'flow'
+            ? flowLoss(out, target, times, { minSnrGamma: objective.minSnrGamma }).loss
+            : ddpmLoss(schedule!, out, { x0: x, xt, noise, t: times }, { learnSigma: arch.model.learnSigma, minSnrGamma: objective.minSnrGamma }).loss;
+        if (!anchor) return perSample.mul(weights).mean() as tf.Scalar;
+        const toBase = meanFlat(out.sub(anchor).square());
+        return tf.where(tf.tensor1d(plain, 'bool'), toBase, perSample).mul(weights).mean() as tf.Scalar;
       },
-      done: () => tf.dispose([x, noise, xt, target, modelT]),
+      done: () => tf.dispose([x, noise, xt, target, modelT, weights, ...(anchor ? [anchor] : [])]),
     };
   };
+
+  /** The base's own output (every adapter off), computed outside the gradient tape. */
+  const frozenBasePrediction = (xt: tf.Tensor4D, t: tf.Tensor1D, captions: string[]): tf.Tensor4D =>
+    opts.lora.withAdaptersDisabled(() =>
+      tf.tidy(() => {
+        const cond = pipeline.encodePrompts(captions);
+        const out = pipeline.dit.forward(xt, t, cond);
+        disposeCondition(cond);
+        return out;
+      }),
+    );
 
   pipeline.train();
   const started = Date.now();
