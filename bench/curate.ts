@@ -41,6 +41,8 @@ export interface CurateBenchOptions {
    * different quality so their bytes differ).
    */
   photos?: string;
+  /** JPEG chroma of our output (default 4:2:0, what the peer's cv2.imencode writes; 'auto' is curate's default, 4:4:4 at q95). */
+  chroma?: 'auto' | '4:2:0' | '4:4:4';
   /** Python with python3-opencv, -pil, -numpy, -scipy for the peer (default /usr/bin/python3). */
   peerPython?: string;
   log?: (line: string) => void;
@@ -109,6 +111,7 @@ export async function runCurateBench(opts: CurateBenchOptions = {}): Promise<Ben
   const repeats = opts.repeats ?? 5;
   const cores = opts.concurrency ?? resolveConcurrency(curateConfig({ input: { paths: ['.'] } }));
   const python = opts.peerPython ?? PEER_PYTHON;
+  const chroma = opts.chroma ?? '4:2:0';
   const log = opts.log ?? (() => undefined);
   const root = mkdtempSync(join(tmpdir(), 'sf-curate-bench-'));
   try {
@@ -132,7 +135,8 @@ export async function runCurateBench(opts: CurateBenchOptions = {}): Promise<Ben
         input: { paths: [inDir] },
         decode: { mode },
         resize: { size, mode: 'border' },
-        output: { image_format: 'jpg', quality: 95 },
+        // The peer's cv2.imencode writes 4:2:0 (libjpeg's default): by default both sides encode the same format.
+        output: { image_format: 'jpg', quality: 95, chroma_subsampling: chroma },
         concurrency,
       });
     const outDir = join(root, 'out');
@@ -185,7 +189,7 @@ export async function runCurateBench(opts: CurateBenchOptions = {}): Promise<Ben
       fig[b]!.length ? median(fig[a]!.map((f, i) => per(f) / per(fig[b]![i]!))) : NaN;
     const wall = (f: RunFigures) => f.perSecond;
     const perCpu = (f: RunFigures) => f.perCpuSecond;
-    const where = `${n} ${photos.length ? `photographs from ${opts.photos}, ` : 'generated '}JPEGs ${width}x${height} → ${size} border jpg q95, median of ${repeats}, load average ${os.loadavg()[0]!.toFixed(1)} on ${os.cpus().length} cores`;
+    const where = `${n} ${photos.length ? `photographs from ${opts.photos}, ` : 'generated '}JPEGs ${width}x${height} → ${size} border jpg q95, chroma ${chroma} (the peer: 4:2:0), median of ${repeats}, load average ${os.loadavg()[0]!.toFixed(1)} on ${os.cpus().length} cores`;
     const rows: BenchRow[] = [
       { name: 'curate.throughput.1', value: m('ours1'), unit: 'images/s', note: `decode.mode fast, 1 thread; ${where}` },
       { name: `curate.throughput.${cores}`, value: m('oursAll'), unit: 'images/s', note: `decode.mode fast, ${cores} workers (started)` },
@@ -224,7 +228,7 @@ export async function runCurateBench(opts: CurateBenchOptions = {}): Promise<Ben
     const small = { rgb: shared.rgb, width: shared.width, height: shared.height };
     const analysed = shrinkForAnalysis(small, 256);
     const reps = 5;
-    const enc = { format: 'jpg' as const, quality: 95, padColour: [255, 255, 255] as const };
+    const enc = { format: 'jpg' as const, quality: 95, padColour: [255, 255, 255] as const, chromaSubsampling: chroma };
     rows.push(
       { name: 'curate.step.decode', value: await timeIt(reps, () => decodeImage(bytes, dopts)), unit: 'ms/image', note: `exact: full decode ${width}x${height}` },
       { name: 'curate.step.exact_hash', value: await timeIt(reps, async () => exactPixelHash(img)), unit: 'ms/image', note: 'exact: SHA-256 of full-resolution pixels' },
@@ -246,5 +250,8 @@ export async function runCurateBench(opts: CurateBenchOptions = {}): Promise<Ben
 if (import.meta.url === `file://${process.argv[1]}`) {
   const photosAt = process.argv.indexOf('--photos');
   const photos = photosAt > 0 ? process.argv[photosAt + 1] : undefined;
-  for (const r of await runCurateBench({ ...(photos ? { photos } : {}), log: (l) => process.stderr.write(`  ${l}\n`) })) console.log(`${r.name.padEnd(28)} ${r.value.toFixed(2).padStart(9)} ${r.unit}${r.note ? `  (${r.note})` : ''}`);
+  const chromaAt = process.argv.indexOf('--chroma');
+  const chroma = chromaAt > 0 ? process.argv[chromaAt + 1] : undefined;
+  if (chroma !== undefined && chroma !== 'auto' && chroma !== '4:2:0' && chroma !== '4:4:4') throw new Error(`--chroma: auto, 4:2:0 or 4:4:4, not ${chroma}`);
+  for (const r of await runCurateBench({ ...(photos ? { photos } : {}), ...(chroma ? { chroma } : {}), log: (l) => process.stderr.write(`  ${l}\n`) })) console.log(`${r.name.padEnd(28)} ${r.value.toFixed(2).padStart(9)} ${r.unit}${r.note ? `  (${r.note})` : ''}`);
 }

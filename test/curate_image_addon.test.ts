@@ -210,4 +210,16 @@ describe.skipIf(!addon)('image addon: JPEG encode', () => {
     expect(Buffer.compare(a, b)).toBe(0);
     expect(() => addon!.jpegEncode(rgb, 64, 64, 64, 64, 0, 0, Uint8Array.of(255, 255, 255), 0, true, false)).toThrow(/quality/);
   });
+
+  it("output.chroma_subsampling: 'auto' follows the quality rule, '4:2:0' and '4:4:4' are what they say, on the addon and on sharp", async () => {
+    const rgb = pattern(64, 48, 5);
+    const plan = planResize(64, 48, 32, 'border', false);
+    const chroma = async (quality: number, chromaSubsampling?: 'auto' | '4:2:0' | '4:4:4') =>
+      (await sharp((await resizeAndEncode(rgb, 64, 48, plan, { format: 'jpg', quality, padColour: [255, 255, 255], ...(chromaSubsampling ? { chromaSubsampling } : {}) })).bytes).metadata()).chromaSubsampling;
+    expect(await chroma(95)).toBe('4:4:4');
+    expect(await chroma(95, 'auto')).toBe('4:4:4');
+    expect(await chroma(80, 'auto')).toBe('4:2:0');
+    expect(await chroma(95, '4:2:0')).toBe('4:2:0');
+    expect(await chroma(80, '4:4:4')).toBe('4:4:4');
+  });
 });

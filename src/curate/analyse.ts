@@ -33,6 +33,7 @@ export function analysisFingerprint(cfg: CurateConfig): string {
     image_format: cfg.output.image_format,
     quality: cfg.output.quality,
     optimize_coding: cfg.output.optimize_coding,
+    chroma_subsampling: cfg.output.chroma_subsampling,
     // libjpeg-turbo and libvips decode shrink-on-load and encode slightly differently.
     jpeg: jpegCodecName(),
   };
@@ -57,6 +58,7 @@ export async function analyseFile(bytes: Uint8Array, sha256: string, cfg: Curate
     quality: cfg.output.quality,
     padColour: parseHexColour(cfg.resize.border_colour),
     optimizeCoding: cfg.output.optimize_coding,
+    chromaSubsampling: cfg.output.chroma_subsampling,
   });
   const rel = join(CACHE_DIR, analysisFingerprint(cfg), `${sha256}.${cfg.output.image_format}`);
   const abs = join(cacheRoot, rel);

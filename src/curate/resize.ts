@@ -73,6 +73,14 @@ export interface EncodeOptions {
   padColour: readonly [number, number, number];
   /** jpg: optimised Huffman tables (lossless: same pixels, a few % smaller, about twice the encode time). */
   optimizeCoding?: boolean;
+  /** jpg chroma: 'auto' (default) is 4:4:4 from quality 90, 4:2:0 below. */
+  chromaSubsampling?: 'auto' | '4:2:0' | '4:4:4';
+}
+
+/** Whether a JPEG at these settings keeps full-resolution chroma. */
+export function fullChroma(enc: EncodeOptions): boolean {
+  const mode = enc.chromaSubsampling ?? 'auto';
+  return mode === 'auto' ? enc.quality >= 90 : mode === '4:4:4';
 }
 
 export interface ResizedImage {
@@ -97,7 +105,7 @@ export async function resizeAndEncode(
     const scaled = plan.scaled.width !== width || plan.scaled.height !== height ? await lanczos3({ rgb, width, height }, plan.scaled.width, plan.scaled.height) : { rgb, width, height };
     const left = plan.crop ? -plan.crop.left : (plan.pad?.left ?? 0);
     const top = plan.crop ? -plan.crop.top : (plan.pad?.top ?? 0);
-    const bytes = turbo.jpegEncode(scaled.rgb, scaled.width, scaled.height, plan.width, plan.height, left, top, Uint8Array.from(enc.padColour), enc.quality, enc.quality >= 90, enc.optimizeCoding ?? false);
+    const bytes = turbo.jpegEncode(scaled.rgb, scaled.width, scaled.height, plan.width, plan.height, left, top, Uint8Array.from(enc.padColour), enc.quality, fullChroma(enc), enc.optimizeCoding ?? false);
     return { bytes: new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength), width: plan.width, height: plan.height };
   }
   let img = sharp(rgb, { raw: { width, height, channels: 3 } });
@@ -112,7 +120,7 @@ export async function resizeAndEncode(
   }
   switch (enc.format) {
     case 'jpg':
-      img = img.jpeg({ quality: enc.quality, chromaSubsampling: enc.quality >= 90 ? '4:4:4' : '4:2:0', optimiseCoding: enc.optimizeCoding ?? false });
+      img = img.jpeg({ quality: enc.quality, chromaSubsampling: fullChroma(enc) ? '4:4:4' : '4:2:0', optimiseCoding: enc.optimizeCoding ?? false });
       break;
     case 'png':
       img = img.png();

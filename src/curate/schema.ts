@@ -88,6 +88,10 @@ export const curateOutputSchema = z.strictObject({
   format: z.enum(['folder', 'webdataset']).default('folder'),
   image_format: z.enum(OUTPUT_FORMATS).default('jpg'),
   quality: z.number().int().min(1).max(100).default(95).describe('jpg/webp quality'),
+  chroma_subsampling: z
+    .enum(['auto', '4:2:0', '4:4:4'])
+    .default('auto')
+    .describe("jpg: 'auto' keeps full-resolution chroma (4:4:4) from quality 90 and halves it (4:2:0) below; '4:2:0' is what img2dataset (OpenCV), Pillow and sharp write by default"),
   optimize_coding: z.boolean().default(false).describe('jpg: optimised Huffman tables — lossless, a few % smaller files, about twice the encode time'),
   samples_per_shard: positiveInt.default(10_000).describe('webdataset: samples per .tar'),
   thumbnails: z.number().int().min(0).default(200).describe('report: at most this many duplicate groups and rejected images with thumbnails'),
