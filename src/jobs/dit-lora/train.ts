@@ -86,9 +86,8 @@ export async function trainDitLora(opts: DitLoraTrainOptions): Promise<DitLoraTr
       return { xt: qSample(schedule!, x, times, noise), target: noise.clone(), modelT: tf.tensor1d(Float32Array.from(times)) };
     });
     // Prior samples (this step's caption lacks the trigger: prior images, and any caption dropped to the
-    // empty prompt) can learn what the frozen base predicts for the same noisy input and caption instead of
-    // their own data target: the adapters then leave plain prompts, and the unconditional branch guidance
-    // leans on, where the base had them.
+    // empty prompt) can regress what the frozen base predicts for the same noisy input and caption instead
+    // of their own image, so that the adapters leave plain prompts where the base had them.
     const plain = captions.map((c) => !mentionsTrigger(c, opts.trigger));
     const anchor = prior.target === 'base' && plain.some(Boolean) ? frozenBasePrediction(xt, modelT, captions) : null;
     const weights = tf.tensor1d(plain.map((p) => (p ? prior.weight : 1)));
