@@ -4,6 +4,7 @@ import { tf } from '../src/backend/tf.js';
 import { loadNativeAddon } from '../src/backend/native/addon.js';
 import { NATIVE_BACKEND, registerNativeBackend } from '../src/backend/native/backend.js';
 import { bf16Hardware, nativeBf16Active, setNativeBf16 } from '../src/backend/native/bf16.js';
+import { hasBf16Copy, rescanFrozenWeights } from '../src/backend/native/bf16_operands.js';
 import { fallbackCounts } from '../src/backend/native/storage.js';
 import { chooseComputeMode, installComputePrecision, resetComputePrecision } from '../src/train/compute_precision.js';
 import { computeCast } from '../src/nn/compute_cast.js';
@@ -158,6 +159,55 @@ describe.skipIf(!hardware)(`bf16 kernels on oneDNN (${hardware ?? 'no bf16 CPU'}
       expectBf16Product(got, ref.out, ref.absSum, fp32.out, label);
     });
   }
+
+  const arrayOf = (t: tf.Tensor) => (tf.backend() as unknown as { data: { get(id: object): { values: Float32Array } } }).data.get(t.dataId).values;
+
+  it('a frozen weight is converted once and passed as its kept bf16 copy, with bit-identical results; trainable weights are not kept', () => {
+    // [64, 384] · [256, 384]ᵀ: the weight is above MIN_CACHED_LENGTH; the activation changes every call.
+    const wv = randn(256 * 384);
+    const frozen = tf.variable(tf.tensor2d(wv, [256, 384]), false);
+    const trainable = tf.variable(tf.tensor2d(Float32Array.from(wv), [256, 384]), true); // its own array: tensor2d(wv) would share wv
+    rescanFrozenWeights();
+    const xs = Array.from({ length: 3 }, () => randn(64 * 384));
+    const viaFrozen = xs.map((x) => inBf16('BatchMatMul', () => tf.tidy(() => tf.matMul(tf.tensor2d(x, [64, 384]), frozen, false, true))));
+    expect(hasBf16Copy(arrayOf(frozen))).toBe(true);
+    const viaTrainable = xs.map((x) => inBf16('BatchMatMul', () => tf.tidy(() => tf.matMul(tf.tensor2d(x, [64, 384]), trainable, false, true))));
+    expect(hasBf16Copy(arrayOf(trainable))).toBe(false);
+    for (let i = 0; i < xs.length; i++) expect(Array.from(viaFrozen[i]!), `call ${i + 1}`).toEqual(Array.from(viaTrainable[i]!));
+    const ref = referenceMatMul(roundAll(xs[2]!), [64, 384], roundAll(wv), [256, 384], false, true);
+    const fp32 = referenceMatMul(xs[2]!, [64, 384], wv, [256, 384], false, true);
+    expectBf16Product(viaFrozen[2]!, ref.out, ref.absSum, fp32.out, 'cached weight');
+    tf.dispose([frozen, trainable]);
+  });
+
+  it('a recycled buffer forgets its bf16 copy: new contents, right product', () => {
+    const shape: [number, number] = [128, 256];
+    const x = tf.tensor2d(randn(8 * 256), [8, 256]);
+    // A frozen variable on the output of a native kernel, so its array comes from (and returns to) the pool.
+    const source = tf.tensor2d(randn(128 * 256), shape);
+    const initial = tf.tidy(() => source.mul(1));
+    const weight = tf.variable(initial, false);
+    const values = arrayOf(weight);
+    rescanFrozenWeights();
+    inBf16('BatchMatMul', () => tf.tidy(() => tf.matMul(x, weight, false, true)));
+    expect(hasBf16Copy(values)).toBe(true);
+    tf.dispose([weight, initial]);
+    const second = randn(128 * 256);
+    const secondSource = tf.tensor2d(second, shape);
+    const reuse = tf.tidy(() => secondSource.mul(1));
+    expect(arrayOf(reuse)).toBe(values); // the pool handed the same array back …
+    expect(hasBf16Copy(values)).toBe(false); // … without the old copy
+    const got = inBf16('BatchMatMul', () => tf.tidy(() => tf.matMul(x, reuse, false, true)));
+    const ref = referenceMatMul(roundAll(x.dataSync() as Float32Array), [8, 256], roundAll(second), shape, false, true);
+    const fp32 = referenceMatMul(x.dataSync(), [8, 256], second, shape, false, true);
+    expectBf16Product(got, ref.out, ref.absSum, fp32.out, 'recycled');
+    tf.dispose([x, source, reuse, secondSource]);
+  });
+
+  it('refuses bf16 operands while the bf16 kernels are off', () => {
+    const a = new Uint16Array(4 * 4);
+    expect(() => addon.matmul(Int32Array.of(4, 4), Int32Array.of(4, 4), false, false, a, new Float32Array(16), null, new Float32Array(16), 0, 0)).toThrow(/bf16 kernels on/);
+  });
 
   it('fused matmul with bias and relu (Linear with an activation)', () => {
     const a = randn(19 * 48), w = randn(31 * 48), bias = randn(31);

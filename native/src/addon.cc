@@ -136,11 +136,18 @@ napi_value matmul(napi_env env, napi_callback_info cb) {
     if (da != db && da != 1 && db != 1) throw JsError{"matmul: batch dims do not broadcast"};
     batch *= std::max(da, db);
   }
-  auto a = typedArg<float>(env, argv[4], "a");
-  auto b = typedArg<float>(env, argv[5], "b");
+  // a and b may each come as their bf16 bits (a Uint16Array from toBf16) when the bf16 kernels are on.
+  const bool aIsBf16 = isTypedArrayOf(env, argv[4], napi_uint16_array), bIsBf16 = isTypedArrayOf(env, argv[5], napi_uint16_array);
+  if ((aIsBf16 || bIsBf16) && !bf16Compute()) throw JsError{"matmul: bf16 operands (Uint16Array) need the bf16 kernels on"};
+  TypedView<float> a, b;
+  TypedView<uint16_t> aBf16, bBf16;
+  if (aIsBf16) aBf16 = typedArg<uint16_t>(env, argv[4], "a");
+  else a = typedArg<float>(env, argv[4], "a");
+  if (bIsBf16) bBf16 = typedArg<uint16_t>(env, argv[5], "b");
+  else b = typedArg<float>(env, argv[5], "b");
   auto c = typedArg<float>(env, argv[7], "c");
-  requireLength(a.length, product(s.aDims), "a");
-  requireLength(b.length, product(s.bDims), "b");
+  requireLength(aIsBf16 ? aBf16.length : a.length, product(s.aDims), "a");
+  requireLength(bIsBf16 ? bBf16.length : b.length, product(s.bDims), "b");
   requireLength(c.length, batch * m * n, "c");
   const float* bias = nullptr;
   s.withBias = !isNullish(env, argv[6]);
@@ -149,7 +156,19 @@ napi_value matmul(napi_env env, napi_callback_info cb) {
     requireLength(bv.length, n, "bias");
     bias = bv.data;
   }
-  return makeString(env, (bf16Compute() ? runBf16Matmul : runMatmul)(s, a.data, b.data, bias, c.data));
+  if (bf16Compute()) return makeString(env, runBf16Matmul(s, a.data, b.data, bias, c.data, aBf16.data, bBf16.data));
+  return makeString(env, runMatmul(s, a.data, b.data, bias, c.data));
+}
+
+// toBf16(src Float32Array, dst Uint16Array): dst = src rounded to bf16 (convertToBf16).
+napi_value toBf16(napi_env env, napi_callback_info cb) {
+  napi_value argv[2];
+  getArgs(env, cb, argv, "toBf16");
+  auto src = typedArg<float>(env, argv[0], "src");
+  auto dst = typedArg<uint16_t>(env, argv[1], "dst");
+  requireLength(dst.length, static_cast<int64_t>(src.length), "dst");
+  convertToBf16(src.data, dst.data, static_cast<int64_t>(src.length));
+  return nullptr;
 }
 
 // conv(kind, params[19], alpha, in1, in2, bias|null, out) -> implementation
@@ -686,6 +705,7 @@ napi_value init(napi_env env, napi_value exports) {
       {"setThreads", nullptr, guarded<setThreads>, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"sgemm", nullptr, guarded<gemm>, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"matmul", nullptr, guarded<matmul>, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"toBf16", nullptr, guarded<toBf16>, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"conv", nullptr, guarded<conv>, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"setBf16Compute", nullptr, guarded<setBf16>, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"asyncSignalsBlocked", nullptr, guarded<asyncSignalsBlocked>, nullptr, nullptr, nullptr, napi_default, nullptr},

@@ -243,12 +243,13 @@ void convertToBf16(const float* src, uint16_t* dst, int64_t n) {
   for (int64_t c = 0; c < chunks; ++c) run(c * kChunk, std::min(n, (c + 1) * kChunk));
 }
 
-const std::string& runBf16Matmul(const MatmulShape& s, const float* a, const float* b, const float* bias, float* c) {
+const std::string& runBf16Matmul(const MatmulShape& s, const float* a, const float* b, const float* bias, float* c, const uint16_t* aBf16,
+                                 const uint16_t* bBf16) {
   static ShapeCache<MatmulEntry> cache;
   MatmulEntry& e = cache.get(s.key(), [&] { return buildMatmul(s); });
   ThreadScope threads(e.singleThread);
-  e.a.point(scratch(0).fill(a, elements(s.aDims)));
-  e.b.point(scratch(1).fill(b, elements(s.bDims)));
+  e.a.point(aBf16 ? const_cast<uint16_t*>(aBf16) : scratch(0).fill(a, elements(s.aDims)));
+  e.b.point(bBf16 ? const_cast<uint16_t*>(bBf16) : scratch(1).fill(b, elements(s.bDims)));
   e.c.point(c);
   dnnl_exec_arg_t args[4] = {{DNNL_ARG_SRC, e.a.m}, {DNNL_ARG_WEIGHTS, e.b.m}, {DNNL_ARG_DST, e.c.m}, {DNNL_ARG_BIAS, nullptr}};
   int n = 3;

@@ -21,7 +21,9 @@ void convertToBf16(const float* src, uint16_t* dst, int64_t n);
 
 // The bf16 counterparts of runMatmul and runConv: same shapes, same fp32 buffers, same results up
 // to the rounding of the operands to bf16. Return the oneDNN implementation name.
-const std::string& runBf16Matmul(const MatmulShape& s, const float* a, const float* b, const float* bias, float* c);
+// aBf16/bBf16, when given, are that operand already converted (convertToBf16 of a/b, which may then be null).
+const std::string& runBf16Matmul(const MatmulShape& s, const float* a, const float* b, const float* bias, float* c, const uint16_t* aBf16 = nullptr,
+                                 const uint16_t* bBf16 = nullptr);
 const std::string& runBf16Conv(ConvKind kind, const ConvShape& s, const float* in1, const float* in2, const float* bias, float* out);
 
 // oneDNN 2.6 treats Intel AMX as "initial support": its default dispatch (dnnl_cpu_isa_all)

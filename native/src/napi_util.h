@@ -36,6 +36,12 @@ struct TypedArrayKind<int32_t> {
   static constexpr napi_typedarray_type type = napi_int32_array;
   static constexpr const char* name = "an Int32Array";
 };
+// bf16 bits (the upper half of an fp32), as the matmul kernels' pre-converted operands.
+template <>
+struct TypedArrayKind<uint16_t> {
+  static constexpr napi_typedarray_type type = napi_uint16_array;
+  static constexpr const char* name = "a Uint16Array";
+};
 // tfjs stores bool tensors as Uint8Array.
 template <>
 struct TypedArrayKind<uint8_t> {
@@ -58,6 +64,20 @@ TypedView<T> typedArg(napi_env env, napi_value v, const char* name) {
   check(env, napi_get_typedarray_info(env, v, &type, &length, &data, &buffer, &offset), "typedarray_info");
   if (type != expected) throw JsError{std::string(name) + ": expected " + TypedArrayKind<T>::name};
   return {static_cast<T*>(data), length};
+}
+
+// Whether v is a typed array of the given element type.
+inline bool isTypedArrayOf(napi_env env, napi_value v, napi_typedarray_type want) {
+  bool isTyped = false;
+  check(env, napi_is_typedarray(env, v, &isTyped), "is_typedarray");
+  if (!isTyped) return false;
+  napi_typedarray_type type;
+  size_t length;
+  void* data;
+  napi_value buffer;
+  size_t offset;
+  check(env, napi_get_typedarray_info(env, v, &type, &length, &data, &buffer, &offset), "typedarray_info");
+  return type == want;
 }
 
 inline bool isNullish(napi_env env, napi_value v) {

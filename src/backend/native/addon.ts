@@ -33,13 +33,16 @@ export interface NativeAddon extends FusedLayerAddon {
     bDims: Int32Array,
     transA: boolean,
     transB: boolean,
-    a: Float32Array,
-    b: Float32Array,
+    /** Either operand may be its bf16 bits (toBf16) while the bf16 kernels are on. */
+    a: Float32Array | Uint16Array,
+    b: Float32Array | Uint16Array,
     bias: Float32Array | null,
     c: Float32Array,
     activation: number,
     alpha: number,
   ): string;
+  /** dst = src rounded to bf16 (round to nearest even), the conversion the bf16 kernels make. */
+  toBf16(src: Float32Array, dst: Uint16Array): void;
   /** oneDNN convolution pass (0 forward, 1 backward data, 2 backward weights); returns the implementation name. */
   conv(kind: 0 | 1 | 2, params: Int32Array, alpha: number, in1: Float32Array, in2: Float32Array, bias: Float32Array | null, out: Float32Array): string;
   /** While on, matmul and conv take bf16 operands with fp32 accumulation and output (native/src/bf16.h). */

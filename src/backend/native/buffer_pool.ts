@@ -1,5 +1,6 @@
 import os from 'node:os';
 import type { tf } from '../tf.js';
+import { forgetBf16Copy } from './bf16_operands.js';
 
 /**
  * Recycles the Float32Arrays of disposed native-kernel outputs. A fresh multi-megabyte typed array
@@ -40,6 +41,7 @@ export class Float32Pool {
     const reused = list?.pop();
     let out: Float32Array;
     if (reused) {
+      forgetBf16Copy(reused);
       this.pooledBytes -= reused.byteLength;
       this.reuses++;
       out = reused;

@@ -3,6 +3,7 @@ import type { NativeAddon } from './addon.js';
 import { activationCode, cpuKernel, float32Values, sizeOf, type CpuBackendStorage } from './storage.js';
 import { nativeBuffers } from './buffer_pool.js';
 import { nativeBf16Active } from './bf16.js';
+import { bf16Operand } from './bf16_operands.js';
 
 interface MatMulAttrs {
   transposeA: boolean;
@@ -92,13 +93,14 @@ export function nativeMatMul(
     const rows = s.batchA * s.m;
     addon.sgemm(gemmLibrary(rows, s.n, s.k, policy), transA, transB, rows, s.n, s.k, a, 0, b, 0, out, 0);
   } else {
+    const bf16 = nativeBf16Active();
     addon.matmul(
       Int32Array.from(s.aDims),
       Int32Array.from(s.bDims),
       transA,
       transB,
-      a,
-      b,
+      bf16 ? bf16Operand(addon, a) : a,
+      bf16 ? bf16Operand(addon, b) : b,
       epilogue?.bias ?? null,
       out,
       epilogue?.activation ?? 0,
