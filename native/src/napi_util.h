@@ -49,35 +49,37 @@ struct TypedArrayKind<uint8_t> {
   static constexpr const char* name = "a Uint8Array";
 };
 
-// A view of a Float32Array/Int32Array/Uint8Array argument's own memory (offset included): no copy.
-template <typename T>
-TypedView<T> typedArg(napi_env env, napi_value v, const char* name) {
-  constexpr napi_typedarray_type expected = TypedArrayKind<T>::type;
+// What a value is as a typed array: isTyped false for anything else.
+struct TypedArrayInfo {
   bool isTyped = false;
-  check(env, napi_is_typedarray(env, v, &isTyped), "is_typedarray");
-  if (!isTyped) throw JsError{std::string(name) + ": expected a typed array"};
-  napi_typedarray_type type;
-  size_t length;
-  void* data;
+  napi_typedarray_type type = napi_int8_array;
+  void* data = nullptr;
+  size_t length = 0;
+};
+
+inline TypedArrayInfo typedArrayInfo(napi_env env, napi_value v) {
+  TypedArrayInfo info;
+  check(env, napi_is_typedarray(env, v, &info.isTyped), "is_typedarray");
+  if (!info.isTyped) return info;
   napi_value buffer;
   size_t offset;
-  check(env, napi_get_typedarray_info(env, v, &type, &length, &data, &buffer, &offset), "typedarray_info");
-  if (type != expected) throw JsError{std::string(name) + ": expected " + TypedArrayKind<T>::name};
-  return {static_cast<T*>(data), length};
+  check(env, napi_get_typedarray_info(env, v, &info.type, &info.length, &info.data, &buffer, &offset), "typedarray_info");
+  return info;
+}
+
+// A view of a Float32Array/Int32Array/Uint8Array/Uint16Array argument's own memory (offset included): no copy.
+template <typename T>
+TypedView<T> typedArg(napi_env env, napi_value v, const char* name) {
+  const TypedArrayInfo info = typedArrayInfo(env, v);
+  if (!info.isTyped) throw JsError{std::string(name) + ": expected a typed array"};
+  if (info.type != TypedArrayKind<T>::type) throw JsError{std::string(name) + ": expected " + TypedArrayKind<T>::name};
+  return {static_cast<T*>(info.data), info.length};
 }
 
 // Whether v is a typed array of the given element type.
 inline bool isTypedArrayOf(napi_env env, napi_value v, napi_typedarray_type want) {
-  bool isTyped = false;
-  check(env, napi_is_typedarray(env, v, &isTyped), "is_typedarray");
-  if (!isTyped) return false;
-  napi_typedarray_type type;
-  size_t length;
-  void* data;
-  napi_value buffer;
-  size_t offset;
-  check(env, napi_get_typedarray_info(env, v, &type, &length, &data, &buffer, &offset), "typedarray_info");
-  return type == want;
+  const TypedArrayInfo info = typedArrayInfo(env, v);
+  return info.isTyped && info.type == want;
 }
 
 inline bool isNullish(napi_env env, napi_value v) {
