@@ -7,8 +7,8 @@ import type { CpuBackendStorage } from './storage.js';
  * encoder) meets the bf16 kernels twice per step, forward and backward, every step, and converting
  * it each time is a pass over its fp32 values for nothing. An operand that is the data of a
  * non-trainable tf.Variable is converted once, and its bf16 copy is passed from then on
- * (bit-identical: the same rounding). Trainable weights change every step and activations live for
- * one, so they are converted per use, as torch.autocast does for tensors outside its weight cache.
+ * (bit-identical: the same rounding). Trainable weights get new values every step and activations
+ * live for one, so those are converted per use.
  *
  * Safety rests on tensor data being immutable: a backend array is written once, by the kernel that
  * made it. The exception is the buffer pool handing a disposed tensor's array to a new tensor; it
