@@ -10,7 +10,7 @@ import { exactPixelHash, perceptualHash } from '../src/curate/hash.js';
 import { resolveConcurrency, runCurate } from '../src/curate/pipeline.js';
 import { AnalysisPool } from '../src/curate/pool.js';
 import { planResize, resizeAndEncode } from '../src/curate/resize.js';
-import { curateConfig, type CurateConfig } from '../src/curate/schema.js';
+import { CHROMA_SUBSAMPLINGS, type ChromaSubsampling, curateConfig, type CurateConfig } from '../src/curate/schema.js';
 
 /**
  * Curation throughput: whole `runCurate` runs over generated JPEGs (decode + exact and perceptual hash + quality
@@ -42,7 +42,7 @@ export interface CurateBenchOptions {
    */
   photos?: string;
   /** JPEG chroma of our output (default 4:2:0, what the peer's cv2.imencode writes; 'auto' is curate's default, 4:4:4 at q95). */
-  chroma?: 'auto' | '4:2:0' | '4:4:4';
+  chroma?: ChromaSubsampling;
   /** Python with python3-opencv, -pil, -numpy, -scipy for the peer (default /usr/bin/python3). */
   peerPython?: string;
   log?: (line: string) => void;
@@ -252,6 +252,7 @@ if (import.meta.url === `file://${process.argv[1]}`) {
   const photos = photosAt > 0 ? process.argv[photosAt + 1] : undefined;
   const chromaAt = process.argv.indexOf('--chroma');
   const chroma = chromaAt > 0 ? process.argv[chromaAt + 1] : undefined;
-  if (chroma !== undefined && chroma !== 'auto' && chroma !== '4:2:0' && chroma !== '4:4:4') throw new Error(`--chroma: auto, 4:2:0 or 4:4:4, not ${chroma}`);
-  for (const r of await runCurateBench({ ...(photos ? { photos } : {}), ...(chroma ? { chroma } : {}), log: (l) => process.stderr.write(`  ${l}\n`) })) console.log(`${r.name.padEnd(28)} ${r.value.toFixed(2).padStart(9)} ${r.unit}${r.note ? `  (${r.note})` : ''}`);
+  const isChroma = (c: string | undefined): c is ChromaSubsampling => (CHROMA_SUBSAMPLINGS as readonly (string | undefined)[]).includes(c);
+  if (chroma !== undefined && !isChroma(chroma)) throw new Error(`--chroma: one of ${CHROMA_SUBSAMPLINGS.join(', ')}, not ${chroma}`);
+  for (const r of await runCurateBench({ ...(photos ? { photos } : {}), ...(isChroma(chroma) ? { chroma } : {}), log: (l) => process.stderr.write(`  ${l}\n`) })) console.log(`${r.name.padEnd(28)} ${r.value.toFixed(2).padStart(9)} ${r.unit}${r.note ? `  (${r.note})` : ''}`);
 }

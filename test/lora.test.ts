@@ -110,7 +110,7 @@ describe('LoRA injection into the DiT', () => {
     model.dispose();
   });
 
-  it('unload removes the adapters and gives back the base names and trainable flags; merge: true keeps the update', () => {
+  it('unload removes the adapters and gives back the base names and trainable flags; merge: true keeps the update', async () => {
     const model = loadFixtureDit();
     const names = [...model.stateDict().keys()].sort();
     const flags = new Map([...model.namedParameters()].map(([k, v]) => [k, v.trainable]));
@@ -122,6 +122,12 @@ describe('LoRA injection into the DiT', () => {
     expect(maxAbsDiff(adapted, plain)).toBeGreaterThan(1e-2);
     expect(lm.withAdaptersDisabled(() => maxAbsDiff(model.forward(x, t, y), plain))).toBe(0);
     expect(() => lm.withAdaptersDisabled(() => { throw new Error('inside'); })).toThrow('inside');
+    // An async fn keeps the adapters off until its promise settles.
+    let release!: () => void;
+    const pending = lm.withAdaptersDisabled(() => new Promise<void>((r) => (release = r)));
+    expect(maxAbsDiff(model.forward(x, t, y), plain)).toBe(0);
+    release();
+    await pending;
     expect(maxAbsDiff(model.forward(x, t, y), adapted)).toBe(0);
     lm.unload({ merge: true });
     expect([...model.stateDict().keys()].sort()).toEqual(names);

@@ -1,7 +1,7 @@
 import sharp from 'sharp';
 import { lanczos3 } from './decode.js';
 import { imageAddon } from './image_addon.js';
-import type { OutputFormat, ResizeMode } from './schema.js';
+import type { ChromaSubsampling, OutputFormat, ResizeMode } from './schema.js';
 
 /**
  * img2dataset's resize modes, done with sharp's Lanczos-3:
@@ -74,7 +74,7 @@ export interface EncodeOptions {
   /** jpg: optimised Huffman tables (lossless: same pixels, a few % smaller, about twice the encode time). */
   optimizeCoding?: boolean;
   /** jpg chroma: 'auto' (default) is 4:4:4 from quality 90, 4:2:0 below. */
-  chromaSubsampling?: 'auto' | '4:2:0' | '4:4:4';
+  chromaSubsampling?: ChromaSubsampling;
 }
 
 /** Whether a JPEG at these settings keeps full-resolution chroma. */

@@ -13,6 +13,9 @@ export const RESIZE_MODES = ['border', 'center_crop', 'keep_ratio', 'keep_ratio_
 export type ResizeMode = (typeof RESIZE_MODES)[number];
 export const OUTPUT_FORMATS = ['jpg', 'png', 'webp'] as const;
 export type OutputFormat = (typeof OUTPUT_FORMATS)[number];
+/** JPEG chroma: 'auto' is 4:4:4 from quality 90 and 4:2:0 below. */
+export const CHROMA_SUBSAMPLINGS = ['auto', '4:2:0', '4:4:4'] as const;
+export type ChromaSubsampling = (typeof CHROMA_SUBSAMPLINGS)[number];
 
 export const curateInputSchema = z.strictObject({
   paths: z.array(z.string().min(1)).min(1).describe('folders (scanned recursively) or single image files'),
@@ -89,7 +92,7 @@ export const curateOutputSchema = z.strictObject({
   image_format: z.enum(OUTPUT_FORMATS).default('jpg'),
   quality: z.number().int().min(1).max(100).default(95).describe('jpg/webp quality'),
   chroma_subsampling: z
-    .enum(['auto', '4:2:0', '4:4:4'])
+    .enum(CHROMA_SUBSAMPLINGS)
     .default('auto')
     .describe("jpg: 'auto' keeps full-resolution chroma (4:4:4) from quality 90 and halves it (4:2:0) below; '4:2:0' is what img2dataset (OpenCV), Pillow and sharp write by default"),
   optimize_coding: z.boolean().default(false).describe('jpg: optimised Huffman tables — lossless, a few % smaller files, about twice the encode time'),

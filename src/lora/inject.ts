@@ -140,14 +140,22 @@ export class LoraModel {
     for (const a of this.adapters.values()) a.enabled = enabled;
   }
 
-  /** `fn` run on the base model alone, every branch back on afterwards even if it throws (PEFT's `with model.disable_adapter():`). */
+  /**
+   * `fn` run on the base model alone, every branch back on afterwards (when its promise settles, for
+   * an async fn), even if it throws (PEFT's `with model.disable_adapter():`).
+   */
   withAdaptersDisabled<T>(fn: () => T): T {
     this.setEnabled(false);
+    let result: T;
     try {
-      return fn();
-    } finally {
+      result = fn();
+    } catch (e) {
       this.setEnabled(true);
+      throw e;
     }
+    if (result instanceof Promise) return result.finally(() => this.setEnabled(true)) as T;
+    this.setEnabled(true);
+    return result;
   }
 
   /**

@@ -25,9 +25,6 @@ const copies = new WeakMap<Float32Array, Uint16Array>();
 let frozen = new WeakSet<Float32Array>();
 let callsSinceRefresh = REFRESH_EVERY;
 
-/** Diagnostics: operands passed as a kept copy, and copies made. */
-export const bf16OperandStats = { reused: 0, copied: 0 };
-
 function refreshFrozen(): void {
   const variables = Object.values(tf.engine().state.registeredVariables);
   callsSinceRefresh = 0;
@@ -47,14 +44,10 @@ export function bf16Operand(addon: Pick<NativeAddon, 'toBf16'>, values: Float32A
   if (++callsSinceRefresh >= REFRESH_EVERY) refreshFrozen();
   if (!frozen.has(values)) return values;
   const kept = copies.get(values);
-  if (kept) {
-    bf16OperandStats.reused++;
-    return kept;
-  }
+  if (kept) return kept;
   const copy = new Uint16Array(values.length);
   addon.toBf16(values, copy);
   copies.set(values, copy);
-  bf16OperandStats.copied++;
   return copy;
 }
 

@@ -96,14 +96,7 @@ export function injectAdapters(pipeline: DitPipeline, lora: DitLoraRecipe['lora'
 /** Strength s of every adapter at once: B scaled by s for the duration of `f` (exact for LoRA; DoRA magnitudes stay). */
 export async function withStrength<T>(lm: LoraModel, strength: number, f: () => Promise<T>): Promise<T> {
   if (strength === 1) return f();
-  if (strength === 0) {
-    lm.setEnabled(false);
-    try {
-      return await f();
-    } finally {
-      lm.setEnabled(true);
-    }
-  }
+  if (strength === 0) return lm.withAdaptersDisabled(f);
   const saved = [...lm.adapters.values()].map((a) => ({ v: a.loraB.weight, value: a.loraB.weight.clone() }));
   for (const s of saved) s.v.assign(s.value.mul(strength));
   try {
