@@ -2,7 +2,7 @@
  * Where a training step's time goes, per tfjs kernel: runs one step of each NSP stage (and with
  * --dit the DiT pretraining and DiT-S/2 LoRA steps) under tf.profile and prints the kernels by
  * total time (count, ms, share) and the kernel calls per step. This is the profile behind the
- * bench's step rows. Run: `npx tsx bench/profile.ts [--backend native] [--stage 2] [--dit] [--top 25] [--json]`.
+ * bench's step rows. Run: `npx tsx bench/profile.ts [--backend native] [--stage 2] [--dit | --dit-only] [--precision bf16] [--top 25] [--json]`.
  */
 import { fileURLToPath } from 'node:url';
 import { tf } from '../src/backend/tf.js';
@@ -12,6 +12,7 @@ import { Rng } from '../src/util/rng.js';
 import { NSP_BENCH_BATCH, NSP_BENCH_CONFIG, nspStep } from './kernels.js';
 import { ditLoraStep } from './dit_lora.js';
 import { ditPretrainStep } from './dit_pretrain.js';
+import { installComputePrecision } from '../src/train/compute_precision.js';
 
 export interface KernelProfileRow {
   kernel: string;
@@ -83,10 +84,13 @@ if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
   const backend = pick('--backend') ?? 'native';
   const top = Number(pick('--top') ?? 20);
   await initBackend(backend);
-  const stages = pick('--stage') !== undefined ? [Number(pick('--stage'))] : NSP_BENCH_CONFIG.sizes.map((_, k) => k);
+  const precision = pick('--precision') ?? 'fp32';
+  if (precision !== 'fp32' && precision !== 'bf16') throw new Error(`--precision: expected fp32 or bf16, got '${precision}'`);
+  if (precision === 'bf16') console.log(`precision bf16: ${installComputePrecision('bf16').mode}`);
+  const stages = args.includes('--dit-only') ? [] : pick('--stage') !== undefined ? [Number(pick('--stage'))] : NSP_BENCH_CONFIG.sizes.map((_, k) => k);
   const out: StepProfile[] = [];
   for (const k of stages) out.push(await profileNspStage(k));
-  if (args.includes('--dit')) out.push(...(await profileDitSteps()));
+  if (args.includes('--dit') || args.includes('--dit-only')) out.push(...(await profileDitSteps()));
   if (args.includes('--json')) {
     console.log(JSON.stringify({ backend, steps: out }, null, 2));
   } else {

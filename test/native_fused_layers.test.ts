@@ -145,6 +145,9 @@ const NORM_CASES: NormCase[] = [
   // One sample of many tokens (a DiT LayerNorm at batch 1): split across threads by token, the
   // modulation gradient summed per sample afterwards.
   { label: 'LayerNorm, one sample of 300 tokens, threaded', shape: [1, 300, 128], width: 768, spec: { groups: 1, perPosition: true, eps: 1e-6, scaleOffset: 128, shiftOffset: 0, activation: 'none' } },
+  // One-row tiles with several groups of an odd size (the row path's per-group sums and their tails).
+  { label: 'GroupNorm of 1×1 maps, 4 groups of 5, SiLU', shape: [3, 1, 1, 20], width: 40, spec: { groups: 4, perPosition: false, eps: 1e-5, scaleOffset: 20, shiftOffset: 0, activation: 'silu' } },
+  { label: 'LayerNorm per token, 8 samples of 128 tokens × 37 channels, SiLU, threaded', shape: [8, 128, 37], width: 111, spec: { groups: 1, perPosition: true, eps: 1e-6, scaleOffset: 37, shiftOffset: 74, activation: 'silu' } },
 ];
 
 /** y, dx and dmod of Σ y·r on the current backend. */
