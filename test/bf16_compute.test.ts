@@ -293,6 +293,104 @@ describe.skipIf(!hardware)(`bf16 kernels on oneDNN (${hardware ?? 'no bf16 CPU'}
     expectBf16Product(got, ref.dw, ref.dwAbs, fp32.dw, 'conv backprop filter');
   });
 
+  // Multi-head attention in bf16 (heads of width ≥ 64): the products take bf16 operands (as
+  // autocast's bmm), softmax and its gradient stay fp32. Each product is checked on the kernel's own fp32 probabilities (or dS)
+  // rounded here, so a rounding boundary the kernel and the reference straddle cannot flip a term.
+  for (const a of [
+    { label: 'cross lengths', b: 2, nq: 9, nk: 13, h: 3, d: 64, causal: false },
+    { label: 'causal', b: 1, nq: 12, nk: 12, h: 2, d: 64, causal: true },
+  ]) {
+    it(`attention, multi-head, ${a.label}: bf16 products, fp32 softmax`, () => {
+      const { b, nq, nk, h, d } = a;
+      const scale = 1 / Math.sqrt(d);
+      const q = randn(b * nq * h * d), k = randn(b * nk * h * d), v = randn(b * nk * h * d), dout = randn(b * nq * h * d);
+      const o = new Float32Array(q.length), p = new Float32Array(b * h * nq * nk);
+      const dq = new Float32Array(q.length), dk = new Float32Array(k.length), dv = new Float32Array(v.length);
+      const dims = Int32Array.of(b, nq, nk, h, h, d);
+      setNativeBf16(addon, true);
+      addon.attention(dims, scale, a.causal, q, k, v, o, p);
+      addon.attentionGrad(dims, scale, dout, q, k, v, p, dq, dk, dv);
+      setNativeBf16(addon, false);
+      const [q16, k16, v16, do16, p16] = [q, k, v, dout, p].map(roundAll) as [Float64Array, Float64Array, Float64Array, Float64Array, Float64Array];
+      const qi = (t: number, i: number, hh: number) => ((t * nq + i) * h + hh) * d;
+      const ki = (t: number, j: number, hh: number) => ((t * nk + j) * h + hh) * d;
+      const pi = (t: number, hh: number, i: number) => ((t * h + hh) * nq + i) * nk;
+      const want = { o: new Float64Array(o.length), oAbs: new Float64Array(o.length), o32: new Float64Array(o.length) };
+      const dvRef = { v: new Float64Array(dv.length), abs: new Float64Array(dv.length), fp32: new Float64Array(dv.length) };
+      const exact = { dq: new Float64Array(dq.length), dk: new Float64Array(dk.length) };
+      let worstP = 0;
+      for (let t = 0; t < b; t++)
+        for (let hh = 0; hh < h; hh++) {
+          // The fp32 reference of the whole head (unrounded operands) for dQ and dK.
+          const P = new Float64Array(nq * nk), S16 = new Float64Array(nq * nk);
+          for (let i = 0; i < nq; i++) {
+            const row16 = [], row = [];
+            for (let j = 0; j < nk; j++) {
+              let s16 = 0, s32 = 0;
+              for (let c = 0; c < d; c++) s16 += q16[qi(t, i, hh) + c]! * k16[ki(t, j, hh) + c]!, (s32 += q[qi(t, i, hh) + c]! * k[ki(t, j, hh) + c]!);
+              const masked = a.causal && j > i;
+              row16.push(masked ? -Infinity : scale * s16), row.push(masked ? -Infinity : scale * s32);
+            }
+            const soft = (r: number[]) => { const m = Math.max(...r); const e = r.map((x) => Math.exp(x - m)); const z = e.reduce((x, y) => x + y); return e.map((x) => x / z); };
+            soft(row16).forEach((x, j) => (S16[i * nk + j] = x, worstP = Math.max(worstP, Math.abs(x - p[pi(t, hh, i) + j]!))));
+            soft(row).forEach((x, j) => (P[i * nk + j] = x));
+          }
+          for (let i = 0; i < nq; i++)
+            for (let c = 0; c < d; c++) {
+              let s = 0, sa = 0, s32 = 0;
+              for (let j = 0; j < nk; j++) {
+                const term = p16[pi(t, hh, i) + j]! * v16[ki(t, j, hh) + c]!;
+                s += term, (sa += Math.abs(term)), (s32 += p[pi(t, hh, i) + j]! * v[ki(t, j, hh) + c]!);
+              }
+              want.o[qi(t, i, hh) + c] = s, (want.oAbs[qi(t, i, hh) + c] = sa), (want.o32[qi(t, i, hh) + c] = s32);
+            }
+          for (let j = 0; j < nk; j++)
+            for (let c = 0; c < d; c++) {
+              let s = 0, sa = 0, s32 = 0;
+              for (let i = 0; i < nq; i++) {
+                const term = p16[pi(t, hh, i) + j]! * do16[qi(t, i, hh) + c]!;
+                s += term, (sa += Math.abs(term)), (s32 += p[pi(t, hh, i) + j]! * dout[qi(t, i, hh) + c]!);
+              }
+              dvRef.v[ki(t, j, hh) + c] = s, (dvRef.abs[ki(t, j, hh) + c] = sa), (dvRef.fp32[ki(t, j, hh) + c] = s32);
+            }
+          // dS = scale·P∘(dP − rowsum(P∘dP)) with dP = dO·Vᵀ, all unrounded: the fp32 gradient.
+          for (let i = 0; i < nq; i++) {
+            const dP = Array.from({ length: nk }, (_, j) => { let s = 0; for (let c = 0; c < d; c++) s += dout[qi(t, i, hh) + c]! * v[ki(t, j, hh) + c]!; return s; });
+            const dot = dP.reduce((acc, x, j) => acc + x * P[i * nk + j]!, 0);
+            for (let j = 0; j < nk; j++) {
+              const dS = scale * P[i * nk + j]! * (dP[j]! - dot);
+              for (let c = 0; c < d; c++) exact.dq[qi(t, i, hh) + c] += dS * k[ki(t, j, hh) + c]!, (exact.dk[ki(t, j, hh) + c] += dS * q[qi(t, i, hh) + c]!);
+            }
+          }
+        }
+      expect(worstP, 'probabilities: softmax of the bf16 scores, in fp32').toBeLessThan(1e-5);
+      expectBf16Product(o, want.o, want.oAbs, want.o32, 'attention output');
+      expectBf16Product(dv, dvRef.v, dvRef.abs, dvRef.fp32, 'attention dV');
+      for (const [name, got, ref] of [['dQ', dq, exact.dq], ['dK', dk, exact.dk]] as const) {
+        let diff = 0, norm = 0;
+        for (let i = 0; i < got.length; i++) diff += (got[i]! - ref[i]!) ** 2, (norm += ref[i]! ** 2);
+        // Two bf16 products deep (dP from rounded dO and V, then dS rounded): within a few 2^-9, not zero.
+        expect(Math.sqrt(diff / norm), name).toBeLessThan(2e-2);
+        expect(Math.sqrt(diff / norm), name).toBeGreaterThan(1e-5);
+      }
+    });
+  }
+
+  it('attention with heads narrower than 64, or grouped heads, stays fp32 under bf16 compute', () => {
+    for (const [h, hkv, d] of [[2, 2, 32], [4, 1, 64]] as const) {
+      const dims = Int32Array.of(2, 7, 7, h, hkv, d);
+      const q = randn(2 * 7 * h * d), k = randn(2 * 7 * hkv * d), v = randn(2 * 7 * hkv * d);
+      const run = (bf16: boolean) => {
+        const o = new Float32Array(q.length), p = new Float32Array(2 * h * 49);
+        setNativeBf16(addon, bf16);
+        addon.attention(dims, 0.125, false, q, k, v, o, p);
+        setNativeBf16(addon, false);
+        return o;
+      };
+      expect(run(true), `heads ${h}/${hkv} of width ${d}`).toEqual(run(false));
+    }
+  });
+
   class SmallNet extends Module {
     readonly conv = this.module('conv', new Conv2d(4, 8, 3, { padding: 1, rng: new Rng(5) }));
     readonly down = this.module('down', new Conv2d(8, 8, 3, { stride: 2, padding: 1, rng: new Rng(6) }));

@@ -20,6 +20,10 @@ const CASES: Case[] = [
   { label: 'grouped (4 query heads, 1 kv head), cross lengths', b: 3, nq: 7, nk: 4, h: 4, hkv: 1, d: 8 },
   { label: 'grouped 6/2, causal', b: 1, nq: 6, nk: 6, h: 6, hkv: 2, d: 4, causal: true },
   { label: 'large enough to split across threads', b: 4, nq: 64, nk: 48, h: 4, hkv: 2, d: 16 },
+  // Multi-head (kvHeads = heads) runs as batched matmuls over strided head views: cover its shapes.
+  { label: 'multi-head, causal', b: 2, nq: 6, nk: 6, h: 3, hkv: 3, d: 4, causal: true },
+  { label: 'multi-head cross-attention, nq ≠ nk', b: 3, nq: 7, nk: 11, h: 2, hkv: 2, d: 8 },
+  { label: 'multi-head, a DiT block at batch 4 (threaded)', b: 4, nq: 64, nk: 64, h: 4, hkv: 4, d: 32 },
 ];
 
 /** Output and dq/dk/dv of sum(o · w) for a fixed random w, on the current backend. */
@@ -66,9 +70,11 @@ describe.skipIf(skip)('fused attention (native) vs the tfjs composite', () => {
     });
   }
 
-  it('gradients match central finite differences of the fused op', async () => {
+  for (const c of [
+    { label: 'grouped', b: 1, nq: 3, nk: 4, h: 2, hkv: 1, d: 4, causal: false },
+    { label: 'multi-head', b: 2, nq: 3, nk: 4, h: 2, hkv: 2, d: 4, causal: false },
+  ] satisfies Case[]) it(`gradients match central finite differences of the fused op (${c.label})`, async () => {
     await tf.setBackend(NATIVE_BACKEND);
-    const c: Case = { label: 'fd', b: 1, nq: 3, nk: 4, h: 2, hkv: 1, d: 4, causal: false };
     const base = [randn([c.b, c.nq, c.h, c.d]), randn([c.b, c.nk, c.hkv, c.d]), randn([c.b, c.nk, c.hkv, c.d]), randn([c.b, c.nq, c.h, c.d])];
     const [, dq, dk, dv] = valueAndGrads(c, base);
     const loss = (data: Float32Array[]) => {
