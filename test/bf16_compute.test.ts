@@ -206,7 +206,7 @@ describe.skipIf(!hardware)(`bf16 kernels on oneDNN (${hardware ?? 'no bf16 CPU'}
 
   it('refuses bf16 operands while the bf16 kernels are off', () => {
     const a = new Uint16Array(4 * 4);
-    expect(() => addon.matmul(Int32Array.of(4, 4), Int32Array.of(4, 4), false, false, a, new Float32Array(16), null, new Float32Array(16), 0, 0)).toThrow(/bf16 kernels on/);
+    expect(() => addon.matmul(Int32Array.of(4, 4), Int32Array.of(4, 4), false, false, a, new Float32Array(16), null, new Float32Array(16), 0, 0, 1, false)).toThrow(/bf16 kernels on/);
   });
 
   it('fused matmul with bias and relu (Linear with an activation)', () => {

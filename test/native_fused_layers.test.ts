@@ -7,6 +7,7 @@ import { Conv2d } from '../src/nn/conv.js';
 import type { ConvActivation } from '../src/nn/conv_list.js';
 import { FiLM } from '../src/nn/film.js';
 import { Linear } from '../src/nn/linear.js';
+import { LoraLinear } from '../src/lora/lora_linear.js';
 import { GroupNorm, LayerNorm } from '../src/nn/norm.js';
 import { gatedResidual, normModulate, type NormModulateSpec } from '../src/nn/norm_modulate.js';
 import { DenseBlock, AttentionBlock } from '../src/models/nsp/blocks.js';
@@ -379,6 +380,119 @@ describe.skipIf(skip)('fused Linear (native) vs matmul → bias on cpu', () => {
       return out;
     });
     frozen.forEach((g, i) => expect(maxRelErr(g, full[1 + i]!)).toBe(0));
+  });
+});
+
+type LoraCase = { label: string; shape: number[]; out: number; r: number; alpha: number; bias: boolean; trainBase: boolean };
+const LORA_CASES: LoraCase[] = [
+  { label: 'rank 4 on [2, 5, 7] → 6, frozen base with bias, scale 2', shape: [2, 5, 7], out: 6, r: 4, alpha: 8, bias: true, trainBase: false },
+  { label: 'rank 3 on [9, 5] → 11, no bias, scale 1', shape: [9, 5], out: 11, r: 3, alpha: 3, bias: false, trainBase: false },
+  { label: 'rank 2, base weight and bias trained too', shape: [3, 4, 6], out: 5, r: 2, alpha: 1, bias: true, trainBase: true },
+  { label: 'rank 16 on a DiT-S/2 token block (threaded)', shape: [1, 256, 384], out: 384, r: 16, alpha: 16, bias: true, trainBase: false },
+];
+
+/** y and the gradients of Σ y·r w.r.t. x, lora_A, lora_B (and the base weight and bias when trained), on the current backend. */
+function loraValueAndGrads(c: LoraCase, data: Float32Array[]): Float32Array[] {
+  return tf.tidy(() => {
+    const inF = c.shape.at(-1)!;
+    const lin = new Linear(inF, c.out, { bias: c.bias });
+    lin.weight.assign(tf.tensor2d(data[1]!, [c.out, inF]));
+    if (c.bias) lin.bias!.assign(tf.tensor1d(data[2]!));
+    if (!c.trainBase) lin.freeze();
+    const lora = new LoraLinear(lin, { r: c.r, alpha: c.alpha, rng: new Rng(3) });
+    lora.loraA.weight.assign(tf.tensor2d(data[3]!, [c.r, inF]));
+    lora.loraB.weight.assign(tf.tensor2d(data[4]!, [c.out, c.r]));
+    const x = tf.variable(tf.tensor(data[0]!, c.shape));
+    const r = tf.tensor(data[5]!, [...c.shape.slice(0, -1), c.out]);
+    const y = lin.forward(x);
+    const vars = [x, lora.loraA.weight, lora.loraB.weight, ...(c.trainBase ? [lin.weight, ...(c.bias ? [lin.bias!] : [])] : [])];
+    const { grads } = tf.variableGrads(() => lin.forward(x).mul(r).sum() as tf.Scalar, vars);
+    const out = [y, ...vars.map((v) => grads[v.name]!)].map((t) => t.dataSync().slice() as Float32Array);
+    x.dispose();
+    lin.dispose();
+    return out;
+  });
+}
+
+describe.skipIf(skip)('fused Linear + LoRA branch (native) vs base + B(A(x))·scale on cpu', () => {
+  beforeAll(() => {
+    expect(registerNativeBackend()).toBe(true);
+  });
+  afterAll(async () => {
+    await tf.setBackend('cpu');
+  });
+
+  const caseData = (c: LoraCase, seed: number) => {
+    const rng = new Rng(seed);
+    const inF = c.shape.at(-1)!;
+    // lora_B non-zero (as after some training), so every gradient is exercised.
+    return [randn(rng, c.shape), randn(rng, [c.out, inF], 0.3), randn(rng, [c.out]), randn(rng, [c.r, inF], 0.3), randn(rng, [c.out, c.r], 0.3), randn(rng, [...c.shape.slice(0, -1), c.out])];
+  };
+
+  for (const c of LORA_CASES) {
+    it(`${c.label}: value and gradients`, async () => {
+      const data = caseData(c, 41);
+      await tf.setBackend(NATIVE_BACKEND);
+      expect(hasFusedKernel(FUSED_KERNELS.loraLinear)).toBe(true);
+      const kernelsBefore = tf.memory().numTensors;
+      const fused = loraValueAndGrads(c, data);
+      expect(tf.memory().numTensors).toBe(kernelsBefore);
+      await tf.setBackend('cpu');
+      expect(hasFusedKernel(FUSED_KERNELS.loraLinear)).toBe(false);
+      const composite = loraValueAndGrads(c, data);
+      expect(fused.length).toBe(4 + (c.trainBase ? (c.bias ? 2 : 1) : 0));
+      fused.forEach((v, i) => expect(maxRelErr(v, composite[i]!), `${c.label} output ${i}`).toBeLessThan(2e-5));
+    });
+  }
+
+  it('the fused kernel runs (one SfLoraLinear each way), and a disabled adapter gives the base output', async () => {
+    await tf.setBackend(NATIVE_BACKEND);
+    const c = LORA_CASES[0]!;
+    const data = caseData(c, 5);
+    const { kernels } = await tf.profile(() => loraValueAndGrads(c, data));
+    expect(kernels.filter((k) => k.name === FUSED_KERNELS.loraLinear).length).toBe(2);
+    expect(kernels.filter((k) => k.name === FUSED_KERNELS.loraLinearGrad).length).toBe(1);
+    const [withBranch, baseOnly] = tf.tidy(() => {
+      const lin = new Linear(7, 6);
+      lin.freeze();
+      const lora = new LoraLinear(lin, { r: 4, alpha: 8, rng: new Rng(3) });
+      lora.loraB.weight.assign(tf.tensor2d(data[4]!, [6, 4]));
+      const x = tf.tensor2d(data[0]!.slice(0, 14), [2, 7]);
+      const a = lin.forward(x).dataSync().slice();
+      lora.enabled = false;
+      const b = lin.forward(x).dataSync().slice();
+      const plain = tf.matMul(x, lin.weight as tf.Tensor2D, false, true).add(lin.bias!).dataSync().slice();
+      expect(maxRelErr(b as Float32Array, plain as Float32Array)).toBeLessThan(1e-6);
+      lin.dispose();
+      return [a, b];
+    });
+    expect(maxRelErr(withBranch as Float32Array, baseOnly as Float32Array)).toBeGreaterThan(1e-3);
+  });
+
+  it('gradients match central finite differences of the fused op', async () => {
+    await tf.setBackend(NATIVE_BACKEND);
+    const c: LoraCase = { label: 'fd', shape: [3, 4], out: 3, r: 2, alpha: 4, bias: true, trainBase: true };
+    const data = caseData(c, 9);
+    const grads = loraValueAndGrads(c, data).slice(1);
+    // The order of vars in loraValueAndGrads: x, lora_A, lora_B, weight, bias → their slots in data.
+    const slots = [0, 3, 4, 1, 2];
+    const loss = (d: Float32Array[]) => {
+      const [y] = loraValueAndGrads(c, d);
+      let s = 0;
+      for (let i = 0; i < y!.length; i++) s += y![i]! * d[5]![i]!;
+      return s;
+    };
+    const eps = 1e-2;
+    grads.forEach((g, which) => {
+      for (let i = 0; i < g.length; i++) {
+        const plus = data.map((a) => a.slice());
+        const minus = data.map((a) => a.slice());
+        plus[slots[which]!]![i]! += eps;
+        minus[slots[which]!]![i]! -= eps;
+        const fd = (loss(plus) - loss(minus)) / (2 * eps);
+        expect(Math.abs(fd - g[i]!), `input ${which} element ${i}: fd ${fd} vs ${g[i]}`).toBeLessThan(3e-3 * Math.max(1, Math.abs(fd)));
+      }
+    });
   });
 });
 

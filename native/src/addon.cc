@@ -114,9 +114,9 @@ int64_t product(const std::vector<int64_t>& dims) {
   return p;
 }
 
-// matmul(aDims, bDims, transA, transB, a, b, bias|null, c, activation, alpha) -> implementation
+// matmul(aDims, bDims, transA, transB, a, b, bias|null, c, activation, alpha, scale, accumulate) -> implementation
 napi_value matmul(napi_env env, napi_callback_info cb) {
-  napi_value argv[10];
+  napi_value argv[12];
   getArgs(env, cb, argv, "matmul");
   MatmulShape s;
   s.aDims = dimsArg(env, argv[0], "aDims");
@@ -125,6 +125,8 @@ napi_value matmul(napi_env env, napi_callback_info cb) {
   s.transB = boolArg(env, argv[3], "transB");
   s.activation = static_cast<Activation>(intArg(env, argv[8], "activation"));
   s.alpha = static_cast<float>(doubleArg(env, argv[9], "alpha"));
+  s.scale = static_cast<float>(doubleArg(env, argv[10], "scale"));
+  s.accumulate = boolArg(env, argv[11], "accumulate");
   const size_t r = s.aDims.size();
   if (s.bDims.size() != r) throw JsError{"matmul: a and b must have the same rank (pad batch dims with 1)"};
   const int64_t m = s.transA ? s.aDims[r - 1] : s.aDims[r - 2], k = s.transA ? s.aDims[r - 2] : s.aDims[r - 1];

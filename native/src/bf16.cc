@@ -123,7 +123,7 @@ std::unique_ptr<MatmulEntry> buildMatmul(const MatmulShape& s) {
   dnnl_memory_desc_t c = denseDesc(r, cDims, dnnl_f32), bias = denseDesc(r, biasDims, dnnl_f32);
   dnnl_matmul_desc_t md;
   dnnlCheck(dnnl_matmul_desc_init(&md, &a, &b, s.withBias ? &bias : nullptr, &c), "bf16 matmul desc");
-  ActivationAttr attr(s.activation, s.alpha);
+  ActivationAttr attr(s.activation, s.alpha, s.scale, s.accumulate);
   dnnlCheck(dnnl_primitive_desc_create(&e->pd.pd, &md, attr.attr, dnnl().engine, nullptr), "bf16 matmul pd");
   dnnlCheck(dnnl_primitive_create(&e->prim.p, e->pd.pd), "bf16 matmul primitive_create");
   e->a.wrap(&a), e->b.wrap(&b), e->c.wrap(&c);

@@ -27,24 +27,28 @@ void Reorder::run(dnnl_memory_t from, dnnl_memory_t to) {
   dnnlCheck(dnnl_primitive_execute(prim.p, dnnl().stream, 2, args), "reorder execute");
 }
 
-ActivationAttr::ActivationAttr(Activation activation, float leakyAlpha) {
-  if (activation == Activation::Linear) return;
-  dnnl_alg_kind_t alg = dnnl_eltwise_relu;
-  float alpha = 0, beta = 0;
-  switch (activation) {
-    case Activation::LeakyRelu: alpha = leakyAlpha; break;
-    case Activation::Relu6: alg = dnnl_eltwise_clip, beta = 6; break;
-    case Activation::Sigmoid: alg = dnnl_eltwise_logistic; break;
-    case Activation::Elu: alg = dnnl_eltwise_elu, alpha = 1; break;
-    default: break;
-  }
+ActivationAttr::ActivationAttr(Activation activation, float leakyAlpha, float outputScale, bool accumulate) {
+  if (activation == Activation::Linear && outputScale == 1.f && !accumulate) return;
   dnnl_post_ops_t ops = nullptr;
   dnnlCheck(dnnl_post_ops_create(&ops), "post_ops_create");
-  dnnl_status_t st = dnnl_post_ops_append_eltwise(ops, 1.f, alg, alpha, beta);
-  if (st == dnnl_success) st = dnnl_primitive_attr_create(&attr);
+  dnnl_status_t st = dnnl_primitive_attr_create(&attr);
+  if (st == dnnl_success && outputScale != 1.f) st = dnnl_primitive_attr_set_output_scales(attr, 1, 0, &outputScale);
+  if (st == dnnl_success && accumulate) st = dnnl_post_ops_append_sum(ops, 1.f);
+  if (st == dnnl_success && activation != Activation::Linear) {
+    dnnl_alg_kind_t alg = dnnl_eltwise_relu;
+    float alpha = 0, beta = 0;
+    switch (activation) {
+      case Activation::LeakyRelu: alpha = leakyAlpha; break;
+      case Activation::Relu6: alg = dnnl_eltwise_clip, beta = 6; break;
+      case Activation::Sigmoid: alg = dnnl_eltwise_logistic; break;
+      case Activation::Elu: alg = dnnl_eltwise_elu, alpha = 1; break;
+      default: break;
+    }
+    st = dnnl_post_ops_append_eltwise(ops, 1.f, alg, alpha, beta);
+  }
   if (st == dnnl_success) st = dnnl_primitive_attr_set_post_ops(attr, ops);  // copies ops
   dnnl_post_ops_destroy(ops);
-  dnnlCheck(st, "activation post-op");
+  dnnlCheck(st, "matmul attributes");
 }
 
 ThreadScope::ThreadScope(bool single) {

@@ -61,10 +61,11 @@ struct Reorder {
 // Post-op applied to a forward output (the tfjs fused activations that oneDNN has).
 enum class Activation : int { Linear = 0, Relu = 1, Relu6 = 2, LeakyRelu = 3, Sigmoid = 4, Elu = 5 };
 
-// Owns primitive attributes carrying an activation post-op (none for Linear).
+// Owns primitive attributes: an output scale (when not 1), then a sum post-op (dst += result, when
+// accumulating), then the activation post-op (none for Linear). No attributes at all by default.
 struct ActivationAttr {
   dnnl_primitive_attr_t attr = nullptr;
-  ActivationAttr(Activation activation, float leakyAlpha);
+  ActivationAttr(Activation activation, float leakyAlpha, float outputScale = 1.f, bool accumulate = false);
   ActivationAttr(const ActivationAttr&) = delete;
   ActivationAttr& operator=(const ActivationAttr&) = delete;
   ~ActivationAttr() { if (attr) dnnl_primitive_attr_destroy(attr); }

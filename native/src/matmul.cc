@@ -33,6 +33,7 @@ std::string MatmulShape::key() const {
   k += transB ? "T" : "N";
   k += withBias ? "b" : "-";
   k += std::to_string(static_cast<int>(activation)) + ',' + std::to_string(alpha);
+  if (scale != 1.f || accumulate) k += ",s" + std::to_string(scale) + (accumulate ? "+" : "");
   // One primitive per OpenMP thread count: see ConvShape::key.
   k += ",t" + std::to_string(omp_get_max_threads());
   return k;
@@ -93,7 +94,7 @@ std::unique_ptr<MatmulEntry> build(const MatmulShape& s) {
 
   dnnl_matmul_desc_t md;
   dnnlCheck(dnnl_matmul_desc_init(&md, &a, &b, s.withBias ? &bias : nullptr, &c), "matmul desc");
-  ActivationAttr attr(s.activation, s.alpha);
+  ActivationAttr attr(s.activation, s.alpha, s.scale, s.accumulate);
   dnnl_status_t st = dnnl_primitive_desc_create(&e->pd.pd, &md, attr.attr, dnnl().engine, nullptr);
   dnnlCheck(st, "matmul pd");
   dnnlCheck(dnnl_primitive_create(&e->prim.p, e->pd.pd), "matmul primitive_create");

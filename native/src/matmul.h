@@ -22,6 +22,9 @@ struct MatmulShape {
   bool withBias;
   Activation activation;
   float alpha;
+  // c = scale·op(a)·op(b) (+ bias), and with accumulate c += that instead (c's values read).
+  float scale = 1.f;
+  bool accumulate = false;
   std::string key() const;
 };
 

@@ -46,6 +46,14 @@ export const FUSED_KERNELS = {
   linear: 'SfLinear',
   /** inputs {dy, weight, x (only when dweight is wanted)}, attrs LinearGradAttrs → the wanted ones of [dx, dweight, dbias], in that order */
   linearGrad: 'SfLinearGrad',
+  /**
+   * inputs {x [..., in], weight [out, in], bias? [out], loraA [r, in], loraB [out, r]}, attrs {scale} →
+   * [x·weightᵀ + bias + h·loraBᵀ, h] with h = scale·x·loraAᵀ [rows, r]: a Linear with its LoRA branch (PEFT's
+   * lora.Linear without dropout or DoRA), the branch added in the product's epilogue.
+   */
+  loraLinear: 'SfLoraLinear',
+  /** inputs {dy, x, h, weight, loraA, loraB}, attrs LoraLinearGradAttrs → the wanted ones of [dx, dweight, dbias], then [dloraA, dloraB] */
+  loraLinearGrad: 'SfLoraLinearGrad',
   /** inputs {x [B, …, C], branch (x's shape), mod [B, W]}, attrs {offset} → x + branch·gate, gate = mod[:, offset : offset + C] per sample (DiT's gated residual) */
   gatedResidual: 'SfGatedResidual',
   /** inputs {dy, branch, mod}, attrs {offset} → [dbranch, dmod] (dx is dy itself) */
@@ -118,6 +126,9 @@ export type NormModulateAttrs = {
   shiftOffset: number;
   activation: NormModulateActivation;
 };
+
+/** SfLoraLinearGrad: the base's wanted gradients as for SfLinearGrad, and the LoRA scale; dloraA and dloraB always. */
+export type LoraLinearGradAttrs = LinearGradAttrs & { scale: number };
 
 /** Which gradients SfLinearGrad computes (a frozen weight's is never needed). */
 export type LinearGradAttrs = {

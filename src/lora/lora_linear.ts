@@ -1,7 +1,7 @@
 import { tf } from '../backend/tf.js';
 import type { Dropout } from '../nn/dropout.js';
 import { normal } from '../nn/init.js';
-import { Linear, type LinearAdapter } from '../nn/linear.js';
+import { Linear, type LinearAdapter, type LowRankBranch } from '../nn/linear.js';
 import { Module } from '../nn/module.js';
 import { Rng } from '../util/rng.js';
 import { attachLoraParts, branchDropout, checkRank, detachLoraParts, scaleBy } from './branch.js';
@@ -96,6 +96,11 @@ export class LoraLinear implements LinearAdapter {
 
   get merged(): boolean {
     return this.isMerged;
+  }
+
+  lowRankBranch(): LowRankBranch | null {
+    if (this.isMerged || !this.enabled || this.dropout || this.magnitude) return null;
+    return { loraA: this.loraA.weight, loraB: this.loraB.weight, scale: this.scaling };
   }
 
   delta(x: tf.Tensor2D): tf.Tensor | null {

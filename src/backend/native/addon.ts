@@ -40,6 +40,9 @@ export interface NativeAddon extends FusedLayerAddon {
     c: Float32Array,
     activation: number,
     alpha: number,
+    /** c = scale·op(a)·op(b) (+ bias); with accumulate, c += that (c's values are read). */
+    scale: number,
+    accumulate: boolean,
   ): string;
   /** dst = src rounded to bf16 (round to nearest even), the conversion the bf16 kernels make. */
   toBf16(src: Float32Array, dst: Uint16Array): void;

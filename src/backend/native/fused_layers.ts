@@ -1,5 +1,5 @@
 import { tf } from '../tf.js';
-import { CONV_ACTIVATIONS, FUSED_KERNELS, NORM_MODULATE_ACTIVATIONS, type ConvListAttrs, type LinearGradAttrs, type NormModulateAttrs } from '../fused.js';
+import { CONV_ACTIVATIONS, FUSED_KERNELS, NORM_MODULATE_ACTIVATIONS, type ConvListAttrs, type LinearGradAttrs, type LoraLinearGradAttrs, type NormModulateAttrs } from '../fused.js';
 import type { NativeAddon } from './addon.js';
 import { nativeGemmPolicy, nativeMatMul } from './matmul.js';
 import { requireFloat32, type CpuBackendStorage } from './storage.js';
@@ -181,6 +181,61 @@ export function fusedLayerConfigs(addon: NativeAddon, backendName: string): tf.K
           addon.reduce(0, dyv, Int32Array.of(rows, outF), Int32Array.of(1, 0), db);
           out.push(backend.makeTensorInfo([outF], 'float32', db));
         }
+        return out;
+      },
+    },
+    {
+      kernelName: FUSED_KERNELS.loraLinear,
+      backendName,
+      kernelFunc: (args) => {
+        const kernel = FUSED_KERNELS.loraLinear;
+        const { x, weight, bias, loraA, loraB } = args.inputs as Record<string, tf.TensorInfo | undefined>;
+        if (!x || !weight || !loraA || !loraB) throw new Error(`${kernel}: needs x, weight, loraA and loraB`);
+        const scale = Number(args.attrs?.scale);
+        const backend = args.backend as CpuBackendStorage;
+        const { rows, inF, outF } = linearRows(x, weight, kernel);
+        const r = loraA.shape[0]!;
+        if (loraA.shape.length !== 2 || loraA.shape[1] !== inF || loraB.shape.length !== 2 || loraB.shape[0] !== outF || loraB.shape[1] !== r) {
+          throw new Error(`${kernel}: loraA [${loraA.shape}] and loraB [${loraB.shape}] do not fit a weight [${weight.shape}]`);
+        }
+        if (bias && (bias.shape.length !== 1 || bias.shape[0] !== outF)) throw new Error(`${kernel}: bias [${bias.shape}] is not [${outF}]`);
+        const xv = requireFloat32(backend, x, kernel, 'x');
+        const y = nativeMatMul(addon, xv, [rows, inF], requireFloat32(backend, weight, kernel, 'weight'), [outF, inF], false, true, bias ? { bias: requireFloat32(backend, bias, kernel, 'bias') } : undefined, policy).values;
+        const h = nativeMatMul(addon, xv, [rows, inF], requireFloat32(backend, loraA, kernel, 'loraA'), [r, inF], false, true, { scale }, policy).values;
+        nativeMatMul(addon, h, [rows, r], requireFloat32(backend, loraB, kernel, 'loraB'), [outF, r], false, true, { addTo: y }, policy);
+        return [backend.makeTensorInfo([...x.shape.slice(0, -1), outF], 'float32', y), backend.makeTensorInfo([rows, r], 'float32', h)];
+      },
+    },
+    {
+      kernelName: FUSED_KERNELS.loraLinearGrad,
+      backendName,
+      kernelFunc: (args) => {
+        const kernel = FUSED_KERNELS.loraLinearGrad;
+        const { dy, x, h, weight, loraA, loraB } = args.inputs as Record<'dy' | 'x' | 'h' | 'weight' | 'loraA' | 'loraB', tf.TensorInfo>;
+        const want = args.attrs as unknown as LoraLinearGradAttrs;
+        const backend = args.backend as CpuBackendStorage;
+        const { rows, inF, outF } = linearRows(x, weight, kernel);
+        const r = loraA.shape[0]!;
+        const dyv = requireFloat32(backend, dy, kernel, 'dy');
+        if (dyv.length !== rows * outF) throw new Error(`${kernel}: dy [${dy.shape}] does not fit ${rows} rows of ${outF}`);
+        const xv = requireFloat32(backend, x, kernel, 'x');
+        const av = requireFloat32(backend, loraA, kernel, 'loraA');
+        // g = scale·dy·B [rows, r]: the branch's gradient at h's input side.
+        const g = nativeMatMul(addon, dyv, [rows, outF], requireFloat32(backend, loraB, kernel, 'loraB'), [outF, r], false, false, { scale: want.scale }, policy).values;
+        const out: tf.TensorInfo[] = [];
+        if (want.dx) {
+          const dx = nativeMatMul(addon, dyv, [rows, outF], requireFloat32(backend, weight, kernel, 'weight'), [outF, inF], false, false, undefined, policy).values;
+          nativeMatMul(addon, g, [rows, r], av, [r, inF], false, false, { addTo: dx }, policy);
+          out.push(backend.makeTensorInfo([...want.xShape], 'float32', dx));
+        }
+        if (want.dweight) out.push(backend.makeTensorInfo([outF, inF], 'float32', nativeMatMul(addon, dyv, [rows, outF], xv, [rows, inF], true, false, undefined, policy).values));
+        if (want.dbias) {
+          const db = nativeBuffers.take(outF);
+          addon.reduce(0, dyv, Int32Array.of(rows, outF), Int32Array.of(1, 0), db);
+          out.push(backend.makeTensorInfo([outF], 'float32', db));
+        }
+        out.push(backend.makeTensorInfo([r, inF], 'float32', nativeMatMul(addon, g, [rows, r], xv, [rows, inF], true, false, undefined, policy).values));
+        out.push(backend.makeTensorInfo([outF, r], 'float32', nativeMatMul(addon, dyv, [rows, outF], requireFloat32(backend, h, kernel, 'h'), [rows, r], true, false, undefined, policy).values));
         return out;
       },
     },

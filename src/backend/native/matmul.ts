@@ -72,7 +72,18 @@ export function matmulShapes(aShape: readonly number[], bShape: readonly number[
   return { aDims, bDims, m, n, k, batchA: sizeOf(aDims.slice(0, -2)), batchB: sizeOf(bDims.slice(0, -2)), outShape };
 }
 
-/** op(A)·op(B) into a new Float32Array, choosing sgemm or the oneDNN matmul primitive by shape. */
+/** What the matmul primitive does with its product: bias and activation, a scale, or adding into an existing output. */
+export interface MatmulEpilogue {
+  bias?: Float32Array | null;
+  activation?: number;
+  alpha?: number;
+  /** The product is multiplied by this (before the bias). */
+  scale?: number;
+  /** Add the result into this array (of the output's size) instead of a new one; it is returned as the values. */
+  addTo?: Float32Array;
+}
+
+/** op(A)·op(B) into a new Float32Array (or added into epilogue.addTo), choosing sgemm or the oneDNN matmul primitive by shape. */
 export function nativeMatMul(
   addon: NativeAddon,
   a: Float32Array,
@@ -81,12 +92,14 @@ export function nativeMatMul(
   bShape: readonly number[],
   transA: boolean,
   transB: boolean,
-  epilogue?: { bias: Float32Array | null; activation: number; alpha: number },
+  epilogue?: MatmulEpilogue,
   policy?: GemmPolicy,
 ): { values: Float32Array; shape: number[] } {
   const s = matmulShapes(aShape, bShape, transA, transB);
-  const out = nativeBuffers.take(sizeOf(s.outShape));
-  const plain = !epilogue || (epilogue.bias === null && epilogue.activation === 0);
+  const size = sizeOf(s.outShape);
+  if (epilogue?.addTo && epilogue.addTo.length !== size) throw new Error(`matmul: addTo holds ${epilogue.addTo.length} floats, the product ${size}`);
+  const out = epilogue?.addTo ?? nativeBuffers.take(size);
+  const plain = !epilogue || (!epilogue.bias && !epilogue.activation && (epilogue.scale ?? 1) === 1 && !epilogue.addTo);
   // bf16 products run on the matmul primitive (addon.matmul switches to it); sgemm is fp32 only.
   if (plain && !nativeBf16Active() && s.batchB === 1 && (s.batchA === 1 || !transA)) {
     // One GEMM: a batch of untransposed A against a shared B stacks into [batch·M, K].
@@ -105,6 +118,8 @@ export function nativeMatMul(
       out,
       epilogue?.activation ?? 0,
       epilogue?.alpha ?? 0,
+      epilogue?.scale ?? 1,
+      epilogue?.addTo !== undefined,
     );
   }
   return { values: out, shape: s.outShape };
