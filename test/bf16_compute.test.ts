@@ -273,6 +273,45 @@ describe.skipIf(!hardware)(`bf16 kernels on oneDNN (${hardware ?? 'no bf16 CPU'}
     expectBf16Product(got, ref.y, ref.yAbs, fp32.y, 'fused conv-list forward');
   });
 
+  it('a patch-embedding conv (stride = kernel, run as a matmul over patches): forward, input and weight gradients in bf16', () => {
+    const [pn, ph, pw, pc, pk, po] = [2, 8, 12, 3, 4, 5];
+    const [poh, pow] = [ph / pk, pw / pk];
+    const px = randn(pn * ph * pw * pc), pf = randn(pk * pk * pc * po), pdy = randn(pn * poh * pow * po);
+    const reference = (xv: ArrayLike<number>, fv: ArrayLike<number>, dyv: ArrayLike<number>) => {
+      const out = { y: new Float64Array(pdy.length), yAbs: new Float64Array(pdy.length), dx: new Float64Array(px.length), dxAbs: new Float64Array(px.length), dw: new Float64Array(pf.length), dwAbs: new Float64Array(pf.length) };
+      for (let b = 0; b < pn; b++)
+        for (let i = 0; i < poh; i++)
+          for (let j = 0; j < pow; j++)
+            for (let ky = 0; ky < pk; ky++)
+              for (let kx = 0; kx < pk; kx++)
+                for (let ci = 0; ci < pc; ci++)
+                  for (let co = 0; co < po; co++) {
+                    const xi = ((b * ph + i * pk + ky) * pw + j * pk + kx) * pc + ci, fi = ((ky * pk + kx) * pc + ci) * po + co, yi = ((b * poh + i) * pow + j) * po + co;
+                    const xf = xv[xi]! * fv[fi]!, fdy = fv[fi]! * dyv[yi]!, xdy = xv[xi]! * dyv[yi]!;
+                    (out.y[yi] += xf), (out.yAbs[yi] += Math.abs(xf)), (out.dx[xi] += fdy), (out.dxAbs[xi] += Math.abs(fdy)), (out.dw[fi] += xdy), (out.dwAbs[fi] += Math.abs(xdy));
+                  }
+      return out;
+    };
+    const want = reference(roundAll(px), roundAll(pf), roundAll(pdy));
+    const plain = reference(px, pf, pdy);
+    const weight = tf.variable(tf.tensor4d(pf, [pk, pk, pc, po]).transpose([3, 2, 0, 1]));
+    const input = tf.variable(tf.tensor4d(px, [pn, ph, pw, pc]));
+    const dyT = tf.tensor4d(pdy, [pn, poh, pow, po]);
+    const spec = { stride: pk, pad: [0, 0, 0, 0] as [number, number, number, number] };
+    setNativeBf16(addon, true);
+    const y = convList([input], weight, null, spec);
+    const { value, grads } = tf.variableGrads(() => convList([input], weight, null, spec).mul(dyT).sum() as tf.Scalar, [input, weight]);
+    setNativeBf16(addon, false);
+    const [dx, dwOihw] = [grads[input.name], grads[weight.name]];
+    value.dispose();
+    expectBf16Product(y.dataSync() as Float32Array, want.y, want.yAbs, plain.y, 'patch conv forward');
+    expectBf16Product(dx!.dataSync() as Float32Array, want.dx, want.dxAbs, plain.dx, 'patch conv input gradient');
+    // The weight gradient comes back as [o, c, kh, kw]; the references are [kh, kw, c, o].
+    const dwHwio = tf.tidy(() => dwOihw!.transpose([2, 3, 1, 0]).dataSync() as Float32Array);
+    expectBf16Product(dwHwio, want.dw, want.dwAbs, plain.dw, 'patch conv weight gradient');
+    tf.dispose([weight, input, dyT, y, dx!, dwOihw!]);
+  });
+
   it('conv2d backprop input', () => {
     const got = inBf16('Conv2DBackpropInput', () =>
       tf.engine().runKernel('Conv2DBackpropInput', { dy: tf.tensor4d(dy, [n, oh, ow, o]), filter: tf.tensor4d(f, [k, k, c, o]) }, {

@@ -39,6 +39,10 @@ const CONV_CASES: ConvCase[] = [
   { label: 'stride 2, padding 1, relu, no bias', n: 2, h: 7, w: 6, channels: [4, 1], out: 5, k: 3, stride: 2, padding: 1, bias: false, act: { kind: 'relu' } },
   { label: 'valid 5×5, linear', n: 1, h: 9, w: 8, channels: [2, 3], out: 2, k: 5, stride: 1, padding: 'valid', bias: true, act: { kind: 'linear' } },
   { label: 'large enough to split across threads', n: 4, h: 24, w: 24, channels: [16, 8, 8], out: 8, k: 3, stride: 1, padding: 1, bias: true, act: { kind: 'leaky_relu', alpha: 0.2 } },
+  // Stride = kernel, no padding: a patch embedding, run as a matmul over gathered patches.
+  { label: 'patch embedding 4×4 stride 4 (DiT x_embedder)', n: 2, h: 8, w: 12, channels: [3], out: 5, k: 4, stride: 4, padding: 0, bias: true, act: { kind: 'linear' } },
+  { label: 'patches 3×3 stride 3 not covering the image (the remainder gets no gradient), two inputs, leaky relu', n: 2, h: 10, w: 11, channels: [2, 3], out: 4, k: 3, stride: 3, padding: 'valid', bias: false, act: { kind: 'leaky_relu', alpha: 0.1 } },
+  { label: 'patch embedding 2×2 stride 2, threaded', n: 4, h: 32, w: 32, channels: [4], out: 64, k: 2, stride: 2, padding: 0, bias: true, act: { kind: 'linear' } },
 ];
 
 /** y and the gradients of Σ y·r w.r.t. every input, the weight and the bias, on the current backend. */

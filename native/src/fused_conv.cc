@@ -65,7 +65,7 @@ std::vector<TypedView<float>> floatList(napi_env env, napi_value arr, const char
 
 // Scratch reused across calls (the addon runs on the JS thread only).
 std::vector<float>& scratch(int which) {
-  static std::vector<float> buffers[4];
+  static std::vector<float> buffers[5];
   return buffers[which];
 }
 
@@ -122,6 +122,62 @@ SFN_VECTOR_CLONES void activationGradRange(const float* dy, const float* y, floa
   }
 }
 
+// A kh×kw convolution with stride (kh, kw), no padding and no dilation (a ViT/DiT patch embedding)
+// reads each input pixel once: it is a matmul of the [positions, kh·kw·C] patch matrix with the
+// filter as [kh·kw·C, O] (HWIO is exactly that). oneDNN's convolution kernels handle this shape badly
+// (3 input channels, stride 4: the backward passes of a DiT patch embedding took 2-3 ms where the
+// products are 0.1 ms), so these passes run as matmuls over gathered patches.
+bool isPatchConv(const ConvShape& s) {
+  return s.kh == s.sh && s.kw == s.sw && s.pt == 0 && s.pl == 0 && s.pb == 0 && s.pr == 0 && s.dh == 1 && s.dw == 1 && s.oh == s.h / s.kh &&
+         s.ow == s.w / s.kw;
+}
+
+// patches[(b, i, j), (y, x, c)] = x[b, i·kh + y, j·kw + x, c], or the reverse (scatter, dx outside the
+// patch grid set to 0) when `toImage`.
+void movePatches(const ConvShape& s, const float* from, float* to, bool toImage) {
+  const int64_t row = s.kw * s.c, K = s.kh * row;
+  if (toImage && (s.oh * s.kh != s.h || s.ow * s.kw != s.w)) std::fill(to, to + s.n * s.h * s.w * s.c, 0.f);
+  forRanges(s.n * s.oh * s.ow, K, [&](int64_t begin, int64_t end) {
+    for (int64_t p = begin; p < end; ++p) {
+      const int64_t b = p / (s.oh * s.ow), i = (p / s.ow) % s.oh, j = p % s.ow;
+      for (int64_t y = 0; y < s.kh; ++y) {
+        const int64_t pixel = ((b * s.h + i * s.kh + y) * s.w + j * s.kw) * s.c;
+        if (toImage) std::memcpy(to + pixel, from + p * K + y * row, row * sizeof(float));
+        else std::memcpy(to + p * K + y * row, from + pixel, row * sizeof(float));
+      }
+    }
+  });
+}
+
+// One pass of a patch convolution, with runConv's arguments (filters HWIO).
+const std::string& runPatchConv(ConvKind kind, const ConvShape& s, const float* in1, const float* in2, const float* bias, float* out) {
+  const int64_t P = s.n * s.oh * s.ow, K = s.kh * s.kw * s.c;
+  auto run = [](const MatmulShape& m, const float* a, const float* b, const float* bias, float* c) -> const std::string& {
+    return bf16Compute() ? runBf16Matmul(m, a, b, bias, c) : runMatmul(m, a, b, bias, c);
+  };
+  float* patches = sized(4, P * K);
+  MatmulShape m{{P, K}, {K, s.o}, false, false, false, Activation::Linear, 0.f};
+  if (kind == ConvKind::Forward) {
+    movePatches(s, in1, patches, false);
+    m.withBias = bias != nullptr, m.activation = s.activation, m.alpha = s.alpha;
+    return run(m, patches, in2, bias, out);
+  }
+  if (kind == ConvKind::BackwardWeights) {  // dW = patchesᵀ · dy
+    movePatches(s, in1, patches, false);
+    m.bDims = {P, s.o}, m.transA = true;
+    return run(m, patches, in2, nullptr, out);
+  }
+  m.aDims = {P, s.o}, m.bDims = {K, s.o}, m.transB = true;  // dpatches = dy · Wᵀ
+  const std::string& impl = run(m, in1, in2, nullptr, patches);
+  movePatches(s, patches, out, true);
+  return impl;
+}
+
+const std::string& runListConv(ConvKind kind, const ConvShape& s, const float* in1, const float* in2, const float* bias, float* out) {
+  if (isPatchConv(s)) return runPatchConv(kind, s, in1, in2, bias, out);
+  return (bf16Compute() ? runBf16Conv : runConv)(kind, s, in1, in2, bias, out);
+}
+
 }  // namespace
 
 napi_value convListForwardBinding(napi_env env, napi_callback_info cb) {
@@ -148,7 +204,7 @@ napi_value convListForwardBinding(napi_env env, napi_callback_info cb) {
   const float* x = concatInputs(xs, geo.channels, positions, s.c);
   float* wHwio = sized(1, s.o * s.c * s.kh * s.kw);
   oihwToHwio(w.data, s.o, s.c, s.kh, s.kw, wHwio);
-  return makeString(env, (bf16Compute() ? runBf16Conv : runConv)(ConvKind::Forward, s, x, wHwio, bias, y.data));
+  return makeString(env, runListConv(ConvKind::Forward, s, x, wHwio, bias, y.data));
 }
 
 napi_value convListBackwardBinding(napi_env env, napi_callback_info cb) {
@@ -216,7 +272,7 @@ napi_value convListBackwardBinding(napi_env env, napi_callback_info cb) {
   if (dw.data) {
     const float* x = concatInputs(xs, geo.channels, positions, s.c);
     float* dwHwio = sized(1, wSize);
-    (bf16Compute() ? runBf16Conv : runConv)(ConvKind::BackwardWeights, s, x, dpre, nullptr, dwHwio);
+    runListConv(ConvKind::BackwardWeights, s, x, dpre, nullptr, dwHwio);
     hwioToOihw(dwHwio, s.o, s.c, s.kh, s.kw, dw.data);
   }
   if (!anyDx) return nullptr;
@@ -224,12 +280,12 @@ napi_value convListBackwardBinding(napi_env env, napi_callback_info cb) {
   float* wHwio = sized(3, wSize);
   oihwToHwio(w.data, s.o, s.c, s.kh, s.kw, wHwio);
   if (xs.size() == 1) {
-    (bf16Compute() ? runBf16Conv : runConv)(ConvKind::BackwardData, s, dpre, wHwio, nullptr, dxs[0].data);
+    runListConv(ConvKind::BackwardData, s, dpre, wHwio, nullptr, dxs[0].data);
     return nullptr;
   }
   // The concatenation's gradient, then each input's channel slice of it.
   float* dx = sized(0, positions * s.c);
-  (bf16Compute() ? runBf16Conv : runConv)(ConvKind::BackwardData, s, dpre, wHwio, nullptr, dx);
+  runListConv(ConvKind::BackwardData, s, dpre, wHwio, nullptr, dx);
   forRanges(positions, s.c, [&](int64_t begin, int64_t end) {
     for (int64_t p = begin; p < end; ++p) {
       int64_t off = 0;
