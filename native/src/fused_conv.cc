@@ -127,8 +127,10 @@ SFN_VECTOR_CLONES void activationGradRange(const float* dy, const float* y, floa
 // filter as [kh·kw·C, O] (HWIO is exactly that). oneDNN's convolution kernels handle this shape badly
 // (3 input channels, stride 4: the backward passes of a DiT patch embedding took 2-3 ms where the
 // products are 0.1 ms), so these passes run as matmuls over gathered patches.
+// 1×1 convolutions stay on oneDNN, which runs them as a matmul over the input in place; a gather
+// would only copy it.
 bool isPatchConv(const ConvShape& s) {
-  return s.kh == s.sh && s.kw == s.sw && s.pt == 0 && s.pl == 0 && s.pb == 0 && s.pr == 0 && s.dh == 1 && s.dw == 1 && s.oh == s.h / s.kh &&
+  return s.kh * s.kw > 1 && s.kh == s.sh && s.kw == s.sw && s.pt == 0 && s.pl == 0 && s.pb == 0 && s.pr == 0 && s.dh == 1 && s.dw == 1 && s.oh == s.h / s.kh &&
          s.ow == s.w / s.kw;
 }
 
