@@ -1,7 +1,7 @@
 import { tf } from '../tf.js';
 import { CONV_ACTIVATIONS, FUSED_KERNELS, NORM_MODULATE_ACTIVATIONS, type ConvListAttrs, type LinearGradAttrs, type LoraLinearGradAttrs, type NormModulateAttrs } from '../fused.js';
 import type { NativeAddon } from './addon.js';
-import { nativeGemmPolicy, nativeMatMul } from './matmul.js';
+import { nativeGemmPolicy, nativeMatMul, type GemmPolicy } from './matmul.js';
 import { requireFloat32, type CpuBackendStorage } from './storage.js';
 import { nativeBuffers } from './buffer_pool.js';
 
@@ -92,6 +92,28 @@ function linearRows(x: { shape: readonly number[] }, weight: tf.TensorInfo, kern
   return { rows: tf.util.sizeFromShape([...x.shape]) / inF, inF, outF };
 }
 
+/** The wanted ones of dweight = dyᵀ·x [out, in] and dbias = Σ_rows dy [out] (SfLinearGrad and SfLoraLinearGrad). */
+function weightAndBiasGrads(
+  addon: NativeAddon,
+  backend: CpuBackendStorage,
+  dy: Float32Array,
+  x: Float32Array | null,
+  rows: number,
+  inF: number,
+  outF: number,
+  want: LinearGradAttrs,
+  policy: GemmPolicy,
+): tf.TensorInfo[] {
+  const out: tf.TensorInfo[] = [];
+  if (want.dweight && x) out.push(backend.makeTensorInfo([outF, inF], 'float32', nativeMatMul(addon, dy, [rows, outF], x, [rows, inF], true, false, undefined, policy).values));
+  if (want.dbias) {
+    const db = nativeBuffers.take(outF);
+    addon.reduce(0, dy, Int32Array.of(rows, outF), Int32Array.of(1, 0), db);
+    out.push(backend.makeTensorInfo([outF], 'float32', db));
+  }
+  return out;
+}
+
 /** [batch, positions per sample, channels] of a gated residual, checked against mod [batch, width] and the gate's offset. */
 function gateDims(x: tf.TensorInfo, mod: tf.TensorInfo, offset: number, kernel: string): [number, number, number, number] {
   const n = x.shape[0]!;
@@ -171,16 +193,8 @@ export function fusedLayerConfigs(addon: NativeAddon, backendName: string): tf.K
           const { values } = nativeMatMul(addon, dyv, [rows, outF], requireFloat32(backend, weight, kernel, 'weight'), [outF, inF], false, false, undefined, policy);
           out.push(backend.makeTensorInfo([...want.xShape], 'float32', values));
         }
-        if (want.dweight) {
-          if (!x) throw new Error(`${kernel}: the weight gradient needs x`);
-          const { values } = nativeMatMul(addon, dyv, [rows, outF], requireFloat32(backend, x, kernel, 'x'), [rows, inF], true, false, undefined, policy);
-          out.push(backend.makeTensorInfo([outF, inF], 'float32', values));
-        }
-        if (want.dbias) {
-          const db = nativeBuffers.take(outF);
-          addon.reduce(0, dyv, Int32Array.of(rows, outF), Int32Array.of(1, 0), db);
-          out.push(backend.makeTensorInfo([outF], 'float32', db));
-        }
+        if (want.dweight && !x) throw new Error(`${kernel}: the weight gradient needs x`);
+        out.push(...weightAndBiasGrads(addon, backend, dyv, x ? requireFloat32(backend, x, kernel, 'x') : null, rows, inF, outF, want, policy));
         return out;
       },
     },
@@ -228,12 +242,7 @@ export function fusedLayerConfigs(addon: NativeAddon, backendName: string): tf.K
           nativeMatMul(addon, g, [rows, r], av, [r, inF], false, false, { addTo: dx }, policy);
           out.push(backend.makeTensorInfo([...want.xShape], 'float32', dx));
         }
-        if (want.dweight) out.push(backend.makeTensorInfo([outF, inF], 'float32', nativeMatMul(addon, dyv, [rows, outF], xv, [rows, inF], true, false, undefined, policy).values));
-        if (want.dbias) {
-          const db = nativeBuffers.take(outF);
-          addon.reduce(0, dyv, Int32Array.of(rows, outF), Int32Array.of(1, 0), db);
-          out.push(backend.makeTensorInfo([outF], 'float32', db));
-        }
+        out.push(...weightAndBiasGrads(addon, backend, dyv, xv, rows, inF, outF, want, policy));
         out.push(backend.makeTensorInfo([r, inF], 'float32', nativeMatMul(addon, g, [rows, r], xv, [rows, inF], true, false, undefined, policy).values));
         out.push(backend.makeTensorInfo([outF, r], 'float32', nativeMatMul(addon, dyv, [rows, outF], requireFloat32(backend, h, kernel, 'h'), [rows, r], true, false, undefined, policy).values));
         return out;
