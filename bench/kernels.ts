@@ -152,6 +152,11 @@ function kernelRows(backend: string, repeats: number, rng: Rng): BenchRow[] {
   const actBytes = 8 * act.size;
   const shapeName = `[${ACTIVATION_SHAPE.join(',')}]`;
   rows.push({ name: `${backend} sigmoid ${shapeName}`, value: actBytes / timeOp(() => tf.sigmoid(act), repeats) / 1e6, unit: 'GB/s' });
+  // Reductions (GB/s of input read plus output written): over channels (a LayerNorm's statistics)
+  // and over every position (a bias gradient).
+  const channels = ACTIVATION_SHAPE[ACTIVATION_SHAPE.length - 1]!;
+  rows.push({ name: `${backend} sum over channels ${shapeName}`, value: (4 * act.size + (4 * act.size) / channels) / timeOp(() => tf.sum(act, -1), repeats) / 1e6, unit: 'GB/s' });
+  rows.push({ name: `${backend} sum over positions ${shapeName}`, value: (4 * act.size + 4 * channels) / timeOp(() => tf.sum(act, [0, 1, 2]), repeats) / 1e6, unit: 'GB/s' });
   const leakyBackward = () => tf.where(tf.greater(act, 0), actDy, actDy.mul(0.2));
   rows.push({ name: `${backend} leakyRelu backward ${shapeName}`, value: timeOp(() => tf.tidy(leakyBackward), repeats), unit: 'ms' });
   tf.dispose([act, actDy]);

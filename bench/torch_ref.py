@@ -92,6 +92,9 @@ def kernel_rows(repeats):
     act, act_dy = torch.randn(*shape), torch.randn(*shape)
     shape_name = '[' + ','.join(map(str, shape)) + ']'
     rows.append(dict(name=f'torch sigmoid {shape_name}', value=8 * act.numel() / best_ms(lambda: torch.sigmoid(act), repeats) / 1e6, unit='GB/s'))
+    channels = act.shape[-1]
+    rows.append(dict(name=f'torch sum over channels {shape_name}', value=(4 * act.numel() + 4 * act.numel() / channels) / best_ms(lambda: act.sum(-1), repeats) / 1e6, unit='GB/s'))
+    rows.append(dict(name=f'torch sum over positions {shape_name}', value=(4 * act.numel() + 4 * channels) / best_ms(lambda: act.sum(dim=(0, 1, 2)), repeats) / 1e6, unit='GB/s'))
     leaky_backward = lambda: torch.ops.aten.leaky_relu_backward(act_dy, act, 0.2, False)
     rows.append(dict(name=f'torch leakyRelu backward {shape_name}', value=best_ms(leaky_backward, repeats), unit='ms'))
     return rows

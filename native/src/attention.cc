@@ -7,6 +7,7 @@
 #include <memory>
 #include <string>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "bf16.h"
@@ -57,6 +58,15 @@ bool parallelWorth(const AttentionShape& s) { return 4.0 * s.batch * s.heads * s
 // So width ≥ 64 under bf16 takes this path; fp32, narrower heads and grouped heads (whose dK and
 // dV sum over a group's query heads, which a batched matmul cannot express) keep the per-head one.
 bool useBatchedBf16(const AttentionShape& s) { return s.kvHeads == s.heads && s.dim >= 64 && bf16Compute(); }
+
+// A shape whose batched primitive oneDNN refused: from then on it takes the per-head path.
+std::unordered_set<std::string>& refusedShapes() {
+  static std::unordered_set<std::string> refused;
+  return refused;
+}
+std::string shapeKey(const AttentionShape& s) {
+  return std::to_string(s.batch) + ',' + std::to_string(s.nq) + ',' + std::to_string(s.nk) + ',' + std::to_string(s.heads) + ',' + std::to_string(s.dim);
+}
 
 // A [B, H, rows, cols] operand over memory laid out some other way.
 struct View {
@@ -179,7 +189,13 @@ void batchedBf16Backward(const AttentionShape& s, const float* dout, const float
 }  // namespace
 
 void attentionForward(const AttentionShape& s, const float* q, const float* k, const float* v, float* o, float* p) {
-  if (useBatchedBf16(s)) return batchedBf16Forward(s, q, k, v, o, p);
+  if (useBatchedBf16(s) && !refusedShapes().count(shapeKey(s))) {
+    try {
+      return batchedBf16Forward(s, q, k, v, o, p);
+    } catch (const JsError&) {
+      refusedShapes().insert(shapeKey(s));  // every output is written again below
+    }
+  }
   const int64_t groups = s.heads / s.kvHeads, ldq = s.heads * s.dim, ldk = s.kvHeads * s.dim;
   forEachIndex(s.batch * s.heads, parallelWorth(s), [&](int64_t bh) {
     const int64_t b = bh / s.heads, h = bh % s.heads, hk = h / groups;
@@ -198,7 +214,13 @@ void attentionForward(const AttentionShape& s, const float* q, const float* k, c
 
 void attentionBackward(const AttentionShape& s, const float* dout, const float* q, const float* k, const float* v, const float* p, float* dq,
                        float* dk, float* dv) {
-  if (useBatchedBf16(s)) return batchedBf16Backward(s, dout, q, k, v, p, dq, dk, dv);
+  if (useBatchedBf16(s) && !refusedShapes().count(shapeKey(s))) {
+    try {
+      return batchedBf16Backward(s, dout, q, k, v, p, dq, dk, dv);
+    } catch (const JsError&) {
+      refusedShapes().insert(shapeKey(s));
+    }
+  }
   const int64_t groups = s.heads / s.kvHeads, ldq = s.heads * s.dim, ldk = s.kvHeads * s.dim;
   // One task per (batch, key/value head): the query heads of a group add into the same dK and dV.
   forEachRange(s.batch * s.kvHeads, parallelWorth(s), [&](int64_t begin, int64_t end) {
