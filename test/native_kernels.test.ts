@@ -792,6 +792,7 @@ describe.skipIf(skip)('native reductions vs cpu', () => {
     ['size-1 dims around the axis', [1, 5, 1, 7], [1, 2], false],
     ['threaded, inner kept', [4, 64, 64, 16], [0, 1, 2], false],
     ['threaded, inner reduced', [64, 4096], 1, true],
+    ['threaded, inner kept, 40 channels (two 16-column blocks and a tail)', [8, 32, 32, 40], [0, 1, 2], false],
     ['threaded, FiLM grad [H,W]', [16, 32, 32, 24], [1, 2], false],
   ];
   const ops: [string, (x: tf.Tensor, axis: number | number[] | undefined, keep: boolean) => tf.Tensor][] = [

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <type_traits>
 
 namespace sfn {
 
@@ -42,20 +43,50 @@ Layout collapse(const std::vector<int64_t>& shape, const std::vector<bool>& redu
   return l;
 }
 
+// The sum loops as plain functions so that they get the AVX-512 / AVX2 clones (parallel.h): as
+// template members they compiled to baseline SSE2, two doubles per instruction.
+inline double sumRun(const float* x, int64_t n) {
+  // Independent partial sums: no loop-carried dependency on one register.
+  double s[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int64_t j = 0;
+  for (; j + 8 <= n; j += 8) {
+    for (int k = 0; k < 8; ++k) s[k] += x[j + k];
+  }
+  double total = ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
+  for (; j < n; ++j) total += x[j];
+  return total;
+}
+
+// acc[r] += Σ row r, for `rows` rows of n (a sum over the innermost dim).
+SFN_VECTOR_CLONES void sumEachRow(const float* x, int64_t rows, int64_t n, double* acc) {
+  for (int64_t r = 0; r < rows; ++r) acc[r] += sumRun(x + r * n, n);
+}
+
+// acc[j] += Σ_r x[r, j] over `rows` rows of n (a sum over every outer dim: a bias gradient), 16
+// columns at a time in registers: adding into acc in memory row after row made every add wait
+// for the previous row's store.
+SFN_VECTOR_CLONES void sumColumns(const float* x, int64_t rows, int64_t n, double* acc) {
+  constexpr int64_t kBlock = 16;
+  int64_t j0 = 0;
+  for (; j0 + kBlock <= n; j0 += kBlock) {
+    double s[kBlock];
+    for (int64_t k = 0; k < kBlock; ++k) s[k] = acc[j0 + k];
+    for (int64_t r = 0; r < rows; ++r) {
+      const float* row = x + r * n + j0;
+      for (int64_t k = 0; k < kBlock; ++k) s[k] += row[k];
+    }
+    for (int64_t k = 0; k < kBlock; ++k) acc[j0 + k] = s[k];
+  }
+  for (int64_t r = 0; r < rows && j0 < n; ++r) {
+    const float* row = x + r * n;
+    for (int64_t j = j0; j < n; ++j) acc[j] += row[j];
+  }
+}
+
 struct SumAcc {
   static double init() { return 0; }
   static double combine(double a, double b) { return a + b; }
-  static double run(const float* x, int64_t n) {
-    // Independent partial sums: no loop-carried dependency on one register.
-    double s[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    int64_t j = 0;
-    for (; j + 8 <= n; j += 8) {
-      for (int k = 0; k < 8; ++k) s[k] += x[j + k];
-    }
-    double total = ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
-    for (; j < n; ++j) total += x[j];
-    return total;
-  }
+  static double run(const float* x, int64_t n) { return sumRun(x, n); }
 };
 
 struct ProdAcc {
@@ -95,6 +126,13 @@ void accumulateRows(const Layout& l, const float* x, int64_t rowBegin, int64_t r
   const int r = static_cast<int>(l.dims.size());
   const int64_t inner = l.dims[r - 1];
   const bool innerReduced = l.reduced[r - 1];
+  // The two layouts of a training step's sums, [kept, reduced] and [reduced, kept], in one call
+  // each (the same additions in the same order as the general walk below).
+  if constexpr (std::is_same_v<Acc, SumAcc>) {
+    if (r == 2 && innerReduced && !l.reduced[0]) return sumEachRow(x + rowBegin * inner, rowEnd - rowBegin, inner, acc + rowBegin);
+    if (r == 2 && !innerReduced && l.reduced[0]) return sumColumns(x + rowBegin * inner, rowEnd - rowBegin, inner, acc);
+    if (r == 1 && innerReduced) return sumEachRow(x + rowBegin * inner, rowEnd - rowBegin, inner, acc);
+  }
   // Odometer over the outer dims (all but the innermost), started at rowBegin.
   std::vector<int64_t> idx(r > 1 ? r - 1 : 0);
   int64_t outOff = 0, rest = rowBegin;
