@@ -822,6 +822,32 @@ describe.skipIf(skip)('native reductions vs cpu', () => {
     expect([...cols]).toEqual([1, NaN, 3, -Infinity]);
   });
 
+  it('sums are the same additions in the same order on every path: rows (8 double lanes, a fixed tree), columns (row order)', () => {
+    const rng = new Rng(404);
+    for (const n of [16, 32, 40, 48]) {
+      // The AVX-512 row kernel takes widths that are multiples of 16, the plain loop the others.
+      const rows = 300;
+      const x = Float32Array.from({ length: rows * n }, () => rng.normal() * Math.exp(8 * rng.uniform()));
+      const byRow = new Float32Array(rows);
+      addon!.reduce(0, x, Int32Array.of(rows, n), Int32Array.of(0, 1), byRow);
+      const byColumn = new Float32Array(n);
+      addon!.reduce(0, x, Int32Array.of(rows, n), Int32Array.of(1, 0), byColumn);
+      for (let r = 0; r < rows; r++) {
+        const s = new Float64Array(8);
+        let j = 0;
+        for (; j + 8 <= n; j += 8) for (let k = 0; k < 8; k++) s[k] += x[r * n + j + k]!;
+        let total = ((s[0]! + s[1]!) + (s[2]! + s[3]!)) + ((s[4]! + s[5]!) + (s[6]! + s[7]!));
+        for (; j < n; j++) total += x[r * n + j]!;
+        expect(byRow[r], `width ${n}, row ${r}`).toBe(Math.fround(total));
+      }
+      for (let c = 0; c < n; c++) {
+        let total = 0;
+        for (let r = 0; r < rows; r++) total += x[r * n + c]!;
+        expect(byColumn[c], `width ${n}, column ${c}`).toBe(Math.fround(total));
+      }
+    }
+  });
+
   it('int32 and bool reductions keep tfjs dtypes (cpu fallback)', async () => {
     await tf.setBackend(NATIVE_BACKEND);
     const i = tf.tensor([[1, 2], [3, 4]], [2, 2], 'int32');
