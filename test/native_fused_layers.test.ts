@@ -31,6 +31,37 @@ function maxRelErr(a: Float32Array, b: Float32Array): number {
   return err / Math.max(1, ref);
 }
 
+/** y = forward(), then the gradients of Σ y·r w.r.t. vars, as host arrays: [y, ...grads]. */
+function valueAndGradsOfWeightedSum(forward: () => tf.Tensor, r: tf.Tensor, vars: tf.Variable[]): Float32Array[] {
+  const y = forward();
+  const { grads } = tf.variableGrads(() => forward().mul(r).sum() as tf.Scalar, vars);
+  return [y, ...vars.map((v) => grads[v.name]!)].map((t) => t.dataSync().slice() as Float32Array);
+}
+
+/**
+ * Central finite differences of loss(data) = Σ y·data[weightSlot] against the analytic gradients:
+ * grads[i] is the gradient w.r.t. data[slots[i]].
+ */
+function expectFiniteDifferences(value: (d: Float32Array[]) => Float32Array, data: Float32Array[], weightSlot: number, grads: Float32Array[], slots: number[]) {
+  const loss = (d: Float32Array[]) => {
+    const y = value(d);
+    let s = 0;
+    for (let i = 0; i < y.length; i++) s += y[i]! * d[weightSlot]![i]!;
+    return s;
+  };
+  const eps = 1e-2;
+  grads.forEach((g, which) => {
+    for (let i = 0; i < g.length; i++) {
+      const plus = data.map((a) => a.slice());
+      const minus = data.map((a) => a.slice());
+      plus[slots[which]!]![i]! += eps;
+      minus[slots[which]!]![i]! -= eps;
+      const fd = (loss(plus) - loss(minus)) / (2 * eps);
+      expect(Math.abs(fd - g[i]!), `input ${which} element ${i}: fd ${fd} vs ${g[i]}`).toBeLessThan(3e-3 * Math.max(1, Math.abs(fd)));
+    }
+  });
+}
+
 type ConvCase = { label: string; n: number; h: number; w: number; channels: number[]; out: number; k: number; stride: number; padding: number | 'same' | 'valid'; bias: boolean; act: ConvActivation };
 const CONV_CASES: ConvCase[] = [
   { label: 'one input, 3×3 same, leaky relu', n: 2, h: 5, w: 7, channels: [3], out: 4, k: 3, stride: 1, padding: 1, bias: true, act: { kind: 'leaky_relu', alpha: 0.2 } },
@@ -300,11 +331,8 @@ function linearValueAndGrads(c: LinearCase, data: Float32Array[]): Float32Array[
     if (lin.bias) lin.bias.assign(tf.tensor(data[2]!.subarray(0, c.out), [c.out]));
     if (c.frozenWeight) lin.weight.trainable = false;
     const x = tf.variable(tf.tensor(data[0]!, c.shape));
-    const y = lin.forward(x);
-    const r = tf.tensor(data[3]!, y.shape);
-    const vars = [x, ...[...lin.trainableParameters().values()]];
-    const { grads } = tf.variableGrads(() => lin.forward(x).mul(r).sum() as tf.Scalar, vars);
-    const out = [y, ...vars.map((v) => grads[v.name]!)].map((t) => t.dataSync().slice() as Float32Array);
+    const r = tf.tensor(data[3]!, [...c.shape.slice(0, -1), c.out]);
+    const out = valueAndGradsOfWeightedSum(() => lin.forward(x), r, [x, ...lin.trainableParameters().values()]);
     x.dispose();
     lin.dispose();
     return out;
@@ -343,23 +371,8 @@ describe.skipIf(skip)('fused Linear (native) vs matmul → bias on cpu', () => {
     const rng = new Rng(6);
     const data = [randn(rng, c.shape), randn(rng, [3, 4]), randn(rng, [3]), randn(rng, [2, 3, 3])];
     const grads = linearValueAndGrads(c, data).slice(1);
-    const loss = (d: Float32Array[]) => {
-      const [y] = linearValueAndGrads(c, d);
-      let s = 0;
-      for (let i = 0; i < y!.length; i++) s += y![i]! * d[3]![i]!;
-      return s;
-    };
-    const eps = 1e-2;
-    grads.forEach((g, which) => {
-      for (let i = 0; i < g.length; i++) {
-        const plus = data.map((a) => a.slice());
-        const minus = data.map((a) => a.slice());
-        plus[which]![i]! += eps;
-        minus[which]![i]! -= eps;
-        const fd = (loss(plus) - loss(minus)) / (2 * eps);
-        expect(Math.abs(fd - g[i]!), `input ${which} element ${i}: fd ${fd} vs ${g[i]}`).toBeLessThan(3e-3 * Math.max(1, Math.abs(fd)));
-      }
-    });
+    // x, weight, bias: data slots 0, 1, 2; Σ y·data[3].
+    expectFiniteDifferences((d) => linearValueAndGrads(c, d)[0]!, data, 3, grads, [0, 1, 2]);
   });
 
   it('a frozen conv weight gets no gradient and the input gradients are unchanged', async () => {
@@ -408,10 +421,8 @@ function loraValueAndGrads(c: LoraCase, data: Float32Array[]): Float32Array[] {
     lora.loraB.weight.assign(tf.tensor2d(data[4]!, [c.out, c.r]));
     const x = tf.variable(tf.tensor(data[0]!, c.shape));
     const r = tf.tensor(data[5]!, [...c.shape.slice(0, -1), c.out]);
-    const y = lin.forward(x);
     const vars = [x, lora.loraA.weight, lora.loraB.weight, ...(c.trainBase ? [lin.weight, ...(c.bias ? [lin.bias!] : [])] : [])];
-    const { grads } = tf.variableGrads(() => lin.forward(x).mul(r).sum() as tf.Scalar, vars);
-    const out = [y, ...vars.map((v) => grads[v.name]!)].map((t) => t.dataSync().slice() as Float32Array);
+    const out = valueAndGradsOfWeightedSum(() => lin.forward(x), r, vars);
     x.dispose();
     lin.dispose();
     return out;
@@ -478,25 +489,8 @@ describe.skipIf(skip)('fused Linear + LoRA branch (native) vs base + B(A(x))·sc
     const c: LoraCase = { label: 'fd', shape: [3, 4], out: 3, r: 2, alpha: 4, bias: true, trainBase: true };
     const data = caseData(c, 9);
     const grads = loraValueAndGrads(c, data).slice(1);
-    // The order of vars in loraValueAndGrads: x, lora_A, lora_B, weight, bias → their slots in data.
-    const slots = [0, 3, 4, 1, 2];
-    const loss = (d: Float32Array[]) => {
-      const [y] = loraValueAndGrads(c, d);
-      let s = 0;
-      for (let i = 0; i < y!.length; i++) s += y![i]! * d[5]![i]!;
-      return s;
-    };
-    const eps = 1e-2;
-    grads.forEach((g, which) => {
-      for (let i = 0; i < g.length; i++) {
-        const plus = data.map((a) => a.slice());
-        const minus = data.map((a) => a.slice());
-        plus[slots[which]!]![i]! += eps;
-        minus[slots[which]!]![i]! -= eps;
-        const fd = (loss(plus) - loss(minus)) / (2 * eps);
-        expect(Math.abs(fd - g[i]!), `input ${which} element ${i}: fd ${fd} vs ${g[i]}`).toBeLessThan(3e-3 * Math.max(1, Math.abs(fd)));
-      }
-    });
+    // The order of vars in loraValueAndGrads (x, lora_A, lora_B, weight, bias) → their slots in data; Σ y·data[5].
+    expectFiniteDifferences((d) => loraValueAndGrads(c, d)[0]!, data, 5, grads, [0, 3, 4, 1, 2]);
   });
 });
 
