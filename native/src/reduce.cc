@@ -59,7 +59,6 @@ inline double sumRun(const float* x, int64_t n) {
   return total;
 }
 
-// acc[r] += Σ row r, for `rows` rows of n (a sum over the innermost dim).
 // sumRun for rows of a multiple of 16 floats with AVX-512: the 8 lanes of sumRun in one register,
 // the row's 8-float chunks added in order, then the same tree ((s0+s1)+(s2+s3))+((s4+s5)+(s6+s7))
 // by permutes (an add of a lane and its partner is exact in either order).
@@ -85,6 +84,7 @@ SFN_VECTOR_CLONES void sumEachRowPlain(const float* x, int64_t rows, int64_t n, 
   for (int64_t r = 0; r < rows; ++r) acc[r] += sumRun(x + r * n, n);
 }
 
+// acc[r] += Σ row r, for `rows` rows of n (a sum over the innermost dim).
 void sumEachRow(const float* x, int64_t rows, int64_t n, double* acc) {
   if (kHasAvx512 && n % 16 == 0) return sumEachRowAvx512(x, rows, n, acc);
   sumEachRowPlain(x, rows, n, acc);
