@@ -113,12 +113,8 @@ BatchedProduct& batchedProduct(const View& a, const View& b, const View& c, floa
   dnnl_memory_desc_t am = viewDesc(a, dnnl_bf16), bm = viewDesc(b, dnnl_bf16), cm = viewDesc(c, dnnl_f32);
   dnnl_matmul_desc_t md;
   dnnlCheck(dnnl_matmul_desc_init(&md, &am, &bm, nullptr, &cm), "attention matmul desc");
-  dnnl_primitive_attr_t attr = nullptr;
-  dnnlCheck(dnnl_primitive_attr_create(&attr), "attention attr");
-  const dnnl_status_t st = scale != 1.f ? dnnl_primitive_attr_set_output_scales(attr, 1, 0, &scale) : dnnl_success;
-  const dnnl_status_t made = st == dnnl_success ? dnnl_primitive_desc_create(&e->pd.pd, &md, attr, dnnl().engine, nullptr) : st;
-  dnnl_primitive_attr_destroy(attr);
-  dnnlCheck(made, "attention matmul pd");
+  ActivationAttr attr(Activation::Linear, 0.f, scale);
+  dnnlCheck(dnnl_primitive_desc_create(&e->pd.pd, &md, attr.attr, dnnl().engine, nullptr), "attention matmul pd");
   dnnlCheck(dnnl_primitive_create(&e->prim.p, e->pd.pd), "attention matmul primitive_create");
   e->a.wrap(&am), e->b.wrap(&bm), e->c.wrap(&cm);
   return *cache.emplace(key, std::move(e)).first->second;

@@ -171,7 +171,9 @@ SFN_VECTOR_CLONES void addModulationGradRow(const float* dz, const float* x, int
   }
 }
 
-// dx = rstd·(gain·dz − ma − x̂·mb) of one row, in place over dz.
+// dx = rstd·(gain·dz − ma − x̂·mb) of one row, in place over dz: normGradRows's arithmetic with the
+// statistics per group rather than spread per channel (a one-row tile's groups are LayerNorm-wide,
+// and spreading them for every row cost more than the row itself).
 SFN_VECTOR_CLONES void rowNormGrad(const float* x, int64_t c, int64_t g, const float* mean, const float* rstd, const float* gain, const float* ma, const float* mb,
                                    float* dzdx) {
   const int64_t cg = c / g;

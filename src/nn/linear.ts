@@ -77,7 +77,7 @@ export class Linear extends Module {
  * outlive the step), only x is saved for the backward pass.
  */
 function fusedLinear(x: tf.Tensor, weight: tf.Variable, bias: tf.Variable | null): tf.Tensor {
-  const want: LinearGradAttrs = { xShape: [...x.shape], dx: true, dweight: weight.trainable, dbias: bias !== null && bias.trainable };
+  const want = linearGradAttrs(x, weight, bias);
   const run = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
     const input = args[0] as tf.Tensor;
     const save = args[args.length - 1] as tf.GradSaveFunc;
@@ -89,10 +89,17 @@ function fusedLinear(x: tf.Tensor, weight: tf.Variable, bias: tf.Variable | null
         tf.engine().runKernel(FUSED_KERNELS.linearGrad, want.dweight ? { dy, weight, x: saved[0]! } : { dy, weight }, want) as tf.Tensor[],
     };
   });
-  const inputs: tf.Tensor[] = [x];
-  if (want.dweight) inputs.push(weight);
-  if (want.dbias) inputs.push(bias!);
-  return run(...inputs) as tf.Tensor;
+  return run(x, ...trainedParams(want, weight, bias)) as tf.Tensor;
+}
+
+/** The base gradients a fused Linear kernel computes: x's always, the weight's and bias's when they train. */
+function linearGradAttrs(x: tf.Tensor, weight: tf.Variable, bias: tf.Variable | null): LinearGradAttrs {
+  return { xShape: [...x.shape], dx: true, dweight: weight.trainable, dbias: bias !== null && bias.trainable };
+}
+
+/** The op's inputs after x: the weight and bias when they train (a frozen one is read from the closure). */
+function trainedParams(want: LinearGradAttrs, weight: tf.Variable, bias: tf.Variable | null): tf.Tensor[] {
+  return [...(want.dweight ? [weight] : []), ...(want.dbias ? [bias!] : [])];
 }
 
 /**
@@ -103,7 +110,7 @@ function fusedLinear(x: tf.Tensor, weight: tf.Variable, bias: tf.Variable | null
  */
 function fusedLoraLinear(x: tf.Tensor, weight: tf.Variable, bias: tf.Variable | null, branch: LowRankBranch): tf.Tensor {
   const { loraA, loraB, scale } = branch;
-  const want: LoraLinearGradAttrs = { xShape: [...x.shape], dx: true, dweight: weight.trainable, dbias: bias !== null && bias.trainable, scale };
+  const want: LoraLinearGradAttrs = { ...linearGradAttrs(x, weight, bias), scale };
   const run = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
     const input = args[0] as tf.Tensor;
     const save = args[args.length - 1] as tf.GradSaveFunc;
@@ -113,15 +120,9 @@ function fusedLoraLinear(x: tf.Tensor, weight: tf.Variable, bias: tf.Variable | 
     save([input, h!]);
     return {
       value: y!,
-      gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
-        const grads = tf.engine().runKernel(FUSED_KERNELS.loraLinearGrad, { dy, x: saved[0]!, h: saved[1]!, weight, loraA, loraB }, want) as tf.Tensor[];
-        return grads;
-      },
+      gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) =>
+        tf.engine().runKernel(FUSED_KERNELS.loraLinearGrad, { dy, x: saved[0]!, h: saved[1]!, weight, loraA, loraB }, want) as tf.Tensor[],
     };
   });
-  const inputs: tf.Tensor[] = [x];
-  if (want.dweight) inputs.push(weight);
-  if (want.dbias) inputs.push(bias!);
-  inputs.push(loraA, loraB);
-  return run(...inputs) as tf.Tensor;
+  return run(x, ...trainedParams(want, weight, bias), loraA, loraB) as tf.Tensor;
 }
