@@ -35,6 +35,18 @@ const roundAll = (v: Float32Array) => Float64Array.from(v, roundBf16);
 const rng = new Rng(1616);
 const randn = (n: number) => rng.fillNormal(new Float32Array(n));
 
+/** Σ of n products of bf16-rounded operands, Σ of their magnitudes, and Σ of the plain products: expectBf16Product's want, absSum and fp32. */
+function productSums(n: number, rounded: (k: number) => number, plain: (k: number) => number): [number, number, number] {
+  let s = 0, sa = 0, s32 = 0;
+  for (let k = 0; k < n; k++) {
+    const term = rounded(k);
+    s += term;
+    sa += Math.abs(term);
+    s32 += plain(k);
+  }
+  return [s, sa, s32];
+}
+
 /** |got − want| ≤ 2^-20 · Σ|terms| per element (fp32 accumulation of bf16 products), and much closer to want than to the fp32 product. */
 function expectBf16Product(got: Float32Array, want: Float64Array, absSum: Float64Array, fp32: Float64Array, label: string) {
   expect(got.length, label).toBe(want.length);
@@ -361,7 +373,7 @@ describe.skipIf(!hardware)(`bf16 kernels on oneDNN (${hardware ?? 'no bf16 CPU'}
       for (let t = 0; t < b; t++)
         for (let hh = 0; hh < h; hh++) {
           // The fp32 reference of the whole head (unrounded operands) for dQ and dK.
-          const P = new Float64Array(nq * nk), S16 = new Float64Array(nq * nk);
+          const P = new Float64Array(nq * nk);
           for (let i = 0; i < nq; i++) {
             const row16 = [], row = [];
             for (let j = 0; j < nk; j++) {
@@ -371,26 +383,24 @@ describe.skipIf(!hardware)(`bf16 kernels on oneDNN (${hardware ?? 'no bf16 CPU'}
               row16.push(masked ? -Infinity : scale * s16), row.push(masked ? -Infinity : scale * s32);
             }
             const soft = (r: number[]) => { const m = Math.max(...r); const e = r.map((x) => Math.exp(x - m)); const z = e.reduce((x, y) => x + y); return e.map((x) => x / z); };
-            soft(row16).forEach((x, j) => (S16[i * nk + j] = x, worstP = Math.max(worstP, Math.abs(x - p[pi(t, hh, i) + j]!))));
+            soft(row16).forEach((x, j) => (worstP = Math.max(worstP, Math.abs(x - p[pi(t, hh, i) + j]!))));
             soft(row).forEach((x, j) => (P[i * nk + j] = x));
           }
           for (let i = 0; i < nq; i++)
             for (let c = 0; c < d; c++) {
-              let s = 0, sa = 0, s32 = 0;
-              for (let j = 0; j < nk; j++) {
-                const term = p16[pi(t, hh, i) + j]! * v16[ki(t, j, hh) + c]!;
-                s += term, (sa += Math.abs(term)), (s32 += p[pi(t, hh, i) + j]! * v[ki(t, j, hh) + c]!);
-              }
-              want.o[qi(t, i, hh) + c] = s, (want.oAbs[qi(t, i, hh) + c] = sa), (want.o32[qi(t, i, hh) + c] = s32);
+              [want.o[qi(t, i, hh) + c], want.oAbs[qi(t, i, hh) + c], want.o32[qi(t, i, hh) + c]] = productSums(
+                nk,
+                (j) => p16[pi(t, hh, i) + j]! * v16[ki(t, j, hh) + c]!,
+                (j) => p[pi(t, hh, i) + j]! * v[ki(t, j, hh) + c]!,
+              );
             }
           for (let j = 0; j < nk; j++)
             for (let c = 0; c < d; c++) {
-              let s = 0, sa = 0, s32 = 0;
-              for (let i = 0; i < nq; i++) {
-                const term = p16[pi(t, hh, i) + j]! * do16[qi(t, i, hh) + c]!;
-                s += term, (sa += Math.abs(term)), (s32 += p[pi(t, hh, i) + j]! * dout[qi(t, i, hh) + c]!);
-              }
-              dvRef.v[ki(t, j, hh) + c] = s, (dvRef.abs[ki(t, j, hh) + c] = sa), (dvRef.fp32[ki(t, j, hh) + c] = s32);
+              [dvRef.v[ki(t, j, hh) + c], dvRef.abs[ki(t, j, hh) + c], dvRef.fp32[ki(t, j, hh) + c]] = productSums(
+                nq,
+                (i) => p16[pi(t, hh, i) + j]! * do16[qi(t, i, hh) + c]!,
+                (i) => p[pi(t, hh, i) + j]! * dout[qi(t, i, hh) + c]!,
+              );
             }
           // dS = scale·P∘(dP − rowsum(P∘dP)) with dP = dO·Vᵀ, all unrounded: the fp32 gradient.
           for (let i = 0; i < nq; i++) {
